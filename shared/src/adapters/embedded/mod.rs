@@ -1,0 +1,1 @@
+//! The embedded store (redb) and the in-process queue.

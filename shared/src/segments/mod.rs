@@ -1,0 +1,75 @@
+//! Segment parameters and the segment computations (DESIGN §3, §4). Pure: typed records in,
+//! typed entries out; no I/O.
+//!
+//! Every computation looks at one user at a time ([`UserData`]), so a worker streams a shard and
+//! holds one user in memory.
+
+pub mod body;
+mod high_balance;
+pub mod params;
+
+use chrono::NaiveDate;
+use serde::Serialize;
+
+pub use high_balance::high_balance;
+pub use params::{SegmentParams, SegmentRequest};
+
+use crate::domain::{AccountId, Money, SegmentType, UserData, UserId};
+
+/// `{accountId, amount}` of highBalance and lowBalance entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountAmount {
+    pub account_id: AccountId,
+    pub amount: Money,
+}
+
+/// `{userId, accounts: [{accountId, amount}]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountsEntry {
+    pub user_id: UserId,
+    pub accounts: Vec<AccountAmount>,
+}
+
+/// One user's entry in a result, of whichever segment type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum UserEntry {
+    Accounts(AccountsEntry),
+}
+
+impl UserEntry {
+    pub fn user_id(&self) -> &UserId {
+        match self {
+            UserEntry::Accounts(e) => &e.user_id,
+        }
+    }
+}
+
+/// A segment type whose computation is not available in this release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("segment type {0} is not available yet")]
+pub struct NotAvailable(pub SegmentType);
+
+/// A computation ready to run over users: the validated parameters and the job's `asOf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpec {
+    pub as_of: NaiveDate,
+    pub params: SegmentParams,
+}
+
+impl SegmentSpec {
+    /// Whether this release computes the segment type.
+    pub fn is_available(segment_type: SegmentType) -> bool {
+        matches!(segment_type, SegmentType::HighBalance)
+    }
+
+    /// The user's entry, or `None` when the user is not in the segment.
+    pub fn evaluate(&self, user: &UserData) -> Result<Option<UserEntry>, NotAvailable> {
+        match &self.params {
+            SegmentParams::HighBalance(p) => Ok(high_balance(p, self.as_of, user).map(UserEntry::Accounts)),
+            other => Err(NotAvailable(other.segment_type())),
+        }
+    }
+}
