@@ -28,10 +28,9 @@ where
     T::Err: std::fmt::Display,
 {
     match env::var(name) {
-        Ok(v) if !v.trim().is_empty() => v
-            .trim()
-            .parse()
-            .map_err(|e: T::Err| ConfigError::Invalid { name: name.to_owned(), reason: e.to_string() }),
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name: name.to_owned(), reason: e.to_string() })
+        }
         _ => Ok(default),
     }
 }

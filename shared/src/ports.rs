@@ -65,7 +65,8 @@ pub trait AccountSink: Send + Sync {
     async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError>;
 
     /// Writes items (upsert by key). The adapter places each on `shard_of(userId, shard_count)`.
-    async fn put_items(&self, mandator: &MandatorId, shard_count: u32, items: &[AccountItem]) -> Result<(), StoreError>;
+    async fn put_items(&self, mandator: &MandatorId, shard_count: u32, items: &[AccountItem])
+    -> Result<(), StoreError>;
 }
 
 /// The job records.

@@ -5,9 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use chrono::NaiveDate;
 
-use crate::domain::{
-    Account, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserId,
-};
+use crate::domain::{Account, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserId};
 
 // The records spell every field out instead of flattening the domain types: serde's `flatten`
 // buffers values, which loses the exact literal of JSON numbers, and forbids `deny_unknown_fields`.
@@ -105,11 +103,7 @@ impl TransactionRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountItem {
     Account(Account),
-    Transaction {
-        user_id: UserId,
-        account_id: AccountId,
-        transaction: Transaction,
-    },
+    Transaction { user_id: UserId, account_id: AccountId, transaction: Transaction },
 }
 
 impl AccountItem {
@@ -132,10 +126,7 @@ pub const MAX_SHARD_COUNT: u32 = 1024;
 pub fn shard_of(user_id: &UserId, shard_count: u32) -> u32 {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = user_id
-        .as_str()
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    let hash = user_id.as_str().bytes().fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
     (hash % u64::from(shard_count.max(1))) as u32
 }
 
@@ -147,9 +138,8 @@ mod tests {
     fn shard_of_is_stable_across_releases() {
         // Pinned values: changing them would strand stored data on the wrong shards.
         let u = |s: &str| UserId::parse(s).unwrap();
-        let fnv = |s: &str| {
-            s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
-        };
+        let fnv =
+            |s: &str| s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
         // Known FNV-1a 64 test vector.
         assert_eq!(fnv("a"), 0xaf63_dc4c_8601_ec8c);
         assert_eq!(shard_of(&u("a"), 1000), (0xaf63_dc4c_8601_ec8cu64 % 1000) as u32);

@@ -180,11 +180,7 @@ pub struct Currency([u8; 3]);
 impl Currency {
     pub fn parse(s: &str) -> Option<Self> {
         let b = s.as_bytes();
-        if b.len() == 3 && b.iter().all(u8::is_ascii_uppercase) {
-            Some(Currency([b[0], b[1], b[2]]))
-        } else {
-            None
-        }
+        if b.len() == 3 && b.iter().all(u8::is_ascii_uppercase) { Some(Currency([b[0], b[1], b[2]])) } else { None }
     }
 
     pub fn as_str(&self) -> &str {

@@ -52,9 +52,8 @@ impl Month {
     /// `as_of`, oldest first.
     pub fn window_before(as_of: NaiveDate, n: u32) -> Vec<Month> {
         let current = Month::of(as_of);
-        let mut months: Vec<Month> = std::iter::successors(Some(current.prev()), |m| Some(m.prev()))
-            .take(n as usize)
-            .collect();
+        let mut months: Vec<Month> =
+            std::iter::successors(Some(current.prev()), |m| Some(m.prev())).take(n as usize).collect();
         months.reverse();
         months
     }

@@ -59,8 +59,8 @@ impl Fields {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Fields { prefix: String::new(), map: Map::new() });
         }
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| MalformedBody(format!("request body is not valid JSON: {e}")))?;
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| MalformedBody(format!("request body is not valid JSON: {e}")))?;
         match value {
             Value::Object(map) => Ok(Fields { prefix: String::new(), map }),
             other => Err(MalformedBody(format!("request body must be a JSON object, not {}", kind(&other)))),

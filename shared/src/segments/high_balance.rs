@@ -26,14 +26,23 @@ pub fn high_balance(params: &HighBalanceParams, as_of: NaiveDate, user: &UserDat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Account, AccountHistory, AccountId, AccountType, Currency, Money, Transaction, TransactionId, UserId};
+    use crate::domain::{
+        Account, AccountHistory, AccountId, AccountType, Currency, Money, Transaction, TransactionId, UserId,
+    };
     use proptest::prelude::*;
 
     fn d(s: &str) -> NaiveDate {
         s.parse().unwrap()
     }
 
-    fn account(id: &str, t: AccountType, cur: &str, balance: i64, balance_date: &str, txs: &[(&str, i64)]) -> AccountHistory {
+    fn account(
+        id: &str,
+        t: AccountType,
+        cur: &str,
+        balance: i64,
+        balance_date: &str,
+        txs: &[(&str, i64)],
+    ) -> AccountHistory {
         AccountHistory {
             account: Account {
                 user_id: UserId::parse("u1").unwrap(),
@@ -82,7 +91,8 @@ mod tests {
     #[test]
     fn given_as_of_before_the_balance_date_then_later_transactions_are_undone() {
         // 6000 today, but a 2000 salary arrived after asOf: at asOf the balance was 4000.
-        let u = user(vec![account("a", AccountType::Checking, "EUR", 600_000, "2024-06-10", &[("2024-06-05", 200_000)])]);
+        let u =
+            user(vec![account("a", AccountType::Checking, "EUR", 600_000, "2024-06-10", &[("2024-06-05", 200_000)])]);
         assert_eq!(high_balance(&params(500_000, None), d("2024-06-04"), &u), None);
         assert!(high_balance(&params(500_000, None), d("2024-06-05"), &u).is_some());
     }

@@ -107,9 +107,7 @@ impl SegmentParams {
         Ok(match segment_type {
             SegmentType::HighBalance => SegmentParams::HighBalance(serde_json::from_value(value)?),
             SegmentType::LowBalance => SegmentParams::LowBalance(serde_json::from_value(value)?),
-            SegmentType::IncomeSpendingSummary => {
-                SegmentParams::IncomeSpendingSummary(serde_json::from_value(value)?)
-            }
+            SegmentType::IncomeSpendingSummary => SegmentParams::IncomeSpendingSummary(serde_json::from_value(value)?),
             SegmentType::InsuranceSpending => SegmentParams::InsuranceSpending(serde_json::from_value(value)?),
             SegmentType::FinancialBreakdown => SegmentParams::FinancialBreakdown(serde_json::from_value(value)?),
         })
@@ -237,7 +235,12 @@ fn label_groups(f: &mut Fields) -> Result<Vec<LabelGroup>, FieldError> {
                 gf.finish()?;
                 LabelGroup { alias, include_labels, exclude_labels }
             }
-            _ => return Err(FieldError::new(name, "must be a label string or an object {alias, includeLabels, excludeLabels}")),
+            _ => {
+                return Err(FieldError::new(
+                    name,
+                    "must be a label string or an object {alias, includeLabels, excludeLabels}",
+                ));
+            }
         };
         if out.iter().any(|o| o.alias == group.alias) {
             return Err(FieldError::new(format!("labelGroups[{i}].alias"), "must be unique among the groups"));
@@ -335,14 +338,20 @@ mod tests {
         )
         .unwrap();
         let SegmentParams::FinancialBreakdown(p) = ok.params else { panic!() };
-        assert_eq!(p.label_groups[0], LabelGroup { alias: "RENT".into(), include_labels: vec!["RENT".into()], exclude_labels: vec![] });
+        assert_eq!(
+            p.label_groups[0],
+            LabelGroup { alias: "RENT".into(), include_labels: vec!["RENT".into()], exclude_labels: vec![] }
+        );
         assert_eq!(p.label_groups[1].exclude_labels, ["REFUND"]);
 
         assert_eq!(field_of(parse(t, r#"{"durationInMonth":3,"labelGroups":[]}"#)), "labelGroups");
         let eleven = format!(r#"{{"durationInMonth":3,"labelGroups":[{}]}}"#, vec!["\"A\""; 11].join(","));
         assert_eq!(field_of(parse(t, &eleven)), "labelGroups");
         assert_eq!(
-            field_of(parse(t, r#"{"durationInMonth":3,"labelGroups":[{"alias":"x","includeLabels":["A"],"colour":1}]}"#)),
+            field_of(parse(
+                t,
+                r#"{"durationInMonth":3,"labelGroups":[{"alias":"x","includeLabels":["A"],"colour":1}]}"#
+            )),
             "labelGroups[0].colour"
         );
         assert_eq!(
@@ -359,9 +368,15 @@ mod tests {
         for (t, body) in [
             (SegmentType::HighBalance, r#"{"accountType":"savings","threshold":0.1,"currency":"EUR"}"#),
             (SegmentType::LowBalance, r#"{"threshold":-5,"durationInMonth":3}"#),
-            (SegmentType::IncomeSpendingSummary, r#"{"dateFrom":"2024-01-01","dateTo":"2024-03-31","accountType":"loan"}"#),
+            (
+                SegmentType::IncomeSpendingSummary,
+                r#"{"dateFrom":"2024-01-01","dateTo":"2024-03-31","accountType":"loan"}"#,
+            ),
             (SegmentType::InsuranceSpending, r#"{"durationInMonth":6}"#),
-            (SegmentType::FinancialBreakdown, r#"{"durationInMonth":2,"labelGroups":["A",{"alias":"B","includeLabels":["B"]}]}"#),
+            (
+                SegmentType::FinancialBreakdown,
+                r#"{"durationInMonth":2,"labelGroups":["A",{"alias":"B","includeLabels":["B"]}]}"#,
+            ),
         ] {
             let r = parse(t, body).unwrap();
             let stored = serde_json::to_value(&r.params).unwrap();
