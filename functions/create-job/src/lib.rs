@@ -1,1 +1,107 @@
+//! `POST /segments/{segmentType}`: validates the body (DESIGN §3), stores the job QUEUED and
+//! enqueues it; answers `202 {jobId, status, expiresAt}`.
 
+use chrono::Utc;
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use segments_core::app::{self, AppError, Services};
+use segments_core::http::{Caller, json_body, json_response, path_param, problem_response};
+
+pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+    Ok(match create(s, &req).await {
+        Ok(response) => response,
+        Err(e) => problem_response(&e),
+    })
+}
+
+async fn create(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
+    let caller = Caller::from_request(req, &s.config.mandator_claim)?;
+    let segment_type = app::authorize_segment_type(&caller, &path_param(req, "segmentType").unwrap_or_default())?;
+    let body = json_body(req)?;
+    let job = app::create_job(s, &caller, segment_type, body, Utc::now()).await?;
+    let answer = serde_json::json!({
+        "jobId": job.job_id,
+        "status": job.status.as_str(),
+        "expiresAt": app::timestamp(job.expires_at),
+    });
+    let mut response = json_response(StatusCode::ACCEPTED, &answer);
+    if let Ok(location) = format!("/segments/{}/{}", segment_type, job.job_id).parse() {
+        response.headers_mut().insert(lambda_http::http::header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segments_core::adapters::{embedded::EmbeddedStore, embedded_services};
+    use segments_core::config::ServiceConfig;
+    use segments_core::domain::{JobId, MandatorId};
+    use segments_core::jobs::JobStatus;
+    use segments_core::testing::{create_job_request, status_and_json};
+
+    const HB: &str = "segments/highBalance";
+
+    async fn call(s: &Services, segment_type: &str, body: &str, mandator: Option<&str>, scopes: &[&str]) -> (u16, serde_json::Value) {
+        let response = handle(s, create_job_request(segment_type, body, mandator, scopes)).await.unwrap();
+        status_and_json(response)
+    }
+
+    fn services() -> (tempfile::TempDir, Services, tokio::sync::mpsc::UnboundedReceiver<segments_core::jobs::JobMessage>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let (s, rx) = embedded_services(store, ServiceConfig::default());
+        (dir, s, rx)
+    }
+
+    #[tokio::test]
+    async fn given_a_valid_body_when_posted_then_202_and_the_job_is_stored_queued_and_enqueued() {
+        let (_dir, s, mut rx) = services();
+        let (status, body) = call(&s, "highBalance", r#"{"accountType":"checking","threshold":5000}"#, Some("bank-1"), &[HB]).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "QUEUED");
+        assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'));
+        let job_id = JobId::parse(body["jobId"].as_str().unwrap()).unwrap();
+        let mandator = MandatorId::parse("bank-1").unwrap();
+        let job = s.jobs.get(&mandator, job_id).await.unwrap().unwrap();
+        assert_eq!(job.status, JobStatus::Queued);
+        let message = rx.try_recv().unwrap();
+        assert_eq!((message.job_id, message.mandator_id), (job_id, mandator));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_clear_problems_never_500() {
+        let (_dir, s, mut rx) = services();
+        let ok = r#"{"accountType":"checking","threshold":5000}"#;
+        let cases: &[(&str, &str, Option<&str>, &[&str], u16, &str, Option<&str>)] = &[
+            ("highBalance", ok, None, &[HB], 401, "unauthenticated", None),
+            ("highBalance", ok, Some("bank-1"), &["segments/lowBalance"], 403, "insufficient_scope", None),
+            ("highbalance", ok, Some("bank-1"), &[HB], 400, "unknown_segment_type", Some("segmentType")),
+            ("highBalance", "{\"accountType\":", Some("bank-1"), &[HB], 400, "malformed_body", None),
+            ("highBalance", r#"{"accountType":"checking","threshold":"abc"}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("threshold")),
+            ("highBalance", r#"{"accountType":"checking","threshold":1e400}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("threshold")),
+            ("highBalance", r#"{"accountType":"checking","threshold":1,"x":1}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("x")),
+        ];
+        for (t, body, mandator, scopes, status, code, field) in cases {
+            let (got, problem) = call(&s, t, body, *mandator, scopes).await;
+            assert_eq!(got, *status, "{t} {body}: {problem}");
+            assert_eq!(problem["code"], *code, "{problem}");
+            assert_eq!(problem["status"], *status);
+            assert!(problem["type"].as_str().unwrap().ends_with(code));
+            if let Some(field) = field {
+                assert_eq!(problem["field"], *field, "{problem}");
+            }
+        }
+        assert!(rx.try_recv().is_err(), "nothing may be enqueued for a refused request");
+    }
+
+    #[tokio::test]
+    async fn unknown_type_problem_names_the_valid_types() {
+        let (_dir, s, _rx) = services();
+        let (_, problem) = call(&s, "mediumBalance", "{}", Some("bank-1"), &[HB]).await;
+        let detail = problem["detail"].as_str().unwrap();
+        for t in segments_core::domain::SegmentType::ALL {
+            assert!(detail.contains(t.as_str()), "{detail}");
+        }
+    }
+}

@@ -3,3 +3,49 @@
 
 pub mod aws;
 pub mod embedded;
+
+use std::sync::Arc;
+
+use crate::app::Services;
+use crate::config::ServiceConfig;
+use crate::ports::BoxError;
+
+/// The services of a Lambda function (or of the local runner with `--aws`): SDK clients built
+/// once, resource names and settings from the environment. Honours `AWS_ENDPOINT_URL`, so the
+/// same binary talks to AWS or to a local emulator.
+pub async fn aws_services_from_env() -> Result<Services, BoxError> {
+    let config = ServiceConfig::from_env()?;
+    let resources = aws::AwsResources::from_env()?;
+    let clients = aws::AwsClients::from_env().await;
+    Ok(aws_services(&clients, &resources, config))
+}
+
+/// The services over given clients and resources (tests point these at a local emulator).
+pub fn aws_services(clients: &aws::AwsClients, resources: &aws::AwsResources, config: ServiceConfig) -> Services {
+    let accounts = Arc::new(aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
+    Services {
+        accounts,
+        jobs: Arc::new(aws::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(aws::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        queue: Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        config,
+    }
+}
+
+/// The services over the embedded store in `data_dir` and an in-process queue, whose receiving
+/// end is returned for the runner's worker pool.
+pub fn embedded_services(
+    store: embedded::EmbeddedStore,
+    config: ServiceConfig,
+) -> (Services, tokio::sync::mpsc::UnboundedReceiver<crate::jobs::JobMessage>) {
+    let (queue, receiver) = embedded::EmbeddedQueue::new();
+    let store = Arc::new(store);
+    let services = Services {
+        accounts: store.clone(),
+        jobs: store.clone(),
+        results: store,
+        queue: Arc::new(queue),
+        config,
+    };
+    (services, receiver)
+}

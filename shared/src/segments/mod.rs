@@ -5,13 +5,25 @@
 //! holds one user in memory.
 
 pub mod body;
+mod financial_breakdown;
 mod high_balance;
+mod income_spending_summary;
+mod insurance_spending;
+mod low_balance;
 pub mod params;
+#[cfg(test)]
+mod reference;
 
 use chrono::NaiveDate;
 use serde::Serialize;
 
+pub use financial_breakdown::{FinancialBreakdownEntry, LabelGroupBreakdown, MonthTotal, financial_breakdown};
 pub use high_balance::high_balance;
+pub use income_spending_summary::{AccountFlows, IncomeSpendingSummaryEntry, income_spending_summary};
+pub use insurance_spending::{
+    Insurance, InsuranceAccount, InsuranceSpendingEntry, InsuranceType, PaymentFrequency, insurance_spending,
+};
+pub use low_balance::low_balance;
 pub use params::{SegmentParams, SegmentRequest};
 
 use crate::domain::{AccountId, Money, SegmentType, UserData, UserId};
@@ -24,7 +36,7 @@ pub struct AccountAmount {
     pub amount: Money,
 }
 
-/// `{userId, accounts: [{accountId, amount}]}`.
+/// `{userId, accounts: [{accountId, amount}]}` of highBalance and lowBalance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountsEntry {
@@ -36,13 +48,20 @@ pub struct AccountsEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(untagged)]
 pub enum UserEntry {
+    /// highBalance and lowBalance.
     Accounts(AccountsEntry),
+    IncomeSpendingSummary(IncomeSpendingSummaryEntry),
+    InsuranceSpending(InsuranceSpendingEntry),
+    FinancialBreakdown(FinancialBreakdownEntry),
 }
 
 impl UserEntry {
     pub fn user_id(&self) -> &UserId {
         match self {
             UserEntry::Accounts(e) => &e.user_id,
+            UserEntry::IncomeSpendingSummary(e) => &e.user_id,
+            UserEntry::InsuranceSpending(e) => &e.user_id,
+            UserEntry::FinancialBreakdown(e) => &e.user_id,
         }
     }
 }
@@ -62,14 +81,30 @@ pub struct SegmentSpec {
 impl SegmentSpec {
     /// Whether this release computes the segment type.
     pub fn is_available(segment_type: SegmentType) -> bool {
-        matches!(segment_type, SegmentType::HighBalance)
+        matches!(
+            segment_type,
+            SegmentType::HighBalance
+                | SegmentType::LowBalance
+                | SegmentType::IncomeSpendingSummary
+                | SegmentType::InsuranceSpending
+                | SegmentType::FinancialBreakdown
+        )
     }
 
     /// The user's entry, or `None` when the user is not in the segment.
     pub fn evaluate(&self, user: &UserData) -> Result<Option<UserEntry>, NotAvailable> {
         match &self.params {
             SegmentParams::HighBalance(p) => Ok(high_balance(p, self.as_of, user).map(UserEntry::Accounts)),
-            other => Err(NotAvailable(other.segment_type())),
+            SegmentParams::LowBalance(p) => Ok(low_balance(p, self.as_of, user).map(UserEntry::Accounts)),
+            SegmentParams::IncomeSpendingSummary(p) => {
+                Ok(income_spending_summary(p, user).map(UserEntry::IncomeSpendingSummary))
+            }
+            SegmentParams::InsuranceSpending(p) => {
+                Ok(insurance_spending(p, self.as_of, user).map(UserEntry::InsuranceSpending))
+            }
+            SegmentParams::FinancialBreakdown(p) => {
+                Ok(financial_breakdown(p, self.as_of, user).map(UserEntry::FinancialBreakdown))
+            }
         }
     }
 }

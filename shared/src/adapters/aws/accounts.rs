@@ -1,0 +1,399 @@
+//! Account data in DynamoDB: one Query stream per shard for the workers, batch writes for the
+//! importer.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use tracing::{Instrument, instrument};
+
+use super::items::{
+    Item, PARTITION_KEY, SORT_KEY, account_data_item, decode_account_data, decode_shard_count, meta_key, s,
+    shard_count_item, shard_pk,
+};
+use crate::domain::{AccountHistory, MandatorId, UserData};
+use crate::ports::{AccountSink, AccountSource, StoreError};
+use crate::records::AccountItem;
+
+/// DynamoDB refuses a BatchWriteItem of more than 25 requests.
+const BATCH_WRITE_LIMIT: usize = 25;
+/// Batches written at the same time by one `put_items` call.
+const WRITE_CONCURRENCY: usize = 4;
+/// Attempts of one batch while DynamoDB leaves items unprocessed (throttling).
+const MAX_BATCH_ATTEMPTS: u32 = 8;
+const BACKOFF_BASE: Duration = Duration::from_millis(50);
+const BACKOFF_CAP: Duration = Duration::from_secs(3);
+
+/// The AccountData table (layout in [`super::items`]).
+#[derive(Debug, Clone)]
+pub struct DynamoAccounts {
+    client: Client,
+    table: String,
+}
+
+impl DynamoAccounts {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoAccounts { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    async fn write_batch(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for attempt in 0..MAX_BATCH_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, batch)
+                .send()
+                .await
+                .map_err(|e| StoreError::unavailable("writing account data", e.into_service_error()))?;
+            batch = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            tracing::debug!(unprocessed = batch.len(), attempt, "retrying unprocessed account data items");
+        }
+        Err(StoreError::unavailable(
+            "writing account data",
+            format!("{} items still unprocessed after {MAX_BATCH_ATTEMPTS} attempts", batch.len()),
+        ))
+    }
+}
+
+/// Exponential backoff with jitter: writers retrying together do not collide again.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP);
+    let half = ceiling / 2;
+    half + half.mul_f64(rand::random_range(0.0..1.0))
+}
+
+#[async_trait]
+impl AccountSource for DynamoAccounts {
+    #[instrument(skip_all, fields(mandator_id = %mandator))]
+    async fn shard_count(&self, mandator: &MandatorId) -> Result<Option<u32>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(meta_key(mandator)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::unavailable(
+                    format!("reading the shard count of mandator {mandator}"),
+                    e.into_service_error(),
+                )
+            })?;
+        out.item.map(decode_shard_count).transpose()
+    }
+
+    fn users<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserData, StoreError>> {
+        // One Query over the shard's partition, read page by page (1 MB each): no request per user.
+        let paginator = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", s(shard_pk(mandator, shard)))
+            .into_paginator()
+            .send();
+        let pages = stream::unfold(paginator, move |mut paginator| async move {
+            let page = paginator.next().await?;
+            let page = page.map(|p| p.items.unwrap_or_default()).map_err(|e| {
+                StoreError::unavailable(format!("reading shard {shard} of mandator {mandator}"), e.into_service_error())
+            });
+            Some((page, paginator))
+        })
+        .boxed();
+        let reader = ShardReader {
+            pages,
+            items: Vec::new().into_iter(),
+            current: None,
+            exhausted: false,
+            pending_error: None,
+            mandator,
+            shard,
+        };
+        let span = tracing::info_span!("shard_users", mandator_id = %mandator, shard);
+        stream::try_unfold(reader, move |mut reader| {
+            async move {
+                let user = reader.next_user().await?;
+                Ok(user.map(|u| (u, reader)))
+            }
+            .instrument(span.clone())
+        })
+        .boxed()
+    }
+}
+
+/// The item pages of a shard's Query.
+type Pages<'a> = BoxStream<'a, Result<Vec<Item>, StoreError>>;
+
+/// Assembles users from the items of a shard's Query, holding one user at a time.
+struct ShardReader<'a> {
+    pages: Pages<'a>,
+    items: std::vec::IntoIter<Item>,
+    /// The user being assembled: complete once an item of another user (or the end) is read.
+    current: Option<UserData>,
+    exhausted: bool,
+    /// An error found while completing the user before it; reported after that user.
+    pending_error: Option<StoreError>,
+    mandator: &'a MandatorId,
+    shard: u32,
+}
+
+impl ShardReader<'_> {
+    async fn next_user(&mut self) -> Result<Option<UserData>, StoreError> {
+        if let Some(e) = self.pending_error.take() {
+            return Err(e);
+        }
+        while let Some(item) = self.next_item().await? {
+            let data = decode_account_data(item)?;
+            if let Some(current) = &mut self.current
+                && current.user_id == *data.user_id()
+            {
+                self.add(data)?;
+                continue;
+            }
+            match self.start_user(data) {
+                Ok(next) => {
+                    if let Some(done) = self.current.replace(next) {
+                        return Ok(Some(done));
+                    }
+                }
+                // The user before is complete: hand it out, then the error.
+                Err(e) => match self.current.take() {
+                    Some(done) => {
+                        self.pending_error = Some(e);
+                        return Ok(Some(done));
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
+        Ok(self.current.take())
+    }
+
+    async fn next_item(&mut self) -> Result<Option<Item>, StoreError> {
+        loop {
+            if let Some(item) = self.items.next() {
+                return Ok(Some(item));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            match self.pages.next().await {
+                Some(page) => {
+                    let items = page?;
+                    tracing::trace!(items = items.len(), "account data page");
+                    self.items = items.into_iter();
+                }
+                None => self.exhausted = true,
+            }
+        }
+    }
+
+    fn start_user(&self, data: AccountItem) -> Result<UserData, StoreError> {
+        match data {
+            AccountItem::Account(account) => Ok(UserData {
+                user_id: account.user_id.clone(),
+                accounts: vec![AccountHistory { account, transactions: Vec::new() }],
+            }),
+            AccountItem::Transaction { user_id, account_id, transaction } => {
+                Err(self.orphan(&user_id, &account_id, &transaction))
+            }
+        }
+    }
+
+    fn add(&mut self, data: AccountItem) -> Result<(), StoreError> {
+        let Some(current) = self.current.as_mut() else {
+            return Err(StoreError::Corrupt("account data item without a user".to_owned()));
+        };
+        match data {
+            AccountItem::Account(account) => {
+                current.accounts.push(AccountHistory { account, transactions: Vec::new() });
+                Ok(())
+            }
+            AccountItem::Transaction { user_id, account_id, transaction } => match current.accounts.last_mut() {
+                Some(last) if last.account.account_id == account_id => {
+                    last.transactions.push(transaction);
+                    Ok(())
+                }
+                _ => Err(self.orphan(&user_id, &account_id, &transaction)),
+            },
+        }
+    }
+
+    fn orphan(
+        &self,
+        user_id: &crate::domain::UserId,
+        account_id: &crate::domain::AccountId,
+        transaction: &crate::domain::Transaction,
+    ) -> StoreError {
+        StoreError::Corrupt(format!(
+            "transaction {} of account {account_id} of user {user_id} on shard {} of mandator {}: the account item is missing",
+            transaction.transaction_id, self.shard, self.mandator
+        ))
+    }
+}
+
+#[async_trait]
+impl AccountSink for DynamoAccounts {
+    #[instrument(skip_all, fields(mandator_id = %mandator, shard_count = shard_count))]
+    async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(shard_count_item(mandator, shard_count)))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .send()
+            .await;
+        let err = match put {
+            Ok(_) => return Ok(()),
+            Err(e) => e.into_service_error(),
+        };
+        if !matches!(err, PutItemError::ConditionalCheckFailedException(_)) {
+            return Err(StoreError::unavailable(format!("recording the shard count of mandator {mandator}"), err));
+        }
+        match self.shard_count(mandator).await? {
+            Some(stored) if stored == shard_count => Ok(()),
+            Some(stored) => Err(StoreError::Conflict(format!(
+                "the account data of mandator {mandator} is placed on {stored} shards, not {shard_count}"
+            ))),
+            None => Err(StoreError::Conflict(format!("the shard count of mandator {mandator} changed concurrently"))),
+        }
+    }
+
+    #[instrument(skip_all, fields(mandator_id = %mandator, shard_count = shard_count, items = items.len()))]
+    async fn put_items(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        items: &[AccountItem],
+    ) -> Result<(), StoreError> {
+        let batches = write_batches(mandator, shard_count, items)?;
+        stream::iter(batches.into_iter().map(Ok))
+            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| self.write_batch(batch))
+            .await
+    }
+}
+
+/// The items as BatchWriteItem batches of at most 25 requests, each key written once: a batch may
+/// not name one key twice, and the last write of a key wins, as with single puts.
+fn write_batches(
+    mandator: &MandatorId,
+    shard_count: u32,
+    items: &[AccountItem],
+) -> Result<Vec<Vec<WriteRequest>>, StoreError> {
+    let mut seen = HashSet::with_capacity(items.len());
+    let mut writes = Vec::with_capacity(items.len());
+    for data in items.iter().rev() {
+        let item = account_data_item(mandator, shard_count, data);
+        if !seen.insert((key_text(&item, PARTITION_KEY), key_text(&item, SORT_KEY))) {
+            continue;
+        }
+        let put = PutRequest::builder()
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::unavailable("building an account data write", e))?;
+        writes.push(WriteRequest::builder().put_request(put).build());
+    }
+    writes.reverse();
+
+    let mut batches = Vec::with_capacity(writes.len().div_ceil(BATCH_WRITE_LIMIT));
+    let mut writes = writes.into_iter();
+    loop {
+        let batch: Vec<WriteRequest> = writes.by_ref().take(BATCH_WRITE_LIMIT).collect();
+        if batch.is_empty() {
+            return Ok(batches);
+        }
+        batches.push(batch);
+    }
+}
+
+fn key_text(item: &Item, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adapters::aws::items::{AMOUNT, USER_ID};
+    use crate::domain::{Account, AccountId, AccountType, Currency, Money, Transaction, TransactionId, UserId};
+
+    fn transaction(user: &str, id: &str, amount: i64) -> AccountItem {
+        AccountItem::Transaction {
+            user_id: UserId::parse(user).unwrap(),
+            account_id: AccountId::parse("a1").unwrap(),
+            transaction: Transaction {
+                transaction_id: TransactionId::parse(id).unwrap(),
+                booking_date: "2024-05-01".parse().unwrap(),
+                amount: Money::from_cents(amount),
+                currency: Currency::parse("EUR").unwrap(),
+                counterpart_name: String::new(),
+                purpose: String::new(),
+                labels: Vec::new(),
+            },
+        }
+    }
+
+    fn amount_of(write: &WriteRequest) -> &AttributeValue {
+        &write.put_request().unwrap().item()[AMOUNT]
+    }
+
+    #[test]
+    fn batches_hold_at_most_25_writes_with_distinct_keys_and_the_last_write_wins() {
+        let mandator = MandatorId::parse("bank-1").unwrap();
+        let mut items: Vec<AccountItem> = (0..60).map(|i| transaction(&format!("u{i}"), "t1", 100)).collect();
+        items.push(AccountItem::Account(Account {
+            user_id: UserId::parse("u0").unwrap(),
+            account_id: AccountId::parse("a1").unwrap(),
+            account_type: AccountType::Checking,
+            currency: Currency::parse("EUR").unwrap(),
+            balance: Money::ZERO,
+            balance_date: "2024-05-31".parse().unwrap(),
+        }));
+        items.push(transaction("u7", "t1", -250));
+
+        let batches = write_batches(&mandator, 4, &items).unwrap();
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [25, 25, 11]);
+        let mut keys = HashSet::new();
+        for write in batches.iter().flatten() {
+            let item = write.put_request().unwrap().item();
+            assert!(keys.insert((key_text(item, PARTITION_KEY), key_text(item, SORT_KEY))));
+        }
+        let u7 = batches
+            .iter()
+            .flatten()
+            .filter(|w| w.put_request().unwrap().item()[USER_ID] == AttributeValue::S("u7".into()))
+            .collect::<Vec<_>>();
+        assert_eq!(u7.len(), 1);
+        assert_eq!(amount_of(u7[0]), &AttributeValue::N("-2.50".into()));
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..MAX_BATCH_ATTEMPTS + 10 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_CAP);
+            let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP);
+            assert!(d >= ceiling / 2);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+use http::StatusCode;
+use lambda_http::{Body, Response};
+use serde::Serialize;
+
+use crate::app::AppError;
+
+/// An RFC 9457 problem: `type`, `title`, `status`, `detail`, a stable `code`, and the offending
+/// `field` where there is one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
+        Problem {
+            type_uri: format!("urn:financial-segments:problem:{code}"),
+            title,
+            status: status.as_u16(),
+            detail,
+            code,
+            field: None,
+        }
+    }
+
+    fn with_field(mut self, field: &str) -> Self {
+        self.field = Some(field.to_owned());
+        self
+    }
+}
+
+impl From<&AppError> for Problem {
+    /// The one place where application errors become HTTP statuses.
+    fn from(e: &AppError) -> Self {
+        use StatusCode as S;
+        let detail = e.to_string();
+        match e {
+            AppError::Unauthenticated => Problem::new(S::UNAUTHORIZED, "unauthenticated", "Unauthenticated", detail),
+            AppError::MissingScope(_) => Problem::new(S::FORBIDDEN, "insufficient_scope", "Insufficient scope", detail),
+            AppError::UnknownSegmentType(_) => {
+                Problem::new(S::BAD_REQUEST, "unknown_segment_type", "Unknown segment type", detail)
+                    .with_field("segmentType")
+            }
+            AppError::SegmentTypeNotAvailable(_) => {
+                Problem::new(S::BAD_REQUEST, "segment_type_not_available", "Segment type not available", detail)
+                    .with_field("segmentType")
+            }
+            AppError::MalformedBody(_) => Problem::new(S::BAD_REQUEST, "malformed_body", "Malformed request body", detail),
+            AppError::BodyTooLarge(_) => {
+                Problem::new(S::PAYLOAD_TOO_LARGE, "body_too_large", "Request body too large", detail)
+            }
+            AppError::UnsupportedMediaType => {
+                Problem::new(S::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type", detail)
+            }
+            AppError::InvalidField(f) => {
+                Problem::new(S::BAD_REQUEST, "invalid_field", "Invalid field", detail).with_field(&f.field)
+            }
+            AppError::InvalidParameter(f) => {
+                Problem::new(S::BAD_REQUEST, "invalid_parameter", "Invalid parameter", detail).with_field(&f.field)
+            }
+            AppError::UnknownJob => Problem::new(
+                S::BAD_REQUEST,
+                "unknown_job",
+                "Unknown job",
+                "no such job of this segment type (it may have expired)".to_owned(),
+            ),
+            AppError::NotReady { .. } => Problem::new(S::NOT_FOUND, "not_ready", "Result not ready", detail),
+            AppError::JobFailed(_) => Problem::new(S::UNPROCESSABLE_ENTITY, "job_failed", "Job failed", detail),
+            AppError::NoRoute => Problem::new(S::NOT_FOUND, "no_route", "Not found", detail),
+            AppError::MethodNotAllowed => {
+                Problem::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", detail)
+            }
+            AppError::Unavailable(_) => Problem::new(
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Service unavailable",
+                "a backing service is unavailable; retry later".to_owned(),
+            ),
+        }
+    }
+}
+
+/// A problem+json response. A job that is not ready answers 404 with its status and progress
+/// instead, so pollers can show progress (DESIGN §3).
+pub fn problem_response(e: &AppError) -> Response<Body> {
+    if let AppError::NotReady { status, progress } = e {
+        let body = serde_json::json!({ "status": status.as_str(), "progress": progress });
+        return json_response(StatusCode::NOT_FOUND, &body);
+    }
+    if let AppError::Unavailable(source) = e {
+        tracing::error!(error = %source, cause = ?std::error::Error::source(source), "backing service unavailable");
+    }
+    let problem = Problem::from(e);
+    let body = serde_json::to_string(&problem).unwrap_or_default();
+    Response::builder()
+        .status(problem.status)
+        .header(http::header::CONTENT_TYPE, "application/problem+json")
+        .body(Body::Text(body))
+        .unwrap_or_default()
+}
+
+pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
+    match serde_json::to_string(value) {
+        Ok(body) => Response::builder()
+            .status(status)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::Text(body))
+            .unwrap_or_default(),
+        Err(e) => {
+            tracing::error!(error = %e, "response serialization failed");
+            Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::Empty).unwrap_or_default()
+        }
+    }
+}

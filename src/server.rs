@@ -1,0 +1,189 @@
+//! The local HTTP front: plays API Gateway (HTTP API, JWT authorizer, payload v2) for the same
+//! handler code the Lambdas run. Requests become `lambda_http` requests with path parameters,
+//! query parameters and an authorizer context; responses go back unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body as AxumBody, to_bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, RequestExt};
+use segments_core::app::{AppError, Services};
+use segments_core::http::{MAX_BODY_BYTES, problem_response};
+
+use crate::token::Signer;
+
+pub struct Gateway {
+    pub services: Services,
+    pub signer: Signer,
+}
+
+#[derive(Clone, Copy)]
+enum Function {
+    CreateJob,
+    GetResult,
+}
+
+/// The routes of DESIGN §3 served so far, as the SAM template declares them.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/segments/{segmentType}", post(|s, r| invoke(s, r, Function::CreateJob)))
+        .route("/segments/{segmentType}/{jobId}", get(|s, r| invoke(s, r, Function::GetResult)))
+        .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
+        .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
+        .with_state(gateway)
+}
+
+async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function) -> Response {
+    match to_lambda(&gw, req).await {
+        Ok(event) => {
+            let result = match function {
+                Function::CreateJob => create_job::handle(&gw.services, event).await,
+                Function::GetResult => get_result::handle(&gw.services, event).await,
+            };
+            match result {
+                Ok(response) => to_axum(response),
+                Err(e) => {
+                    tracing::error!(error = %e, "handler failed");
+                    (http::StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+                }
+            }
+        }
+        Err(e) => to_axum(problem_response(&e)),
+    }
+}
+
+/// Builds the request API Gateway would hand the Lambda: the bearer token verified (401 problem
+/// otherwise, like the gateway's authorizer), its claims and scopes in the authorizer context.
+async fn to_lambda(gw: &Gateway, req: Request) -> Result<lambda_http::Request, AppError> {
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(AppError::Unauthenticated)?;
+    let verified = gw.signer.verify(bearer).map_err(|_| AppError::Unauthenticated)?;
+
+    let path_params: HashMap<String, String> = match_path(req.uri().path());
+    let query: HashMap<String, Vec<String>> = {
+        let mut q: HashMap<String, Vec<String>> = HashMap::new();
+        for (k, v) in form_urlencoded(req.uri().query().unwrap_or_default()) {
+            q.entry(k).or_default().push(v);
+        }
+        q
+    };
+    let method = req.method().to_string();
+    let path = req.uri().path().to_owned();
+    let context: lambda_http::aws_lambda_events::apigw::ApiGatewayV2httpRequestContext =
+        serde_json::from_value(serde_json::json!({
+            "routeKey": format!("{method} {path}"),
+            "accountId": "000000000000",
+            "stage": "$default",
+            "requestId": uuid_like(),
+            "apiId": "local",
+            "domainName": "127.0.0.1",
+            "domainPrefix": "local",
+            "timeEpoch": chrono::Utc::now().timestamp_millis(),
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": ""},
+            "authorizer": {"jwt": {"claims": verified.claims, "scopes": verified.scopes}},
+        }))
+        .map_err(|e| AppError::MalformedBody(format!("cannot build the request context: {e}")))?;
+
+    let (parts, body) = req.into_parts();
+    let bytes = to_bytes(body, MAX_BODY_BYTES + 1).await.map_err(|_| AppError::BodyTooLarge(MAX_BODY_BYTES))?;
+    let body = if bytes.is_empty() {
+        Body::Empty
+    } else {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => Body::Text(text),
+            Err(e) => Body::Binary(e.into_bytes()),
+        }
+    };
+    Ok(http::Request::from_parts(parts, body)
+        .with_path_parameters(path_params)
+        .with_query_string_parameters(query)
+        .with_request_context(RequestContext::ApiGatewayV2(context)))
+}
+
+/// Path parameters of the routes above, named as in the SAM template.
+fn match_path(path: &str) -> HashMap<String, String> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut params = HashMap::new();
+    if parts.first() == Some(&"segments") {
+        if let Some(t) = parts.get(1) {
+            params.insert("segmentType".to_owned(), percent_decode(t));
+        }
+        if let Some(j) = parts.get(2) {
+            params.insert("jobId".to_owned(), percent_decode(j));
+        }
+    }
+    params
+}
+
+fn form_urlencoded(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(&k.replace('+', " ")), percent_decode(&v.replace('+', " ")))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn uuid_like() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn to_axum(response: lambda_http::Response<Body>) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = match body {
+        Body::Empty => AxumBody::empty(),
+        Body::Text(t) => AxumBody::from(t),
+        Body::Binary(b) => AxumBody::from(b),
+        _ => AxumBody::empty(),
+    };
+    Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_query_and_path() {
+        assert_eq!(form_urlencoded("page=2&perPage=%35&x"), vec![
+            ("page".into(), "2".into()),
+            ("perPage".into(), "5".into()),
+            ("x".into(), "".into())
+        ]);
+        assert_eq!(percent_decode("a%2"), "a%2");
+        let p = match_path("/segments/highBalance/abc");
+        assert_eq!(p["segmentType"], "highBalance");
+        assert_eq!(p["jobId"], "abc");
+    }
+}

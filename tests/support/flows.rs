@@ -1,0 +1,125 @@
+//! The API flow of a highBalance job, driven through the handlers, and an independent reference
+//! computation over the NDJSON files.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use segments_core::app::Services;
+use segments_core::testing::{create_job_request, get_result_request, status_and_json};
+use serde_json::Value;
+
+pub const HB_SCOPE: &str = "segments/highBalance";
+
+/// POSTs a highBalance job; returns the job id.
+pub async fn post_job(s: &Services, mandator: &str, body: &str) -> String {
+    let response = create_job::handle(s, create_job_request("highBalance", body, Some(mandator), &[HB_SCOPE])).await;
+    let (status, body) = status_and_json(response.expect("the handler answers"));
+    assert_eq!(status, 202, "{body}");
+    body["jobId"].as_str().expect("a jobId").to_owned()
+}
+
+/// GETs one page.
+pub async fn get_page(s: &Services, mandator: &str, job_id: &str, page: u32, per_page: u32) -> (u16, Value) {
+    let (page, per_page) = (page.to_string(), per_page.to_string());
+    let req = get_result_request(
+        "highBalance",
+        job_id,
+        &[("page", page.as_str()), ("perPage", per_page.as_str())],
+        Some(mandator),
+        &[HB_SCOPE],
+    );
+    status_and_json(get_result::handle(s, req).await.expect("the handler answers"))
+}
+
+/// Reads every page of a completed job and checks the paging fields on the way.
+pub async fn all_users(s: &Services, mandator: &str, job_id: &str, per_page: u32) -> Vec<Value> {
+    let mut users = Vec::new();
+    let mut page = 1;
+    loop {
+        let (status, body) = get_page(s, mandator, job_id, page, per_page).await;
+        assert_eq!(status, 200, "{body}");
+        let total = body["totalElements"].as_u64().expect("totalElements");
+        assert_eq!(body["totalPages"].as_u64(), Some(total.div_ceil(u64::from(per_page))));
+        let batch = body["users"].as_array().expect("users").clone();
+        if batch.is_empty() {
+            assert_eq!(users.len() as u64, total);
+            return users;
+        }
+        assert!(batch.len() <= per_page as usize);
+        users.extend(batch);
+        page += 1;
+    }
+}
+
+/// highBalance computed directly from the files, by the definition of DESIGN §4 and nothing
+/// else: balance − Σ amounts of the account's transactions with asOf < bookingDate ≤ balanceDate.
+/// Returns userId → [(accountId, amount as exact decimal text)].
+pub fn reference_high_balance(
+    dir: &Path,
+    mandator: &str,
+    account_type: &str,
+    threshold: &str,
+    as_of: NaiveDate,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let threshold: Decimal = threshold.parse().expect("a decimal threshold");
+    let read = |name: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(dir.join(name)).expect("the generated file");
+        text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).expect("JSON")).collect()
+    };
+    let dec = |v: &Value| -> Decimal { v.to_string().parse().expect("an exact decimal") };
+    let mut balances: BTreeMap<(String, String), (Decimal, NaiveDate)> = BTreeMap::new();
+    for a in read("accounts.ndjson") {
+        if a["mandatorId"] != mandator || a["accountType"] != account_type {
+            continue;
+        }
+        let key = (a["userId"].as_str().unwrap().to_owned(), a["accountId"].as_str().unwrap().to_owned());
+        let date: NaiveDate = a["balanceDate"].as_str().unwrap().parse().unwrap();
+        balances.insert(key, (dec(&a["balance"]), date));
+    }
+    let mut later: BTreeMap<(String, String), Decimal> = BTreeMap::new();
+    for t in read("transactions.ndjson") {
+        let key = (t["userId"].as_str().unwrap().to_owned(), t["accountId"].as_str().unwrap().to_owned());
+        let Some((_, balance_date)) = balances.get(&key) else { continue };
+        let booked: NaiveDate = t["bookingDate"].as_str().unwrap().parse().unwrap();
+        if as_of < booked && booked <= *balance_date {
+            *later.entry(key).or_default() += dec(&t["amount"]);
+        }
+    }
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for ((user, account), (balance, balance_date)) in balances {
+        let at = if as_of >= balance_date {
+            balance
+        } else {
+            balance - later.get(&(user.clone(), account.clone())).copied().unwrap_or_default()
+        };
+        if at > threshold {
+            out.entry(user).or_default().push((account, format!("{:.2}", at)));
+        }
+    }
+    out
+}
+
+/// The service's users in the reference's shape, checking the order on the way.
+pub fn as_reference(users: &[Value]) -> BTreeMap<String, Vec<(String, String)>> {
+    let ids: Vec<&str> = users.iter().map(|u| u["userId"].as_str().expect("userId")).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    assert_eq!(ids, sorted, "users must be sorted by userId");
+    users
+        .iter()
+        .map(|u| {
+            let accounts: Vec<(String, String)> = u["accounts"]
+                .as_array()
+                .expect("accounts")
+                .iter()
+                .map(|a| {
+                    let amount: Decimal = a["amount"].to_string().parse().expect("an exact amount");
+                    (a["accountId"].as_str().expect("accountId").to_owned(), format!("{amount:.2}"))
+                })
+                .collect();
+            (u["userId"].as_str().unwrap().to_owned(), accounts)
+        })
+        .collect()
+}

@@ -1,0 +1,5 @@
+#![allow(dead_code)]
+
+pub mod contract;
+pub mod flows;
+pub mod moto;
