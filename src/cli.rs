@@ -15,7 +15,7 @@ use segments_core::config::ServiceConfig;
 use segments_core::domain::MandatorId;
 use segments_core::generate::{self, GenerateConfig};
 use segments_core::import::{self, ImportOptions};
-use segments_core::ports::AccountSink;
+use segments_core::ports::{AccountSink, AccountSource};
 use segments_core::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
 
 use crate::progress::Progress;
@@ -128,9 +128,10 @@ pub struct ImportArgs {
     /// Mandator to import; every line must belong to it (default: the first line's).
     #[arg(long)]
     pub mandator: Option<String>,
-    /// Shards the mandator's data is spread over (fixed at its first import).
-    #[arg(long, default_value_t = DEFAULT_SHARD_COUNT, value_parser = clap::value_parser!(u32).range(1..=MAX_SHARD_COUNT as i64))]
-    pub shards: u32,
+    /// Shards the mandator's data is spread over. Fixed at its first import (default 16); later
+    /// imports use the recorded count.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_SHARD_COUNT as i64))]
+    pub shards: Option<u32>,
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
@@ -207,14 +208,24 @@ async fn import_files(a: ImportArgs) -> anyhow::Result<()> {
         Some(m) => Some(MandatorId::parse(m).with_context(|| format!("--mandator {m:?}"))?),
         None => None,
     };
-    let sink: Arc<dyn AccountSink> = if a.aws {
+    let (sink, source): (Arc<dyn AccountSink>, Arc<dyn AccountSource>) = if a.aws {
         let resources = aws::AwsResources::from_env()?;
         let clients = aws::AwsClients::from_env().await;
-        Arc::new(aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()))
+        let accounts = Arc::new(aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
+        (accounts.clone(), accounts)
     } else {
-        Arc::new(EmbeddedStore::open(&a.data.data_dir)?)
+        let store = Arc::new(EmbeddedStore::open(&a.data.data_dir)?);
+        (store.clone(), store)
     };
-    let report = run_import(sink.as_ref(), &a.accounts, &a.transactions, mandator, a.shards, a.json).await?;
+    let shards = match (a.shards, &mandator) {
+        (Some(n), _) => n,
+        (None, Some(m)) => source.shard_count(m).await?.unwrap_or(DEFAULT_SHARD_COUNT),
+        (None, None) => match first_mandator(&a.accounts)? {
+            Some(m) => source.shard_count(&m).await?.unwrap_or(DEFAULT_SHARD_COUNT),
+            None => DEFAULT_SHARD_COUNT,
+        },
+    };
+    let report = run_import(sink.as_ref(), &a.accounts, &a.transactions, mandator, shards, a.json).await?;
     if a.json {
         let json = serde_json::json!({
             "mandator": report.mandator, "shardCount": report.shard_count, "users": report.users,
@@ -228,6 +239,19 @@ async fn import_files(a: ImportArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The mandator of the first line of an accounts file, to find its recorded shard count. The
+/// importer validates every line again; this only peeks.
+fn first_mandator(accounts: &Path) -> anyhow::Result<Option<MandatorId>> {
+    use std::io::BufRead;
+    let file = File::open(accounts).with_context(|| format!("opening {}", accounts.display()))?;
+    let Some(line) = std::io::BufReader::new(file).lines().next() else { return Ok(None) };
+    let line = line.with_context(|| format!("reading {}", accounts.display()))?;
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim_start_matches('\u{feff}')) else {
+        return Ok(None);
+    };
+    Ok(value["mandatorId"].as_str().and_then(|m| MandatorId::parse(m).ok()))
 }
 
 async fn run_import(
@@ -318,7 +342,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
 /// Generates and imports demo data for the demo mandator when it has none yet.
 async fn seed_demo(
-    source: &dyn segments_core::ports::AccountSource,
+    source: &dyn AccountSource,
     sink: Option<&dyn AccountSink>,
     a: &ServeArgs,
 ) -> anyhow::Result<()> {

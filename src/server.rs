@@ -22,17 +22,38 @@ pub struct Gateway {
     pub signer: Signer,
 }
 
-#[derive(Clone, Copy)]
-enum Function {
+/// The Lambda function a route invokes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
     CreateJob,
     GetResult,
 }
 
-/// The routes of DESIGN §3 served so far, as the SAM template declares them.
+/// A route of the API, as API Gateway and the OpenAPI document declare it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub function: Function,
+}
+
+/// Every route the service serves (a test keeps `infra/openapi.json` in step with it).
+pub const ROUTES: &[Route] = &[
+    Route { method: "POST", path: "/segments/{segmentType}", function: Function::CreateJob },
+    Route { method: "GET", path: "/segments/{segmentType}/{jobId}", function: Function::GetResult },
+];
+
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/segments/{segmentType}", post(|s, r| invoke(s, r, Function::CreateJob)))
-        .route("/segments/{segmentType}/{jobId}", get(|s, r| invoke(s, r, Function::GetResult)))
+    let mut router = Router::new();
+    for route in ROUTES {
+        let function = route.function;
+        let handler = move |s, r| invoke(s, r, function);
+        router = match route.method {
+            "POST" => router.route(route.path, post(handler)),
+            _ => router.route(route.path, get(handler)),
+        };
+    }
+    router
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)

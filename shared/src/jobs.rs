@@ -1,6 +1,6 @@
 //! The job record, its lifecycle (DESIGN §7) and where its results live (DESIGN §6).
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{JobId, MandatorId, SegmentType};
@@ -84,6 +84,9 @@ impl Job {
         shards_total: u32,
         now: DateTime<Utc>,
     ) -> Job {
+        // Whole seconds: the expiry is also the store's TTL attribute (epoch seconds), and a
+        // record must read back equal to what was written, whatever the store.
+        let now = now.trunc_subsecs(0);
         Job {
             mandator_id,
             job_id: JobId::new(),

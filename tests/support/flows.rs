@@ -10,35 +10,49 @@ use segments_core::app::Services;
 use segments_core::testing::{create_job_request, get_result_request, status_and_json};
 use serde_json::Value;
 
-pub const HB_SCOPE: &str = "segments/highBalance";
+/// Every scope of the financial segments.
+pub const ALL_TYPE_SCOPES: &[&str] = &[
+    "segments/highBalance",
+    "segments/lowBalance",
+    "segments/incomeSpendingSummary",
+    "segments/insuranceSpending",
+    "segments/financialBreakdown",
+];
 
-/// POSTs a highBalance job; returns the job id.
-pub async fn post_job(s: &Services, mandator: &str, body: &str) -> String {
-    let response = create_job::handle(s, create_job_request("highBalance", body, Some(mandator), &[HB_SCOPE])).await;
+/// POSTs a job; returns the job id.
+pub async fn post_job(s: &Services, mandator: &str, segment_type: &str, body: &str) -> String {
+    let response = create_job::handle(s, create_job_request(segment_type, body, Some(mandator), ALL_TYPE_SCOPES)).await;
     let (status, body) = status_and_json(response.expect("the handler answers"));
-    assert_eq!(status, 202, "{body}");
+    assert_eq!(status, 202, "{segment_type}: {body}");
     body["jobId"].as_str().expect("a jobId").to_owned()
 }
 
 /// GETs one page.
-pub async fn get_page(s: &Services, mandator: &str, job_id: &str, page: u32, per_page: u32) -> (u16, Value) {
+pub async fn get_page(
+    s: &Services,
+    mandator: &str,
+    segment_type: &str,
+    job_id: &str,
+    page: u32,
+    per_page: u32,
+) -> (u16, Value) {
     let (page, per_page) = (page.to_string(), per_page.to_string());
     let req = get_result_request(
-        "highBalance",
+        segment_type,
         job_id,
         &[("page", page.as_str()), ("perPage", per_page.as_str())],
         Some(mandator),
-        &[HB_SCOPE],
+        ALL_TYPE_SCOPES,
     );
     status_and_json(get_result::handle(s, req).await.expect("the handler answers"))
 }
 
 /// Reads every page of a completed job and checks the paging fields on the way.
-pub async fn all_users(s: &Services, mandator: &str, job_id: &str, per_page: u32) -> Vec<Value> {
+pub async fn all_users(s: &Services, mandator: &str, segment_type: &str, job_id: &str, per_page: u32) -> Vec<Value> {
     let mut users = Vec::new();
     let mut page = 1;
     loop {
-        let (status, body) = get_page(s, mandator, job_id, page, per_page).await;
+        let (status, body) = get_page(s, mandator, segment_type, job_id, page, per_page).await;
         assert_eq!(status, 200, "{body}");
         let total = body["totalElements"].as_u64().expect("totalElements");
         assert_eq!(body["totalPages"].as_u64(), Some(total.div_ceil(u64::from(per_page))));

@@ -129,7 +129,8 @@ impl Generator {
 
     /// The id of the user with `index` (0-based): `user-0000001` for index 0.
     pub fn user_id(&self, index: u64) -> UserId {
-        UserId::try_from(format!("user-{:0w$}", index + 1, w = self.id_width)).expect("generated ids use the id alphabet")
+        UserId::try_from(format!("user-{:0w$}", index + 1, w = self.id_width))
+            .expect("generated ids use the id alphabet")
     }
 
     /// The data of the user with `index` (0-based).
@@ -170,7 +171,12 @@ impl Generator {
     /// from the generator's own data: the same bytes as serializing [`Generator::user`]'s records,
     /// without copying every string into them first. Returns the numbers of accounts and
     /// transactions.
-    fn write_user(&self, index: u64, accounts: &mut Vec<u8>, transactions: &mut Vec<u8>) -> serde_json::Result<(u64, u64)> {
+    fn write_user(
+        &self,
+        index: u64,
+        accounts: &mut Vec<u8>,
+        transactions: &mut Vec<u8>,
+    ) -> serde_json::Result<(u64, u64)> {
         let (user_id, generated) = self.accounts(index);
         let mut tx_id = String::new();
         let mut count = 0;
@@ -209,7 +215,8 @@ impl Generator {
             .into_iter()
             .enumerate()
             .map(|(i, mut draft)| Generated {
-                id: AccountId::try_from(format!("acc-{number}-{:02}", i + 1)).expect("generated ids use the id alphabet"),
+                id: AccountId::try_from(format!("acc-{number}-{:02}", i + 1))
+                    .expect("generated ids use the id alphabet"),
                 start: draft.start(&self.timeline),
                 draft,
             })

@@ -175,7 +175,13 @@ pub(super) fn generate(tl: &Timeline, draw: &mut Draw) -> Vec<Draft> {
                 let m = merchant(draw);
                 let cents = draw.int(m.min, m.max);
                 let date = add_days(tl.end, draw.int(1, 5));
-                d.txs.push(Tx { date, cents: -cents, counterpart: m.name.into(), purpose: "Vormerkung".into(), labels: m.labels });
+                d.txs.push(Tx {
+                    date,
+                    cents: -cents,
+                    counterpart: m.name.into(),
+                    purpose: "Vormerkung".into(),
+                    labels: m.labels,
+                });
             }
         }
     }
@@ -214,7 +220,14 @@ fn without_checking(tl: &Timeline, draw: &mut Draw, home: Currency) -> Vec<Draft
     let mut deposited = 0;
     for k in 0..tl.len() {
         if let Some(cents) = deposit
-            && savings.book(tl, next_banking_day(tl.day(k, day)), cents, "Externe Ueberweisung", "Sparen", &["TRANSFER"])
+            && savings.book(
+                tl,
+                next_banking_day(tl.day(k, day)),
+                cents,
+                "Externe Ueberweisung",
+                "Sparen",
+                &["TRANSFER"],
+            )
         {
             deposited += cents;
         }
@@ -248,7 +261,8 @@ fn banked(tl: &Timeline, draw: &mut Draw, home: Currency) -> Vec<Draft> {
         Persona::Overdraft => Anchor::Lowest(draw.int(0, 40_000)),
     };
     let mut checking = Draft::new(AccountType::Checking, home, anchor);
-    // What the checking account pays out each month before day-to-day spending.
+    // What each month's income must cover before day-to-day spending. Insurance paid by card
+    // counts too: the card is settled from the checking account.
     let mut fixed = vec![0i64; n];
 
     let income = income(tl, draw, persona, &mut checking);
@@ -350,9 +364,14 @@ fn income(tl: &Timeline, draw: &mut Draw, persona: Persona, checking: &mut Draft
                     "Arbeitslosengeld",
                     &["BENEFITS"],
                 ),
-                60..=79 => {
-                    checking.book(tl, tl.day(k, draw.int(1, 5) as u32), other_amount, "Eltern", "Taschengeld", &["TRANSFER"])
-                }
+                60..=79 => checking.book(
+                    tl,
+                    tl.day(k, draw.int(1, 5) as u32),
+                    other_amount,
+                    "Eltern",
+                    "Taschengeld",
+                    &["TRANSFER"],
+                ),
                 _ => false,
             };
             if booked {
@@ -408,8 +427,7 @@ fn housing(tl: &Timeline, draw: &mut Draw, persona: Persona, checking: &mut Draf
     let step = draw.chance(300).then(|| (draw.below(tl.len()), draw.int(2, 5)));
     for (k, fixed) in fixed.iter_mut().enumerate() {
         let cents = rent + step.filter(|&(from, _)| k >= from).map_or(0, |(_, pct)| Draw::percent_of(rent, pct));
-        let date =
-            if early { add_days(tl.months[k].first_day(), -1) } else { next_banking_day(tl.day(k, day)) };
+        let date = if early { add_days(tl.months[k].first_day(), -1) } else { next_banking_day(tl.day(k, day)) };
         if checking.book(tl, date, -cents, landlord, "Miete", labels) {
             *fixed += cents;
         }
@@ -430,9 +448,9 @@ fn contracts(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [
         let cents = draw.int(c.min, c.max);
         let day = draw.int(1, 28) as u32;
         let from = if draw.chance(150) { draw.below(tl.len()) } else { 0 };
-        for k in from..tl.len() {
+        for (k, due) in fixed.iter_mut().enumerate().skip(from) {
             if checking.buy(tl, next_banking_day(tl.day(k, day)), cents, c) {
-                fixed[k] += cents;
+                *due += cents;
             }
         }
     }
@@ -445,7 +463,7 @@ fn contracts(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [
         }
     }
     if draw.chance(600) {
-        for k in 0..tl.len() {
+        for (k, due) in fixed.iter_mut().enumerate() {
             if tl.months[k].month() % 3 == 2
                 && checking.book(
                     tl,
@@ -456,7 +474,7 @@ fn contracts(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [
                     &["FEES", "TAX"],
                 )
             {
-                fixed[k] += 5_508;
+                *due += 5_508;
             }
         }
     }
@@ -487,15 +505,7 @@ impl Policy {
         })
     }
 
-    fn pay(
-        &self,
-        tl: &Timeline,
-        draw: &mut Draw,
-        payer: &mut Draft,
-        fixed: &mut [i64],
-        date: NaiveDate,
-        cents: i64,
-    ) {
+    fn pay(&self, tl: &Timeline, draw: &mut Draw, payer: &mut Draft, fixed: &mut [i64], date: NaiveDate, cents: i64) {
         let name = self.spelled(draw);
         if payer.book(tl, date, -cents, name, self.kind.purpose, self.labels)
             && let Some(k) = tl.month_of(date)
@@ -528,7 +538,8 @@ fn insurances(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, mut card: Op
 fn policy(tl: &Timeline, draw: &mut Draw, provider: &'static str, payer: &mut Draft, fixed: &mut [i64]) {
     let n = tl.len();
     let kind = &INSURANCE_KINDS[draw.weighted(INSURANCE_KINDS.iter().map(|k| k.weight))];
-    let policy = Policy { provider, varies: draw.chance(200), kind, labels: *draw.pick(kind.label_sets) };
+    let labels = *draw.pick(kind.label_sets);
+    let policy = Policy { provider, varies: draw.chance(200), kind, labels };
     let monthly = draw.int(kind.monthly_min, kind.monthly_max);
     let frequency = draw.weighted(FREQUENCY_WEIGHTS.iter().copied());
     let (first, last) = match draw.int(0, 7) {
@@ -570,7 +581,11 @@ fn policy(tl: &Timeline, draw: &mut Draw, provider: &'static str, payer: &mut Dr
         }
         _ => {
             // A one-off payment, mostly in the last year.
-            let k = if draw.chance(700) { draw.index(n.saturating_sub(12).max(first), last) } else { draw.index(first, last) };
+            let k = if draw.chance(700) {
+                draw.index(n.saturating_sub(12).max(first), last)
+            } else {
+                draw.index(first, last)
+            };
             policy.pay(tl, draw, payer, fixed, next_banking_day(tl.day(k, day)), monthly * 12);
         }
     }
@@ -602,20 +617,29 @@ fn savings(tl: &Timeline, draw: &mut Draw, persona: Persona, checking: &mut Draf
     let day = draw.int(1, 5) as u32;
     let rate_bp = draw.int(10, 250);
     let mut deposited = 0;
-    for k in 0..tl.len() {
+    for (k, due) in fixed.iter_mut().enumerate() {
         if let Some(cents) = plan {
             let date = next_banking_day(tl.day(k, day));
-            if transfer(tl, checking, &mut savings, date, cents, OWN_CHECKING, "Sparkonto", "Sparrate", &[
-                "SAVINGS", "TRANSFER",
-            ]) {
-                fixed[k] += cents;
+            if transfer(
+                tl,
+                checking,
+                &mut savings,
+                date,
+                cents,
+                OWN_CHECKING,
+                "Sparkonto",
+                "Sparrate",
+                &["SAVINGS", "TRANSFER"],
+            ) {
+                *due += cents;
                 deposited += cents;
             }
         }
         if draw.chance(30) {
             let cents = draw.int(20_000, 150_000);
             let date = tl.any_day(k, draw);
-            if transfer(tl, &mut savings, checking, date, cents, "Sparkonto", OWN_CHECKING, "Umbuchung", &["TRANSFER"]) {
+            if transfer(tl, &mut savings, checking, date, cents, "Sparkonto", OWN_CHECKING, "Umbuchung", &["TRANSFER"])
+            {
                 deposited -= cents;
             }
         }
@@ -632,12 +656,20 @@ fn joint(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [i64]
     let mut joint = Draft::new(AccountType::Checking, checking.currency, Anchor::Lowest(draw.int(0, 200_000)));
     let cents = draw.int(20_000, 150_000);
     let day = draw.int(1, 5) as u32;
-    for k in 0..tl.len() {
+    for (k, due) in fixed.iter_mut().enumerate() {
         let date = next_banking_day(tl.day(k, day));
-        if transfer(tl, checking, &mut joint, date, cents, OWN_CHECKING, "Gemeinschaftskonto", "Haushaltsgeld", &[
-            "TRANSFER",
-        ]) {
-            fixed[k] += cents;
+        if transfer(
+            tl,
+            checking,
+            &mut joint,
+            date,
+            cents,
+            OWN_CHECKING,
+            "Gemeinschaftskonto",
+            "Haushaltsgeld",
+            &["TRANSFER"],
+        ) {
+            *due += cents;
         }
         let items = draw.index(2, 5);
         let budget = Draw::percent_of(cents, draw.int(85, 105));
@@ -654,10 +686,11 @@ fn loan(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [i64])
     let day = *draw.pick(&[1u32, 15, 30]);
     let interest_bp = draw.int(200, 700);
     let mut outstanding = principal;
-    for k in 0..tl.len() {
+    for (k, due) in fixed.iter_mut().enumerate() {
         let date = next_banking_day(tl.day(k, day));
-        if transfer(tl, checking, &mut loan, date, rate, OWN_CHECKING, "Darlehenskonto", "Tilgung Darlehen", &["LOAN"]) {
-            fixed[k] += rate;
+        if transfer(tl, checking, &mut loan, date, rate, OWN_CHECKING, "Darlehenskonto", "Tilgung Darlehen", &["LOAN"])
+        {
+            *due += rate;
             outstanding -= rate;
         }
         let interest = outstanding * interest_bp / 120_000;
@@ -686,14 +719,21 @@ fn depot(
     for k in 0..tl.len() {
         if let (Some(cents), Some((checking, fixed))) = (plan, link.as_mut()) {
             let date = next_banking_day(tl.day(k, 15));
-            if transfer(tl, checking, &mut depot, date, cents, OWN_CHECKING, "Depot", "Sparplan ETF", &[
-                "SECURITIES",
-                "SAVINGS",
-            ]) {
+            if transfer(
+                tl,
+                checking,
+                &mut depot,
+                date,
+                cents,
+                OWN_CHECKING,
+                "Depot",
+                "Sparplan ETF",
+                &["SECURITIES", "SAVINGS"],
+            ) {
                 fixed[k] += cents;
             }
         }
-        if dividends && tl.months[k].month() % 3 == 0 {
+        if dividends && tl.months[k].month().is_multiple_of(3) {
             let cents = draw.int(500, 50_000);
             depot.book(tl, next_banking_day(tl.day(k, 20)), cents, "Clearstream Banking", "Dividende", &["DIVIDEND"]);
         }
@@ -709,22 +749,38 @@ fn depot(
 /// A sub-account for putting money aside, topped up and drawn from now and then.
 fn pocket(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [i64]) -> Draft {
     let mut pocket = Draft::new(AccountType::Pocket, checking.currency, Anchor::Lowest(draw.int(0, 30_000)));
-    for k in 0..tl.len() {
+    for (k, due) in fixed.iter_mut().enumerate() {
         for _ in 0..draw.int(0, 1) {
             let cents = draw.int(1_000, 20_000);
             let date = tl.any_day(k, draw);
-            if transfer(tl, checking, &mut pocket, date, cents, OWN_CHECKING, "Unterkonto", "Zuruecklegen", &[
-                "TRANSFER", "POCKET",
-            ]) {
-                fixed[k] += cents;
+            if transfer(
+                tl,
+                checking,
+                &mut pocket,
+                date,
+                cents,
+                OWN_CHECKING,
+                "Unterkonto",
+                "Zuruecklegen",
+                &["TRANSFER", "POCKET"],
+            ) {
+                *due += cents;
             }
         }
         if draw.chance(200) {
             let cents = draw.int(1_000, 30_000);
             let date = tl.any_day(k, draw);
-            transfer(tl, &mut pocket, checking, date, cents, "Unterkonto", OWN_CHECKING, "Auszahlung", &[
-                "TRANSFER", "POCKET",
-            ]);
+            transfer(
+                tl,
+                &mut pocket,
+                checking,
+                date,
+                cents,
+                "Unterkonto",
+                OWN_CHECKING,
+                "Auszahlung",
+                &["TRANSFER", "POCKET"],
+            );
         }
     }
     pocket
@@ -737,7 +793,14 @@ fn membership(tl: &Timeline, draw: &mut Draw, currency: Currency) -> Draft {
         let cents = draw.int(200, 6_000);
         for k in 0..tl.len() {
             if tl.months[k].month() == 6 {
-                membership.book(tl, tl.months[k].last_day(), cents, "Genossenschaftsbank eG", "Dividende", &["DIVIDEND"]);
+                membership.book(
+                    tl,
+                    tl.months[k].last_day(),
+                    cents,
+                    "Genossenschaftsbank eG",
+                    "Dividende",
+                    &["DIVIDEND"],
+                );
             }
         }
     }
@@ -753,13 +816,20 @@ fn bausparen(tl: &Timeline, draw: &mut Draw, checking: &mut Draft, fixed: &mut [
     let fee = draw.int(1_200, 3_000);
     let rate_bp = draw.int(10, 100);
     let mut deposited = 0;
-    for k in 0..tl.len() {
+    for (k, due) in fixed.iter_mut().enumerate() {
         let date = next_banking_day(tl.day(k, day));
-        if transfer(tl, checking, &mut bausparen, date, cents, OWN_CHECKING, "Bausparkasse Schwaebisch Hall", "Sparrate", &[
-            "BAUSPAREN",
-            "SAVINGS",
-        ]) {
-            fixed[k] += cents;
+        if transfer(
+            tl,
+            checking,
+            &mut bausparen,
+            date,
+            cents,
+            OWN_CHECKING,
+            "Bausparkasse Schwaebisch Hall",
+            "Sparrate",
+            &["BAUSPAREN", "SAVINGS"],
+        ) {
+            *due += cents;
             deposited += cents;
         }
         match tl.months[k].month() {
@@ -791,7 +861,7 @@ fn foreign(tl: &Timeline, draw: &mut Draw, home: Currency) -> Draft {
                 let budget = Draw::percent_of(inflow, draw.int(80, 105));
                 spend(tl, draw, &mut account, k, budget, items);
             }
-            _ if tl.months[k].month() % 3 == 0 => {
+            _ if tl.months[k].month().is_multiple_of(3) => {
                 let cents = draw.int(100, 5_000);
                 account.book(tl, tl.months[k].last_day(), cents, "Interest", "Interest payment", &["INTEREST"]);
             }

@@ -5,7 +5,7 @@ mod caller;
 mod problem;
 
 pub use caller::Caller;
-pub use problem::{Problem, json_response, problem_response};
+pub use problem::{PROBLEM_CODES, Problem, json_response, problem_response};
 
 use lambda_http::{Body, Request, RequestExt};
 

@@ -18,6 +18,25 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// Every `code` a problem can carry: part of the API contract.
+pub const PROBLEM_CODES: &[&str] = &[
+    "unauthenticated",
+    "insufficient_scope",
+    "unknown_segment_type",
+    "segment_type_not_available",
+    "malformed_body",
+    "body_too_large",
+    "unsupported_media_type",
+    "invalid_field",
+    "invalid_parameter",
+    "unknown_job",
+    "not_ready",
+    "job_failed",
+    "no_route",
+    "method_not_allowed",
+    "unavailable",
+];
+
 impl Problem {
     fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
         Problem {
@@ -117,5 +136,60 @@ pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Re
             tracing::error!(error = %e, "response serialization failed");
             Response::builder().status(StatusCode::INTERNAL_SERVER_ERROR).body(Body::Empty).unwrap_or_default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::SegmentType;
+    use crate::jobs::JobStatus;
+    use crate::ports::StoreError;
+    use crate::segments::body::FieldError;
+
+    fn every_error() -> Vec<AppError> {
+        vec![
+            AppError::Unauthenticated,
+            AppError::MissingScope("s".into()),
+            AppError::UnknownSegmentType("x".into()),
+            AppError::SegmentTypeNotAvailable(SegmentType::HighBalance),
+            AppError::MalformedBody("m".into()),
+            AppError::BodyTooLarge(1),
+            AppError::UnsupportedMediaType,
+            AppError::InvalidField(FieldError::new("f", "bad")),
+            AppError::InvalidParameter(FieldError::new("p", "bad")),
+            AppError::UnknownJob,
+            AppError::NotReady {
+                status: JobStatus::Queued,
+                progress: crate::app::Progress { shards_done: 0, shards_total: 1 },
+            },
+            AppError::JobFailed("r".into()),
+            AppError::NoRoute,
+            AppError::MethodNotAllowed,
+            AppError::Unavailable(StoreError::Corrupt("c".into())),
+        ]
+    }
+
+    #[test]
+    fn every_error_maps_to_a_listed_code_and_a_non_500_status() {
+        let errors = every_error();
+        let codes: Vec<&str> = errors.iter().map(|e| Problem::from(e).code).collect();
+        assert_eq!(codes, PROBLEM_CODES);
+        for e in &errors {
+            let p = Problem::from(e);
+            assert_ne!(p.status, 500, "{}", p.code);
+            assert_eq!(p.type_uri, format!("urn:financial-segments:problem:{}", p.code));
+        }
+    }
+
+    #[test]
+    fn problems_are_problem_json_and_name_the_field() {
+        let r = problem_response(&AppError::InvalidField(FieldError::new("threshold", "must be a decimal number")));
+        assert_eq!(r.status(), 400);
+        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/problem+json");
+        let Body::Text(body) = r.body() else { panic!("a text body") };
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["field"], "threshold");
+        assert_eq!(v["detail"], "threshold must be a decimal number");
     }
 }

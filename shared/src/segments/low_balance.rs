@@ -289,7 +289,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(reference::config(2000))]
+        #![proptest_config(reference::config(3000))]
 
         /// Against the definition, day by day: every end-of-day balance of the window recomputed
         /// from `balance − Σ later transactions`.

@@ -345,7 +345,7 @@ mod tests {
         assert_eq!(p.label_groups[1].exclude_labels, ["REFUND"]);
 
         assert_eq!(field_of(parse(t, r#"{"durationInMonth":3,"labelGroups":[]}"#)), "labelGroups");
-        let eleven = format!(r#"{{"durationInMonth":3,"labelGroups":[{}]}}"#, vec!["\"A\""; 11].join(","));
+        let eleven = format!(r#"{{"durationInMonth":3,"labelGroups":[{}]}}"#, ["\"A\""; 11].join(","));
         assert_eq!(field_of(parse(t, &eleven)), "labelGroups");
         assert_eq!(
             field_of(parse(

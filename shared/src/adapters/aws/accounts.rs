@@ -15,7 +15,7 @@ use super::items::{
     Item, PARTITION_KEY, SORT_KEY, account_data_item, decode_account_data, decode_shard_count, meta_key, s,
     shard_count_item, shard_pk,
 };
-use crate::domain::{AccountHistory, MandatorId, UserData};
+use crate::domain::{AccountHistory, AccountId, MandatorId, Transaction, UserData, UserId};
 use crate::ports::{AccountSink, AccountSource, StoreError};
 use crate::records::AccountItem;
 
@@ -28,7 +28,7 @@ const MAX_BATCH_ATTEMPTS: u32 = 8;
 const BACKOFF_BASE: Duration = Duration::from_millis(50);
 const BACKOFF_CAP: Duration = Duration::from_secs(3);
 
-/// The AccountData table (layout in [`super::items`]).
+/// The AccountData table (layout in the `items` module, DESIGN §6).
 #[derive(Debug, Clone)]
 pub struct DynamoAccounts {
     client: Client,
@@ -235,12 +235,7 @@ impl ShardReader<'_> {
         }
     }
 
-    fn orphan(
-        &self,
-        user_id: &crate::domain::UserId,
-        account_id: &crate::domain::AccountId,
-        transaction: &crate::domain::Transaction,
-    ) -> StoreError {
+    fn orphan(&self, user_id: &UserId, account_id: &AccountId, transaction: &Transaction) -> StoreError {
         StoreError::Corrupt(format!(
             "transaction {} of account {account_id} of user {user_id} on shard {} of mandator {}: the account item is missing",
             transaction.transaction_id, self.shard, self.mandator

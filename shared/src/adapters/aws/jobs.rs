@@ -16,7 +16,7 @@ use crate::ports::{JobStore, StoreError};
 /// A failure reason is kept to this many characters: it is shown to the caller, not a log.
 const MAX_REASON_CHARS: usize = 2000;
 
-/// The Jobs table (layout in [`super::items`]).
+/// The Jobs table (layout in the `items` module, DESIGN §6).
 #[derive(Debug, Clone)]
 pub struct DynamoJobs {
     client: Client,
