@@ -193,7 +193,10 @@ fn write_generated(config: &GenerateConfig, out: &Path, quiet: bool) -> anyhow::
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let create = |name: &str| -> anyhow::Result<BufWriter<File>> {
         let path = out.join(name);
-        Ok(BufWriter::with_capacity(1 << 20, File::create(&path).with_context(|| format!("creating {}", path.display()))?))
+        Ok(BufWriter::with_capacity(
+            1 << 20,
+            File::create(&path).with_context(|| format!("creating {}", path.display()))?,
+        ))
     };
     let (accounts, transactions) = (create("accounts.ndjson")?, create("transactions.ndjson")?);
     let mut progress = Progress::new("generate", config.users, quiet);
@@ -341,18 +344,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Generates and imports demo data for the demo mandator when it has none yet.
-async fn seed_demo(
-    source: &dyn AccountSource,
-    sink: Option<&dyn AccountSink>,
-    a: &ServeArgs,
-) -> anyhow::Result<()> {
+async fn seed_demo(source: &dyn AccountSource, sink: Option<&dyn AccountSink>, a: &ServeArgs) -> anyhow::Result<()> {
     let mandator = MandatorId::parse(DEMO_MANDATOR)?;
     if source.shard_count(&mandator).await?.is_some() {
         return Ok(());
     }
     let dir = a.data.data_dir.join("demo");
     eprintln!("generating demo data ({} users) in {}", a.demo_users, dir.display());
-    let config = GenerateConfig { mandator: mandator.clone(), ..GenerateConfig::new(a.demo_users, chrono::Utc::now().date_naive()) };
+    let config = GenerateConfig {
+        mandator: mandator.clone(),
+        ..GenerateConfig::new(a.demo_users, chrono::Utc::now().date_naive())
+    };
     write_generated(&config, &dir, a.json)?;
     let owned;
     let sink: &dyn AccountSink = match sink {

@@ -197,11 +197,10 @@ mod tests {
 
     #[test]
     fn decodes_query_and_path() {
-        assert_eq!(form_urlencoded("page=2&perPage=%35&x"), vec![
-            ("page".into(), "2".into()),
-            ("perPage".into(), "5".into()),
-            ("x".into(), "".into())
-        ]);
+        assert_eq!(
+            form_urlencoded("page=2&perPage=%35&x"),
+            vec![("page".into(), "2".into()), ("perPage".into(), "5".into()), ("x".into(), "".into())]
+        );
         assert_eq!(percent_decode("a%2"), "a%2");
         let p = match_path("/segments/highBalance/abc");
         assert_eq!(p["segmentType"], "highBalance");

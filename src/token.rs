@@ -49,7 +49,8 @@ impl Signer {
         let err = |source| TokenError::Secret { path: path.clone(), source };
         match fs::read_to_string(&path) {
             Ok(text) => {
-                let secret = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| TokenError::MalformedSecret(path.clone()))?;
+                let secret =
+                    URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| TokenError::MalformedSecret(path.clone()))?;
                 if secret.len() < 32 {
                     return Err(TokenError::MalformedSecret(path));
                 }
@@ -78,7 +79,13 @@ impl Signer {
     }
 
     /// A token naming `mandator` in `mandator_claim`, with `scopes`, valid for `ttl_seconds`.
-    pub fn mint(&self, mandator_claim: &str, mandator: &str, scopes: &[String], ttl_seconds: i64) -> Result<String, TokenError> {
+    pub fn mint(
+        &self,
+        mandator_claim: &str,
+        mandator: &str,
+        scopes: &[String],
+        ttl_seconds: i64,
+    ) -> Result<String, TokenError> {
         let now = chrono::Utc::now().timestamp();
         let mut claims = Map::new();
         claims.insert(mandator_claim.to_owned(), Value::String(mandator.to_owned()));
@@ -96,7 +103,8 @@ impl Signer {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&self.secret), &validation)?;
+        let data =
+            jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&self.secret), &validation)?;
         let claims: Map<String, Value> = data
             .claims
             .into_iter()

@@ -105,7 +105,8 @@ async fn serve_demo_answers_high_balance_exactly_and_refuses_bad_requests_with_p
     let http = reqwest::Client::new();
 
     let (status, accepted) =
-        post(&http, &runner, &runner.token, "/segments/highBalance", r#"{"accountType":"checking","threshold":5000}"#).await;
+        post(&http, &runner, &runner.token, "/segments/highBalance", r#"{"accountType":"checking","threshold":5000}"#)
+            .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
     assert_eq!(accepted["status"], "QUEUED");
     let job_id = accepted["jobId"].as_str().unwrap().to_owned();
@@ -171,7 +172,12 @@ async fn serve_demo_answers_high_balance_exactly_and_refuses_bad_requests_with_p
     for (path, body, code, field) in [
         ("/segments/mediumBalance", "{}", "unknown_segment_type", Some("segmentType")),
         ("/segments/highBalance", "{not json", "malformed_body", None),
-        ("/segments/highBalance", r#"{"accountType":"checking","threshold":"abc"}"#, "invalid_field", Some("threshold")),
+        (
+            "/segments/highBalance",
+            r#"{"accountType":"checking","threshold":"abc"}"#,
+            "invalid_field",
+            Some("threshold"),
+        ),
         ("/segments/highBalance", r#"{"accountType":"checking"}"#, "invalid_field", Some("threshold")),
     ] {
         let (status, problem) = post(&http, &runner, &runner.token, path, body).await;

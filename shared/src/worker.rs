@@ -32,7 +32,9 @@ impl From<StoreError> for RunError {
 /// What a run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunOutcome {
-    Completed { total_elements: u64 },
+    Completed {
+        total_elements: u64,
+    },
     /// Completed, failed, expired or unknown already: a redelivered message, nothing to do.
     NothingToDo,
 }
@@ -144,8 +146,7 @@ pub async fn handle_sqs_batch(s: &Services, worker_type: SegmentType, event: Sqs
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let id = record.message_id.clone().unwrap_or_default();
-        let receive_count =
-            record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
+        let receive_count = record.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1);
         let body = record.body.as_deref().unwrap_or_default();
         if process_message(s, worker_type, body, receive_count, Utc::now()).await == Disposition::Retry {
             let mut failure = BatchItemFailure::default();

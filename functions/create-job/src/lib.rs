@@ -42,12 +42,19 @@ mod tests {
 
     const HB: &str = "segments/highBalance";
 
-    async fn call(s: &Services, segment_type: &str, body: &str, mandator: Option<&str>, scopes: &[&str]) -> (u16, serde_json::Value) {
+    async fn call(
+        s: &Services,
+        segment_type: &str,
+        body: &str,
+        mandator: Option<&str>,
+        scopes: &[&str],
+    ) -> (u16, serde_json::Value) {
         let response = handle(s, create_job_request(segment_type, body, mandator, scopes)).await.unwrap();
         status_and_json(response)
     }
 
-    fn services() -> (tempfile::TempDir, Services, tokio::sync::mpsc::UnboundedReceiver<segments_core::jobs::JobMessage>) {
+    fn services() -> (tempfile::TempDir, Services, tokio::sync::mpsc::UnboundedReceiver<segments_core::jobs::JobMessage>)
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
         let (s, rx) = embedded_services(store, ServiceConfig::default());
@@ -57,7 +64,8 @@ mod tests {
     #[tokio::test]
     async fn given_a_valid_body_when_posted_then_202_and_the_job_is_stored_queued_and_enqueued() {
         let (_dir, s, mut rx) = services();
-        let (status, body) = call(&s, "highBalance", r#"{"accountType":"checking","threshold":5000}"#, Some("bank-1"), &[HB]).await;
+        let (status, body) =
+            call(&s, "highBalance", r#"{"accountType":"checking","threshold":5000}"#, Some("bank-1"), &[HB]).await;
         assert_eq!(status, 202, "{body}");
         assert_eq!(body["status"], "QUEUED");
         assert!(body["expiresAt"].as_str().unwrap().ends_with('Z'));
@@ -73,14 +81,40 @@ mod tests {
     async fn bad_requests_are_clear_problems_never_500() {
         let (_dir, s, mut rx) = services();
         let ok = r#"{"accountType":"checking","threshold":5000}"#;
-        let cases: &[(&str, &str, Option<&str>, &[&str], u16, &str, Option<&str>)] = &[
+        // (type, body, mandator, scopes, status, code, field)
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, &'a [&'a str], u16, &'a str, Option<&'a str>);
+        let cases: &[Case] = &[
             ("highBalance", ok, None, &[HB], 401, "unauthenticated", None),
             ("highBalance", ok, Some("bank-1"), &["segments/lowBalance"], 403, "insufficient_scope", None),
             ("highbalance", ok, Some("bank-1"), &[HB], 400, "unknown_segment_type", Some("segmentType")),
             ("highBalance", "{\"accountType\":", Some("bank-1"), &[HB], 400, "malformed_body", None),
-            ("highBalance", r#"{"accountType":"checking","threshold":"abc"}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("threshold")),
-            ("highBalance", r#"{"accountType":"checking","threshold":1e400}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("threshold")),
-            ("highBalance", r#"{"accountType":"checking","threshold":1,"x":1}"#, Some("bank-1"), &[HB], 400, "invalid_field", Some("x")),
+            (
+                "highBalance",
+                r#"{"accountType":"checking","threshold":"abc"}"#,
+                Some("bank-1"),
+                &[HB],
+                400,
+                "invalid_field",
+                Some("threshold"),
+            ),
+            (
+                "highBalance",
+                r#"{"accountType":"checking","threshold":1e400}"#,
+                Some("bank-1"),
+                &[HB],
+                400,
+                "invalid_field",
+                Some("threshold"),
+            ),
+            (
+                "highBalance",
+                r#"{"accountType":"checking","threshold":1,"x":1}"#,
+                Some("bank-1"),
+                &[HB],
+                400,
+                "invalid_field",
+                Some("x"),
+            ),
         ];
         for (t, body, mandator, scopes, status, code, field) in cases {
             let (got, problem) = call(&s, t, body, *mandator, scopes).await;

@@ -79,7 +79,13 @@ mod tests {
         job
     }
 
-    async fn get(f: &Fixture, t: &str, job_id: &str, query: &[(&str, &str)], mandator: &str) -> (u16, serde_json::Value) {
+    async fn get(
+        f: &Fixture,
+        t: &str,
+        job_id: &str,
+        query: &[(&str, &str)],
+        mandator: &str,
+    ) -> (u16, serde_json::Value) {
         status_and_json(handle(&f.s, get_result_request(t, job_id, query, Some(mandator), &[HB])).await.unwrap())
     }
 
@@ -186,7 +192,8 @@ mod tests {
     async fn the_scope_of_the_type_is_required() {
         let f = fixture(1000);
         let job = completed(&f, "bank-1", 1).await;
-        let req = get_result_request("highBalance", &job.job_id.to_string(), &[], Some("bank-1"), &["segments/lowBalance"]);
+        let req =
+            get_result_request("highBalance", &job.job_id.to_string(), &[], Some("bank-1"), &["segments/lowBalance"]);
         let (status, problem) = status_and_json(handle(&f.s, req).await.unwrap());
         assert_eq!((status, problem["code"].as_str()), (403, Some("insufficient_scope")));
         let req = get_result_request("highBalance", &job.job_id.to_string(), &[], None, &[]);

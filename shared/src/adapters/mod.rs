@@ -40,12 +40,7 @@ pub fn embedded_services(
 ) -> (Services, tokio::sync::mpsc::UnboundedReceiver<crate::jobs::JobMessage>) {
     let (queue, receiver) = embedded::EmbeddedQueue::new();
     let store = Arc::new(store);
-    let services = Services {
-        accounts: store.clone(),
-        jobs: store.clone(),
-        results: store,
-        queue: Arc::new(queue),
-        config,
-    };
+    let services =
+        Services { accounts: store.clone(), jobs: store.clone(), results: store, queue: Arc::new(queue), config };
     (services, receiver)
 }

@@ -18,6 +18,7 @@ use crate::http::Caller;
 use crate::jobs::{Job, JobMessage, JobStatus};
 use crate::ports::{AccountSource, JobQueue, JobStore, ResultStore};
 use crate::records::DEFAULT_SHARD_COUNT;
+use crate::segments::body::FieldError;
 use crate::segments::{SegmentRequest, SegmentSpec};
 
 /// The adapters and settings every use case runs with. Built once per cold start.
@@ -49,6 +50,14 @@ pub async fn create_job(
     let request = SegmentRequest::parse(segment_type, body, now.date_naive())?;
     if !SegmentSpec::is_available(segment_type) {
         return Err(AppError::SegmentTypeNotAvailable(segment_type));
+    }
+    if request.callback_url.is_some() {
+        // Refused rather than accepted and never called: a client must not wait for a callback
+        // this deployment does not send.
+        return Err(AppError::InvalidField(FieldError::new(
+            "callbackURL",
+            "is not supported by this deployment yet; poll GET /segments/{segmentType}/{jobId}",
+        )));
     }
     let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(DEFAULT_SHARD_COUNT);
     let job = Job::new(caller.mandator.clone(), request.as_of, request.params, request.callback_url, shards, now);

@@ -95,7 +95,8 @@ pub async fn write_result(
 /// Page `page` (1-based) of `per_page` users of a completed job: at most two chunk GETs, memory
 /// proportional to those chunks, not to the result.
 pub async fn read_page(store: &dyn ResultStore, job: &Job, page: u32, per_page: u32) -> Result<ResultPage, StoreError> {
-    let summary = job.result.ok_or_else(|| StoreError::Corrupt(format!("completed job {} has no result", job.job_id)))?;
+    let summary =
+        job.result.ok_or_else(|| StoreError::Corrupt(format!("completed job {} has no result", job.job_id)))?;
     let total = summary.total_elements;
     let start = u64::from(page.max(1) - 1) * u64::from(per_page);
     let end = (start + u64::from(per_page)).min(total);
@@ -103,12 +104,15 @@ pub async fn read_page(store: &dyn ResultStore, job: &Job, page: u32, per_page: 
     let mut users = Vec::new();
     for (chunk, range) in chunks_for_range(start, end, summary.chunk_size) {
         let key = layout.chunk(chunk);
-        let body = store.get(&key).await?.ok_or_else(|| StoreError::Corrupt(format!("result chunk {key} is missing")))?;
+        let body =
+            store.get(&key).await?.ok_or_else(|| StoreError::Corrupt(format!("result chunk {key} is missing")))?;
         let text = std::str::from_utf8(&body).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
         let lines: Vec<&str> = text.lines().collect();
         let selected = lines.get(range.clone()).ok_or_else(|| StoreError::Corrupt(format!("{key}: too few users")))?;
         for line in selected {
-            users.push(RawValue::from_string((*line).to_owned()).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?);
+            users.push(
+                RawValue::from_string((*line).to_owned()).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?,
+            );
         }
     }
     Ok(ResultPage {

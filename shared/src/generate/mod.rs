@@ -38,7 +38,7 @@ mod tests;
 
 use std::io::{self, Write};
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -190,8 +190,8 @@ impl Generator {
                     user_id: &user_id,
                     account_id: &account.id,
                     transaction_id: &tx_id,
-                    booking_date: tx.date,
-                    amount: Money::from_cents(tx.cents),
+                    booking_date: Day(tx.date),
+                    amount: Cents(tx.cents),
                     currency: account.draft.currency,
                     counterpart_name: &tx.counterpart,
                     purpose: &tx.purpose,
@@ -248,7 +248,8 @@ fn transaction_id(buf: &mut String, index: usize, count: usize) {
 }
 
 /// A line of `transactions.ndjson` borrowed from the generator's data. Its fields are those of
-/// [`TransactionRecord`], in the same order; a test holds the two to the same bytes.
+/// [`TransactionRecord`], in the same order, and serialize to the same bytes (a test holds them
+/// to it) without the allocations of the records' own serialization.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct TransactionLine<'a> {
@@ -256,12 +257,50 @@ struct TransactionLine<'a> {
     user_id: &'a UserId,
     account_id: &'a AccountId,
     transaction_id: &'a str,
-    booking_date: NaiveDate,
-    amount: Money,
+    booking_date: Day,
+    amount: Cents,
     currency: Currency,
     counterpart_name: &'a str,
     purpose: &'a str,
     labels: &'a [&'static str],
+}
+
+/// A date serialized as `NaiveDate` does, formatted on the stack.
+struct Day(NaiveDate);
+
+impl Serialize for Day {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (y, m, d) = (self.0.year(), self.0.month(), self.0.day());
+        if !(0..=9999).contains(&y) {
+            return self.0.serialize(serializer);
+        }
+        let mut text = *b"0000-00-00";
+        for (i, digit) in [y / 1000, y / 100 % 10, y / 10 % 10, y % 10].into_iter().enumerate() {
+            text[i] = b'0' + digit as u8;
+        }
+        text[5..7].copy_from_slice(&[b'0' + (m / 10) as u8, b'0' + (m % 10) as u8]);
+        text[8..10].copy_from_slice(&[b'0' + (d / 10) as u8, b'0' + (d % 10) as u8]);
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+/// An amount in cents serialized as `Money` does (a JSON number with two decimals), formatted on
+/// the stack.
+struct Cents(i64);
+
+impl Serialize for Cents {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use std::io::Write as _;
+        let mut buf = [0u8; 32];
+        let mut cursor = io::Cursor::new(&mut buf[..]);
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        write!(cursor, "{sign}{}.{:02}", abs / 100, abs % 100).map_err(serde::ser::Error::custom)?;
+        let len = cursor.position() as usize;
+        let text = std::str::from_utf8(&buf[..len]).map_err(serde::ser::Error::custom)?;
+        let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(serializer)
+    }
 }
 
 fn digits(n: u64) -> usize {

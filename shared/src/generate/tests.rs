@@ -176,6 +176,18 @@ fn the_written_lines_are_exactly_the_serialized_records() {
 }
 
 #[test]
+fn amounts_and_dates_serialize_like_money_and_naive_date() {
+    for cents in [0, 1, -1, 5, -50, 99, -100, 12_345, -123_456_789, 999_999_999_999_999] {
+        let expected = serde_json::to_string(&Money::from_cents(cents)).unwrap();
+        assert_eq!(serde_json::to_string(&Cents(cents)).unwrap(), expected);
+    }
+    for (y, m, d) in [(2024, 2, 29), (1999, 12, 31), (1, 1, 1), (9999, 12, 31), (10_000, 1, 1), (-5, 3, 4)] {
+        let date = NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(serde_json::to_string(&Day(date)).unwrap(), serde_json::to_string(&date).unwrap());
+    }
+}
+
+#[test]
 fn progress_counts_up_to_the_number_of_users() {
     let mut seen = Vec::new();
     let summary = write_ndjson(&config(100), io::sink(), io::sink(), |n| seen.push(n)).unwrap();

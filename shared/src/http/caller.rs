@@ -22,11 +22,8 @@ impl Caller {
             _ => None,
         }
         .ok_or(AppError::Unauthenticated)?;
-        let mandator = jwt
-            .claims
-            .get(mandator_claim)
-            .and_then(|m| MandatorId::parse(m).ok())
-            .ok_or(AppError::Unauthenticated)?;
+        let mandator =
+            jwt.claims.get(mandator_claim).and_then(|m| MandatorId::parse(m).ok()).ok_or(AppError::Unauthenticated)?;
         // The authorizer lists scopes when the route requires some; the `scope` claim (space
         // separated, as Cognito issues it) covers routes that do not.
         let mut scopes: BTreeSet<String> = jwt.scopes.iter().flatten().cloned().collect();
@@ -88,7 +85,10 @@ mod tests {
 
     #[test]
     fn without_authorizer_or_with_an_unusable_mandator_the_caller_is_unauthenticated() {
-        assert!(matches!(Caller::from_request(&request(serde_json::Value::Null), "client_id"), Err(AppError::Unauthenticated)));
+        assert!(matches!(
+            Caller::from_request(&request(serde_json::Value::Null), "client_id"),
+            Err(AppError::Unauthenticated)
+        ));
         let bad = request(serde_json::json!({"jwt": {"claims": {"client_id": "a#b"}, "scopes": []}}));
         assert!(matches!(Caller::from_request(&bad, "client_id"), Err(AppError::Unauthenticated)));
     }

@@ -45,7 +45,8 @@ pub fn path_param(req: &Request, name: &str) -> Option<String> {
 pub fn query_u32(req: &Request, name: &str, default: u32, min: u32, max: u32) -> Result<u32, AppError> {
     let params = req.query_string_parameters_ref();
     let Some(values) = params.and_then(|p| p.all(name)) else { return Ok(default) };
-    let invalid = || AppError::InvalidParameter(FieldError::new(name, format!("must be an integer from {min} to {max}")));
+    let invalid =
+        || AppError::InvalidParameter(FieldError::new(name, format!("must be an integer from {min} to {max}")));
     if values.len() != 1 {
         return Err(AppError::InvalidParameter(FieldError::new(name, "must be given at most once")));
     }

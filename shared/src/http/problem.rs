@@ -71,7 +71,9 @@ impl From<&AppError> for Problem {
                 Problem::new(S::BAD_REQUEST, "segment_type_not_available", "Segment type not available", detail)
                     .with_field("segmentType")
             }
-            AppError::MalformedBody(_) => Problem::new(S::BAD_REQUEST, "malformed_body", "Malformed request body", detail),
+            AppError::MalformedBody(_) => {
+                Problem::new(S::BAD_REQUEST, "malformed_body", "Malformed request body", detail)
+            }
             AppError::BodyTooLarge(_) => {
                 Problem::new(S::PAYLOAD_TOO_LARGE, "body_too_large", "Request body too large", detail)
             }
