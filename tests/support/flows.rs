@@ -137,3 +137,53 @@ pub fn as_reference(users: &[Value]) -> BTreeMap<String, Vec<(String, String)>> 
         })
         .collect()
 }
+
+/// Every user of the NDJSON files in `dir`, assembled as a shard stream would (accounts by
+/// accountId, transactions by bookingDate then transactionId).
+pub fn users_from_files(dir: &Path) -> Vec<segments_core::domain::UserData> {
+    use segments_core::domain::{AccountHistory, UserData};
+    use segments_core::records::{AccountItem, AccountRecord, TransactionRecord};
+    let mut users: BTreeMap<String, BTreeMap<String, AccountHistory>> = BTreeMap::new();
+    for line in std::fs::read_to_string(dir.join("accounts.ndjson")).unwrap().lines() {
+        let (_, account) = serde_json::from_str::<AccountRecord>(line).unwrap().into_account();
+        users
+            .entry(account.user_id.to_string())
+            .or_default()
+            .insert(account.account_id.to_string(), AccountHistory { account, transactions: Vec::new() });
+    }
+    for line in std::fs::read_to_string(dir.join("transactions.ndjson")).unwrap().lines() {
+        let (_, item) = serde_json::from_str::<TransactionRecord>(line).unwrap().into_item();
+        let AccountItem::Transaction { user_id, account_id, transaction } = item else { unreachable!() };
+        users.get_mut(user_id.as_str()).unwrap().get_mut(account_id.as_str()).unwrap().transactions.push(transaction);
+    }
+    users
+        .into_values()
+        .map(|accounts| {
+            let mut accounts: Vec<AccountHistory> = accounts.into_values().collect();
+            for a in &mut accounts {
+                a.transactions.sort_by(|x, y| {
+                    (x.booking_date, x.transaction_id.as_str()).cmp(&(y.booking_date, y.transaction_id.as_str()))
+                });
+            }
+            UserData { user_id: accounts[0].account.user_id.clone(), accounts }
+        })
+        .collect()
+}
+
+/// The entries the computation gives for `body` over `users`, as JSON, in userId order.
+pub fn expected_entries(
+    users: &[segments_core::domain::UserData],
+    segment_type: &str,
+    body: &str,
+    today: NaiveDate,
+) -> Vec<Value> {
+    use segments_core::segments::{SegmentRequest, SegmentSpec};
+    let t = segment_type.parse().unwrap();
+    let request = SegmentRequest::parse(t, body.as_bytes(), today).unwrap();
+    let spec = SegmentSpec { as_of: request.as_of, params: request.params };
+    users
+        .iter()
+        .filter_map(|u| spec.evaluate(u).unwrap())
+        .map(|e| serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap())
+        .collect()
+}
