@@ -294,31 +294,34 @@ async fn run_import(
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = ServiceConfig::from_env()?;
     let signer = Signer::load_or_create(&a.data.data_dir)?;
-    let services: Services = if a.aws {
+    let (services, segments): (Services, _) = if a.aws {
         let resources = aws::AwsResources::from_env()?;
+        let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
         let clients = aws::AwsClients::from_env().await;
         let services = adapters::aws_services(&clients, &resources, config.clone());
+        let segments = adapters::aws_segments_services(&clients, &resources, &segments_table, services.clone());
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
         crate::workers::spawn_sqs_pollers(services.clone(), queue, resources.queue_urls.keys().copied().collect());
         if a.demo {
             seed_demo(services.accounts.as_ref(), None, &a).await?;
         }
-        services
+        (services, segments)
     } else {
         let store = EmbeddedStore::open(&a.data.data_dir)?;
         if a.demo {
             seed_demo(&store, Some(&store), &a).await?;
         }
         let unfinished = store.unfinished_jobs().await?;
-        let (services, receiver) = adapters::embedded_services(store, config.clone());
+        let (services, receiver) = adapters::embedded_services(store.clone(), config.clone());
+        let segments = adapters::embedded_segments_services(store, services.clone());
         crate::workers::spawn_embedded_pool(services.clone(), receiver, a.workers);
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }
-        services
+        (services, segments)
     };
 
-    let gateway = Arc::new(Gateway { services, signer });
+    let gateway = Arc::new(Gateway { services, segments, signer });
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], a.port)))
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;

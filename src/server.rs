@@ -9,16 +9,19 @@ use axum::Router;
 use axum::body::{Body as AxumBody, to_bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodFilter, on};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use segments_core::app::{AppError, Services};
 use segments_core::http::{MAX_BODY_BYTES, problem_response};
+use segments_core::segments_api::app::SegmentsServices;
 
 use crate::token::Signer;
 
 pub struct Gateway {
     pub services: Services,
+    /// The segments API's services (the same job services plus the segment store).
+    pub segments: SegmentsServices,
     pub signer: Signer,
 }
 
@@ -27,6 +30,7 @@ pub struct Gateway {
 pub enum Function {
     CreateJob,
     GetResult,
+    SegmentsApi,
 }
 
 /// A route of the API, as API Gateway and the OpenAPI document declare it.
@@ -41,17 +45,83 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/segments/{segmentType}", function: Function::CreateJob },
     Route { method: "GET", path: "/segments/{segmentType}/{jobId}", function: Function::GetResult },
+    // The segments management API, at organization and at ledger level.
+    Route { method: "POST", path: ORG_SEGMENTS, function: Function::SegmentsApi },
+    Route { method: "GET", path: ORG_SEGMENTS, function: Function::SegmentsApi },
+    Route {
+        method: "HEAD",
+        path: "/v1/organizations/{organizationId}/segments/metrics/count",
+        function: Function::SegmentsApi,
+    },
+    Route { method: "GET", path: ORG_SEGMENT, function: Function::SegmentsApi },
+    Route { method: "PATCH", path: ORG_SEGMENT, function: Function::SegmentsApi },
+    Route { method: "DELETE", path: ORG_SEGMENT, function: Function::SegmentsApi },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/accounts",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/accounts",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/refresh",
+        function: Function::SegmentsApi,
+    },
+    Route { method: "POST", path: LEDGER_SEGMENTS, function: Function::SegmentsApi },
+    Route { method: "GET", path: LEDGER_SEGMENTS, function: Function::SegmentsApi },
+    Route {
+        method: "HEAD",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/metrics/count",
+        function: Function::SegmentsApi,
+    },
+    Route { method: "GET", path: LEDGER_SEGMENT, function: Function::SegmentsApi },
+    Route { method: "PATCH", path: LEDGER_SEGMENT, function: Function::SegmentsApi },
+    Route { method: "DELETE", path: LEDGER_SEGMENT, function: Function::SegmentsApi },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/accounts",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/accounts",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "POST",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/refresh",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/accounts/{accountId}/segments",
+        function: Function::SegmentsApi,
+    },
 ];
+
+const ORG_SEGMENTS: &str = "/v1/organizations/{organizationId}/segments";
+const ORG_SEGMENT: &str = "/v1/organizations/{organizationId}/segments/{segmentId}";
+const LEDGER_SEGMENTS: &str = "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments";
+const LEDGER_SEGMENT: &str = "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}";
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
         let function = route.function;
         let handler = move |s, r| invoke(s, r, function);
-        router = match route.method {
-            "POST" => router.route(route.path, post(handler)),
-            _ => router.route(route.path, get(handler)),
+        let filter = match route.method {
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            "HEAD" => MethodFilter::HEAD,
+            _ => MethodFilter::GET,
         };
+        router = router.route(route.path, on(filter, handler));
     }
     router
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
@@ -65,6 +135,7 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
             let result = match function {
                 Function::CreateJob => create_job::handle(&gw.services, event).await,
                 Function::GetResult => get_result::handle(&gw.services, event).await,
+                Function::SegmentsApi => segments_api::handle(&gw.segments, event).await,
             };
             match result {
                 Ok(response) => to_axum(response),
@@ -135,6 +206,26 @@ async fn to_lambda(gw: &Gateway, req: Request) -> Result<lambda_http::Request, A
 fn match_path(path: &str) -> HashMap<String, String> {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let mut params = HashMap::new();
+    if parts.len() >= 3 && parts[0] == "v1" && parts[1] == "organizations" {
+        params.insert("organizationId".to_owned(), percent_decode(parts[2]));
+        let mut rest = &parts[3..];
+        if rest.len() >= 2 && rest[0] == "ledgers" {
+            params.insert("ledgerId".to_owned(), percent_decode(rest[1]));
+            rest = &rest[2..];
+        }
+        match rest {
+            // `metrics/count` is a literal route, not a segment id.
+            ["segments", "metrics", "count"] => {}
+            ["segments", id, ..] => {
+                params.insert("segmentId".to_owned(), percent_decode(id));
+            }
+            ["accounts", id, ..] => {
+                params.insert("accountId".to_owned(), percent_decode(id));
+            }
+            _ => {}
+        }
+        return params;
+    }
     if parts.first() == Some(&"segments") {
         if let Some(t) = parts.get(1) {
             params.insert("segmentType".to_owned(), percent_decode(t));
@@ -205,5 +296,13 @@ mod tests {
         let p = match_path("/segments/highBalance/abc");
         assert_eq!(p["segmentType"], "highBalance");
         assert_eq!(p["jobId"], "abc");
+        let p = match_path("/v1/organizations/bank-1/ledgers/l1/segments/0190/accounts");
+        assert_eq!(
+            (p["organizationId"].as_str(), p["ledgerId"].as_str(), p["segmentId"].as_str()),
+            ("bank-1", "l1", "0190")
+        );
+        let p = match_path("/v1/organizations/bank-1/segments/metrics/count");
+        assert!(!p.contains_key("segmentId"));
+        assert_eq!(match_path("/v1/organizations/bank-1/accounts/a%2B1/segments")["accountId"], "a+1");
     }
 }

@@ -21,5 +21,6 @@ pub mod jobs;
 pub mod ports;
 pub mod records;
 pub mod segments;
+pub mod segments_api;
 pub mod testing;
 pub mod worker;

@@ -105,3 +105,71 @@ pub trait ResultStore: Send + Sync {
 pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, message: &JobMessage) -> Result<(), StoreError>;
 }
+
+/// The segments of the management API and their membership (DESIGN §1, §6).
+#[async_trait]
+pub trait SegmentStore: Send + Sync {
+    /// Stores a new segment and claims its name in its scope, in one atomic write: `Conflict`
+    /// when a segment of the scope that is not deleted holds the name (exact comparison), so of
+    /// two concurrent creates with one name exactly one wins.
+    async fn create_segment(&self, segment: &crate::segments_api::Segment) -> Result<(), StoreError>;
+
+    /// The segment, deleted or not, if it exists for this mandator.
+    async fn get_segment(
+        &self,
+        mandator: &MandatorId,
+        id: crate::segments_api::SegmentId,
+    ) -> Result<Option<crate::segments_api::Segment>, StoreError>;
+
+    /// Every segment of the mandator, deleted ones included, in no particular order.
+    async fn list_segments(&self, mandator: &MandatorId) -> Result<Vec<crate::segments_api::Segment>, StoreError>;
+
+    /// Replaces `previous` by `next` (same id, `next.version = previous.version + 1`) if the
+    /// stored version is still `previous.version`, in one atomic write that also moves the name
+    /// claim when the name changes and releases it when `next` is deleted. `Conflict` when the
+    /// segment changed meanwhile or the new name is held.
+    async fn replace_segment(
+        &self,
+        previous: &crate::segments_api::Segment,
+        next: &crate::segments_api::Segment,
+    ) -> Result<(), StoreError>;
+
+    /// Tags accounts with the segment and untags others. Idempotent: adding a member or removing
+    /// a non-member changes nothing.
+    async fn change_members(
+        &self,
+        mandator: &MandatorId,
+        id: crate::segments_api::SegmentId,
+        add: &[crate::segments_api::AccountRef],
+        remove: &[crate::segments_api::AccountRef],
+    ) -> Result<(), StoreError>;
+
+    /// The segment's members, ordered by (userId, accountId).
+    async fn members(
+        &self,
+        mandator: &MandatorId,
+        id: crate::segments_api::SegmentId,
+    ) -> Result<Vec<crate::segments_api::AccountRef>, StoreError>;
+
+    /// How many members the segment has.
+    async fn member_count(&self, mandator: &MandatorId, id: crate::segments_api::SegmentId) -> Result<u64, StoreError>;
+
+    /// The segments (deleted ones included) having an account with this id as a member, with the
+    /// account's user.
+    async fn segments_of_account(
+        &self,
+        mandator: &MandatorId,
+        account: &crate::domain::AccountId,
+    ) -> Result<Vec<(crate::segments_api::SegmentId, crate::domain::UserId)>, StoreError>;
+}
+
+/// Which accounts exist in a mandator's account data.
+#[async_trait]
+pub trait AccountDirectory: Send + Sync {
+    /// The accounts of `accounts` that exist for the mandator.
+    async fn existing_accounts(
+        &self,
+        mandator: &MandatorId,
+        accounts: &[crate::segments_api::AccountRef],
+    ) -> Result<std::collections::BTreeSet<crate::segments_api::AccountRef>, StoreError>;
+}

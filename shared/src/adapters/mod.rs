@@ -44,3 +44,40 @@ pub fn embedded_services(
         Services { accounts: store.clone(), jobs: store.clone(), results: store, queue: Arc::new(queue), config };
     (services, receiver)
 }
+
+/// The services of the segments API on AWS: the job services plus the Segments table (named by
+/// `SEGMENTS_TABLE`) and the account directory over the AccountData table.
+pub async fn aws_segments_services_from_env() -> Result<crate::segments_api::app::SegmentsServices, BoxError> {
+    let config = ServiceConfig::from_env()?;
+    let resources = aws::AwsResources::from_env()?;
+    let segments_table = crate::config::required(aws::SEGMENTS_TABLE_VAR)?;
+    let clients = aws::AwsClients::from_env().await;
+    let core = aws_services(&clients, &resources, config);
+    Ok(aws_segments_services(&clients, &resources, &segments_table, core))
+}
+
+/// The services of the segments API over given clients and resources.
+pub fn aws_segments_services(
+    clients: &aws::AwsClients,
+    resources: &aws::AwsResources,
+    segments_table: &str,
+    core: Services,
+) -> crate::segments_api::app::SegmentsServices {
+    crate::segments_api::app::SegmentsServices {
+        core,
+        segments: Arc::new(aws::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
+        directory: Arc::new(aws::DynamoAccountDirectory::new(
+            clients.dynamodb.clone(),
+            resources.account_table.clone(),
+        )),
+    }
+}
+
+/// The services of the segments API over the embedded store (the same store as `core`'s).
+pub fn embedded_segments_services(
+    store: embedded::EmbeddedStore,
+    core: Services,
+) -> crate::segments_api::app::SegmentsServices {
+    let store = Arc::new(store);
+    crate::segments_api::app::SegmentsServices { core, segments: store.clone(), directory: store }
+}

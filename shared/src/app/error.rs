@@ -47,6 +47,20 @@ pub enum AppError {
     MethodNotAllowed,
     #[error("a store or queue is unavailable")]
     Unavailable(#[source] StoreError),
+    /// An unknown or deleted segment, or another organization's: indistinguishable on purpose.
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("a segment named {0:?} exists in this scope already")]
+    SegmentNameTaken(String),
+    #[error("the segment was changed concurrently; read it again and retry")]
+    SegmentConflict,
+    /// Accounts that do not belong to the caller's organization, as `userId/accountId`.
+    #[error("accounts not found in this organization: {}", .0.join(", "))]
+    UnknownAccounts(Vec<String>),
+    #[error("accounts cannot be tagged with a segment whose status is {0}")]
+    SegmentNotTaggable(&'static str),
+    #[error("the segment has no rule to refresh from")]
+    NoRule,
 }
 
 impl From<BodyError> for AppError {

@@ -35,6 +35,12 @@ pub const PROBLEM_CODES: &[&str] = &[
     "no_route",
     "method_not_allowed",
     "unavailable",
+    "not_found",
+    "segment_name_taken",
+    "segment_conflict",
+    "unknown_accounts",
+    "segment_not_taggable",
+    "segment_has_no_rule",
 ];
 
 impl Problem {
@@ -104,6 +110,22 @@ impl From<&AppError> for Problem {
                 "Service unavailable",
                 "a backing service is unavailable; retry later".to_owned(),
             ),
+            AppError::NotFound(_) => Problem::new(S::NOT_FOUND, "not_found", "Not found", detail),
+            AppError::SegmentNameTaken(_) => {
+                Problem::new(S::CONFLICT, "segment_name_taken", "Segment name taken", detail).with_field("name")
+            }
+            AppError::SegmentConflict => Problem::new(S::CONFLICT, "segment_conflict", "Concurrent change", detail),
+            AppError::UnknownAccounts(_) => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "unknown_accounts", "Unknown accounts", detail).with_field("add")
+            }
+            AppError::SegmentNotTaggable(_) => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "segment_not_taggable", "Segment not taggable", detail)
+                    .with_field("status.code")
+            }
+            AppError::NoRule => {
+                Problem::new(S::UNPROCESSABLE_ENTITY, "segment_has_no_rule", "Segment has no rule", detail)
+                    .with_field("rule")
+            }
         }
     }
 }
@@ -169,6 +191,12 @@ mod tests {
             AppError::NoRoute,
             AppError::MethodNotAllowed,
             AppError::Unavailable(StoreError::Corrupt("c".into())),
+            AppError::NotFound("segment"),
+            AppError::SegmentNameTaken("n".into()),
+            AppError::SegmentConflict,
+            AppError::UnknownAccounts(vec!["u/a".into()]),
+            AppError::SegmentNotTaggable("INACTIVE"),
+            AppError::NoRule,
         ]
     }
 

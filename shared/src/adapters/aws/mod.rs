@@ -20,6 +20,7 @@ mod jobs;
 pub mod provision;
 mod queue;
 mod results;
+mod segments;
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,7 @@ pub use items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
 pub use jobs::DynamoJobs;
 pub use queue::{ReceivedMessage, SqsQueue};
 pub use results::S3Results;
+pub use segments::{DynamoAccountDirectory, DynamoSegments, SEGMENTS_TABLE_VAR};
 
 use crate::config::{ConfigError, required};
 use crate::domain::SegmentType;

@@ -95,6 +95,18 @@ pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) ->
     Ok(())
 }
 
+/// The Segments table of the management API: `pk` (S) and `sk` (S), on-demand capacity. Not part
+/// of [`provision_all`]: only the segments API uses it ([`segments_table_name`]).
+#[instrument(skip(client))]
+pub async fn create_segments_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
+    create_keyed_table(client, name).await
+}
+
+/// The Segments table's name for a prefix: `{prefix}-segments`.
+pub fn segments_table_name(prefix: &str) -> String {
+    format!("{prefix}-segments")
+}
+
 async fn create_keyed_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
     let attribute = |attribute: &str| {
         AttributeDefinition::builder()

@@ -19,6 +19,7 @@ mod jobs;
 mod keys;
 mod queue;
 mod results;
+mod segments;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
