@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub demo: bool,
     /// Users of the demo data.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     pub demo_users: u64,
     /// Use the AWS adapters (DynamoDB, S3, SQS) configured by the usual AWS environment and
     /// ACCOUNT_DATA_TABLE, JOBS_TABLE, RESULTS_BUCKET, <TYPE>_QUEUE_URL.

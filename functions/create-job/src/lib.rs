@@ -5,7 +5,7 @@ use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use segments_core::app::{self, AppError, Services};
-use segments_core::http::{Caller, json_body, json_response, path_param, problem_response};
+use segments_core::http::{Caller, json_body, json_response, problem_response, segment_type_param};
 
 pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     Ok(match create(s, &req).await {
@@ -16,7 +16,7 @@ pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda
 
 async fn create(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
     let caller = Caller::from_request(req, &s.config.mandator_claim)?;
-    let segment_type = app::authorize_segment_type(&caller, &path_param(req, "segmentType").unwrap_or_default())?;
+    let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
     let body = json_body(req)?;
     let job = app::create_job(s, &caller, segment_type, body, Utc::now()).await?;
     let answer = serde_json::json!({
@@ -137,5 +137,27 @@ mod tests {
         for t in segments_core::domain::SegmentType::ALL {
             assert!(detail.contains(t.as_str()), "{detail}");
         }
+    }
+
+    #[tokio::test]
+    async fn the_recorded_events_of_every_typed_and_catch_all_route_are_accepted() {
+        let (_dir, s, mut rx) = services();
+        let events = [
+            include_str!("../../../events/create-job-high-balance.json"),
+            include_str!("../../../events/create-job-low-balance.json"),
+            include_str!("../../../events/create-job-income-spending-summary.json"),
+            include_str!("../../../events/create-job-insurance-spending.json"),
+            include_str!("../../../events/create-job-financial-breakdown.json"),
+        ];
+        for event in events {
+            let req = lambda_http::request::from_str(event).unwrap();
+            let (status, body) = status_and_json(handle(&s, req).await.unwrap());
+            assert_eq!(status, 202, "{body}");
+            assert!(rx.try_recv().is_ok());
+        }
+        let unknown =
+            lambda_http::request::from_str(include_str!("../../../events/create-job-unknown-type.json")).unwrap();
+        let (status, problem) = status_and_json(handle(&s, unknown).await.unwrap());
+        assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_segment_type")));
     }
 }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use segments_core::app::{self, AppError, Services};
-use segments_core::http::{Caller, json_response, path_param, problem_response, query_u32};
+use segments_core::http::{Caller, json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::jobs::MAX_PER_PAGE;
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
@@ -20,7 +20,7 @@ pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda
 
 async fn get(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
     let caller = Caller::from_request(req, &s.config.mandator_claim)?;
-    let segment_type = app::authorize_segment_type(&caller, &path_param(req, "segmentType").unwrap_or_default())?;
+    let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
     let page = query_u32(req, "page", 1, 1, u32::MAX)?;
     let per_page = query_u32(req, "perPage", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)?;
     let job_id = path_param(req, "jobId").unwrap_or_default();
@@ -199,5 +199,22 @@ mod tests {
         let req = get_result_request("highBalance", &job.job_id.to_string(), &[], None, &[]);
         let (status, _) = status_and_json(handle(&f.s, req).await.unwrap());
         assert_eq!(status, 401);
+    }
+
+    #[tokio::test]
+    async fn the_recorded_events_of_the_typed_routes_carry_the_type_in_the_path() {
+        let f = fixture(1000);
+        for event in [
+            include_str!("../../../events/get-result-high-balance.json"),
+            include_str!("../../../events/get-result-low-balance.json"),
+            include_str!("../../../events/get-result-income-spending-summary.json"),
+            include_str!("../../../events/get-result-insurance-spending.json"),
+            include_str!("../../../events/get-result-financial-breakdown.json"),
+        ] {
+            let req = lambda_http::request::from_str(event).unwrap();
+            let (status, problem) = status_and_json(handle(&f.s, req).await.unwrap());
+            // The recorded job does not exist here: the type was understood, the job is unknown.
+            assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")), "{problem}");
+        }
     }
 }

@@ -41,6 +41,23 @@ pub fn path_param(req: &Request, name: &str) -> Option<String> {
     req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_owned)
 }
 
+/// The segment type of a financial-segments request. The catch-all routes carry it as the
+/// `{segmentType}` path parameter; the typed routes (`/segments/highBalance`, …), which exist so
+/// API Gateway can require each type's scope, carry it only in the path: the segment after
+/// `segments`.
+pub fn segment_type_param(req: &Request) -> String {
+    if let Some(t) = path_param(req, "segmentType") {
+        return t;
+    }
+    let mut parts = req.uri().path().split('/');
+    while let Some(part) = parts.next() {
+        if part == "segments" {
+            return parts.next().unwrap_or_default().to_owned();
+        }
+    }
+    String::new()
+}
+
 /// An optional positive integer query parameter within `min..=max`.
 pub fn query_u32(req: &Request, name: &str, default: u32, min: u32, max: u32) -> Result<u32, AppError> {
     let params = req.query_string_parameters_ref();
