@@ -431,7 +431,10 @@ fn each_function_is_granted_only_what_it_uses() {
 
 #[test]
 fn every_served_route_is_a_template_route_with_its_scope_and_nothing_else() {
-    let doc = template();
+    check_routes(&template());
+}
+
+fn check_routes(doc: &Value) {
     let mut expected = BTreeSet::new();
     for route in ROUTES {
         let binary = binary_of(route.function).to_owned();
@@ -535,7 +538,10 @@ fn the_openapi_paths_are_the_template_routes() {
 
 #[test]
 fn every_worker_consumes_its_own_queue_which_has_a_dead_letter_queue() {
-    let doc = template();
+    check_workers(&template());
+}
+
+fn check_workers(doc: &Value) {
     let all = functions(&doc);
     let mut queues = BTreeSet::new();
     for &t in SegmentType::ALL {
@@ -626,7 +632,10 @@ fn the_tables_have_the_code_keys_and_the_jobs_expire() {
 
 #[test]
 fn the_results_bucket_is_private_encrypted_tls_only_and_expires_results() {
-    let doc = template();
+    check_bucket(&template());
+}
+
+fn check_bucket(doc: &Value) {
     let bucket = &resource(&doc, "ResultsBucket")["Properties"];
     let rules = bucket["LifecycleConfiguration"]["Rules"].as_array().expect("lifecycle rules");
     let rule = rules.iter().find(|r| r["Prefix"] == RESULTS_PREFIX).expect("a rule on the results prefix");
@@ -754,4 +763,63 @@ fn sam_validate_lint_accepts_the_template() {
         .env("SAM_CLI_TELEMETRY", "0")
         .env("AWS_DEFAULT_REGION", "eu-central-1");
     run(command);
+}
+
+/// The checks above can fail: each is run on a copy of the template with one fact removed.
+#[test]
+fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed() {
+    let doc = template();
+    let fails = |check: fn(&Value), mutated: Value| std::panic::catch_unwind(move || check(&mutated)).is_err();
+    assert!(
+        !fails(check_routes, doc.clone()) && !fails(check_workers, doc.clone()) && !fails(check_bucket, doc.clone())
+    );
+
+    let http_events = |doc: &mut Value| -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for (name, r) in doc["Resources"].as_object().unwrap() {
+            for (event, e) in r["Properties"]["Events"].as_object().into_iter().flatten() {
+                if e["Type"] == "HttpApi" {
+                    found.push((name.clone(), event.clone()));
+                }
+            }
+        }
+        found
+    };
+
+    let mut no_route = doc.clone();
+    let (function, event) = http_events(&mut no_route).into_iter().next().expect("an HTTP route");
+    no_route["Resources"][&function]["Properties"]["Events"].as_object_mut().unwrap().remove(&event);
+    assert!(fails(check_routes, no_route), "a removed route is caught");
+
+    let mut no_scope = doc.clone();
+    let scoped = http_events(&mut no_scope)
+        .into_iter()
+        .find(|(f, e)| {
+            doc["Resources"][f]["Properties"]["Events"][e]["Properties"]["Auth"]["AuthorizationScopes"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        })
+        .expect("a scoped route");
+    no_scope["Resources"][&scoped.0]["Properties"]["Events"][&scoped.1]["Properties"]["Auth"]["AuthorizationScopes"] =
+        json!([]);
+    assert!(fails(check_routes, no_scope), "a removed scope is caught");
+
+    let mut no_dlq = doc.clone();
+    let queue = no_dlq["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| r["Type"] == "AWS::SQS::Queue" && !r["Properties"]["RedrivePolicy"].is_null())
+        .map(|(name, _)| name.clone())
+        .expect("a queue with a DLQ");
+    no_dlq["Resources"][&queue]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy");
+    assert!(fails(check_workers, no_dlq), "a removed DLQ is caught");
+
+    let mut longer = doc.clone();
+    for rule in
+        longer["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"].as_array_mut().unwrap()
+    {
+        rule["ExpirationInDays"] = json!(30);
+    }
+    assert!(fails(check_bucket, longer), "a retention other than 14 days is caught");
 }
