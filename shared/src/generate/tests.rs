@@ -466,27 +466,3 @@ fn labels_and_dates_cover_the_edges_of_the_computations() {
     // Same-day bookings on one account.
     assert!(accounts().any(|h| h.transactions.windows(2).any(|w| w[0].booking_date == w[1].booking_date)));
 }
-
-#[test]
-#[ignore]
-fn zz_speed() {
-    let n = 20_000;
-    let config = config(n);
-    let t = std::time::Instant::now();
-    let (mut a, mut tx) = (Vec::new(), Vec::new());
-    let s = write_ndjson(&config, &mut a, &mut tx, |_| {}).unwrap();
-    let el = t.elapsed();
-    eprintln!("WRITE {s:?} in {el:?}: {:.0} users/s, {:.1} tx/user, {:.0} bytes/tx, {:.0} lines/s", n as f64 / el.as_secs_f64(), s.transactions as f64 / n as f64, tx.len() as f64 / s.transactions as f64, (s.transactions + s.accounts) as f64 / el.as_secs_f64());
-    let g = Generator::new(&config);
-    let t = std::time::Instant::now();
-    let mut b = Batch::default();
-    for i in 0..n { g.write_user(i, &mut b.accounts, &mut b.transactions).unwrap(); if b.transactions.len() > 1 << 26 { b = Batch::default(); } }
-    eprintln!("WRITE 1 thread {:?}", t.elapsed());
-    let t = std::time::Instant::now();
-    let mut c = 0;
-    for i in 0..n { c += g.accounts(i).1.len(); }
-    eprintln!("GEN drafts only {:?} {c}", t.elapsed());
-    let t = std::time::Instant::now();
-    for i in 0..n { c += g.user(i).transactions.len(); }
-    eprintln!("GEN records {:?} {c}", t.elapsed());
-}
