@@ -124,9 +124,9 @@ pub(super) const INSURERS: &[&str] = &[
     "DEVK Versicherungen",
     "R+V Versicherung",
     "Debeka",
-    "Techniker Krankenkasse",
-    "AOK Bayern",
-    "ADAC Autoversicherung",
+    "Gothaer Versicherung",
+    "Provinzial",
+    "VHV Versicherungen",
     "ARAG SE",
     "Signal Iduna",
     "CosmosDirekt",
@@ -198,7 +198,7 @@ pub(super) const INSURANCE_KINDS: &[InsuranceKind] = &[
         weight: 10,
     },
     InsuranceKind {
-        purpose: "Kombi-Police Hausrat/Haftpflicht",
+        purpose: "Kombi-Police",
         label_sets: &[
             &["HOUSEHOLDINSURANCE", "LIABILITYINSURANCE"],
             &["LEGALINSURANCE", "CARINSURANCE", "INSURANCE"],

@@ -344,31 +344,34 @@ pub fn write_ndjson(
     mut progress: impl FnMut(u64),
 ) -> io::Result<GenerateSummary> {
     let generator = Generator::new(config);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8) as u64;
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    // One buffer pair per worker, reused from round to round.
+    let mut batches: Vec<Batch> = (0..workers).map(|_| Batch::default()).collect();
     let mut summary = GenerateSummary::default();
-    let mut next = 0;
-    while next < config.users {
-        let round: Vec<serde_json::Result<Batch>> = std::thread::scope(|scope| {
+    while summary.users < config.users {
+        let next = summary.users;
+        std::thread::scope(|scope| {
             let generator = &generator;
-            let handles: Vec<_> = (0..workers)
-                .map(|w| next + w * BATCH)
-                .filter(|&from| from < config.users)
-                .map(|from| {
+            let handles: Vec<_> = batches
+                .iter_mut()
+                .enumerate()
+                .map(|(w, batch)| (next + w as u64 * BATCH, batch))
+                .filter(|(from, _)| *from < config.users)
+                .map(|(from, batch)| {
                     let until = (from + BATCH).min(config.users);
-                    scope.spawn(move || generator.batch(from, until))
+                    scope.spawn(move || batch.fill(generator, from, until))
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-        });
-        for batch in round {
-            let batch = batch?;
+            handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        })?;
+        for batch in &mut batches {
             accounts.write_all(&batch.accounts)?;
             transactions.write_all(&batch.transactions)?;
             summary.users += batch.summary.users;
             summary.accounts += batch.summary.accounts;
             summary.transactions += batch.summary.transactions;
+            batch.clear();
         }
-        next = summary.users;
         progress(summary.users);
     }
     accounts.flush()?;
@@ -376,15 +379,22 @@ pub fn write_ndjson(
     Ok(summary)
 }
 
-impl Generator {
-    fn batch(&self, from: u64, until: u64) -> serde_json::Result<Batch> {
-        let mut batch = Batch::default();
+impl Batch {
+    /// Replaces the batch's content with the users `from..until`.
+    fn fill(&mut self, generator: &Generator, from: u64, until: u64) -> serde_json::Result<()> {
+        self.clear();
         for index in from..until {
-            let (accounts, transactions) = self.write_user(index, &mut batch.accounts, &mut batch.transactions)?;
-            batch.summary.users += 1;
-            batch.summary.accounts += accounts;
-            batch.summary.transactions += transactions;
+            let (accounts, transactions) = generator.write_user(index, &mut self.accounts, &mut self.transactions)?;
+            self.summary.users += 1;
+            self.summary.accounts += accounts;
+            self.summary.transactions += transactions;
         }
-        Ok(batch)
+        Ok(())
+    }
+
+    fn clear(&mut self) {
+        self.accounts.clear();
+        self.transactions.clear();
+        self.summary = GenerateSummary::default();
     }
 }
