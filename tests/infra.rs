@@ -465,7 +465,7 @@ fn check_routes(doc: &Value) {
             binary,
         });
     }
-    assert_eq!(template_routes(&doc), expected);
+    assert_eq!(template_routes(doc), expected);
 }
 
 #[test]
@@ -542,7 +542,7 @@ fn every_worker_consumes_its_own_queue_which_has_a_dead_letter_queue() {
 }
 
 fn check_workers(doc: &Value) {
-    let all = functions(&doc);
+    let all = functions(doc);
     let mut queues = BTreeSet::new();
     for &t in SegmentType::ALL {
         let worker = function(&all, &worker_binary(t));
@@ -556,7 +556,7 @@ fn check_workers(doc: &Value) {
 
         let (queue_name, "Arn") = get_att(&sqs["Queue"]).expect("the queue's ARN") else { panic!("{t}: queue ARN") };
         assert!(queues.insert(queue_name.to_owned()), "{t}: its queue is its own");
-        let queue = resource(&doc, queue_name);
+        let queue = resource(doc, queue_name);
         assert_eq!(queue["Type"], "AWS::SQS::Queue");
         let queue = &queue["Properties"];
         assert!(queue["FifoQueue"].is_null(), "{t}: a standard queue");
@@ -570,7 +570,7 @@ fn check_workers(doc: &Value) {
             panic!("{t}: DLQ ARN")
         };
         assert_ne!(dlq, queue_name);
-        assert_eq!(resource(&doc, dlq)["Type"], "AWS::SQS::Queue");
+        assert_eq!(resource(doc, dlq)["Type"], "AWS::SQS::Queue");
         assert!(queues.insert(dlq.to_owned()), "{t}: its dead-letter queue is its own");
         let max_receive = as_u64(&redrive["maxReceiveCount"], "maxReceiveCount");
         assert!(max_receive >= MIN_MAX_RECEIVE_COUNT, "{t}: maxReceiveCount {max_receive}");
@@ -580,9 +580,9 @@ fn check_workers(doc: &Value) {
             "{t}: the worker fails the job on the last receive"
         );
 
-        assert!(alarm_on(&doc, "AWS/SQS", "QueueName", |v| get_att(v) == Some((dlq, "QueueName"))), "{t}: DLQ alarm");
+        assert!(alarm_on(doc, "AWS/SQS", "QueueName", |v| get_att(v) == Some((dlq, "QueueName"))), "{t}: DLQ alarm");
         assert!(
-            alarm_on(&doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(worker.name)),
+            alarm_on(doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(worker.name)),
             "{t}: worker errors alarm"
         );
     }
@@ -636,7 +636,7 @@ fn the_results_bucket_is_private_encrypted_tls_only_and_expires_results() {
 }
 
 fn check_bucket(doc: &Value) {
-    let bucket = &resource(&doc, "ResultsBucket")["Properties"];
+    let bucket = &resource(doc, "ResultsBucket")["Properties"];
     let rules = bucket["LifecycleConfiguration"]["Rules"].as_array().expect("lifecycle rules");
     let rule = rules.iter().find(|r| r["Prefix"] == RESULTS_PREFIX).expect("a rule on the results prefix");
     assert_eq!(rule["Status"], "Enabled");
@@ -650,7 +650,7 @@ fn check_bucket(doc: &Value) {
     let sse = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"];
     assert!(sse["SSEAlgorithm"].is_string(), "encrypted at rest");
 
-    let (_, policy) = of_type(&doc, "AWS::S3::BucketPolicy")
+    let (_, policy) = of_type(doc, "AWS::S3::BucketPolicy")
         .into_iter()
         .find(|(_, p)| ref_target(&p["Properties"]["Bucket"]) == Some("ResultsBucket"))
         .expect("a bucket policy");
