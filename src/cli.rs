@@ -116,8 +116,10 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
+    /// accounts.ndjson: one account per line (DESIGN §5).
     #[arg(long)]
     pub accounts: PathBuf,
+    /// transactions.ndjson: one transaction per line; each must belong to an account of the file.
     #[arg(long)]
     pub transactions: PathBuf,
     #[command(flatten)]
@@ -287,6 +289,19 @@ async fn run_import(
     .await;
     if let Some((_, bar)) = progress {
         bar.finish();
+    }
+    if let Err(import::ImportError::Invalid { errors, more }) = &report {
+        // Every bad line as `file:line: reason`, then the one-line summary as the error.
+        for e in errors {
+            if quiet {
+                eprintln!("{}", serde_json::json!({"file": e.file, "line": e.line, "reason": e.reason}));
+            } else {
+                eprintln!("{e}");
+            }
+        }
+        if *more > 0 {
+            eprintln!("… and {more} more bad line(s)");
+        }
     }
     Ok(report?)
 }

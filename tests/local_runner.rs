@@ -234,3 +234,57 @@ async fn serve_demo_computes_all_five_types() {
         assert_eq!(got, expected[..expected.len().min(500)], "{t}");
     }
 }
+
+/// `segments generate` and `segments import` as an operator runs them: a bad file is reported
+/// line by line and imports nothing; a good one imports and says what.
+#[test]
+fn import_reports_every_bad_line_and_imports_nothing_then_imports_generated_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(
+        bad.join("accounts.ndjson"),
+        "{\"mandatorId\":\"m1\",\"userId\":\"u1\",\"accountId\":\"a1\",\"accountType\":\"checking\",\"currency\":\"EUR\",\"balance\":1.005,\"balanceDate\":\"2024-05-31\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        bad.join("transactions.ndjson"),
+        "{\"mandatorId\":\"m1\",\"userId\":\"u1\",\"accountId\":\"a2\",\"transactionId\":\"t1\",\"bookingDate\":\"2024-05-01\",\"amount\":-1,\"currency\":\"EUR\"}\n",
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let import = |from: &Path| {
+        Command::new(BIN)
+            .args(["import", "--json", "--accounts"])
+            .arg(from.join("accounts.ndjson"))
+            .arg("--transactions")
+            .arg(from.join("transactions.ndjson"))
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .expect("segments import runs")
+    };
+    let out = import(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("accounts.ndjson\",\"line\":1,\"reason\":\"balance: has more than 2 decimals"), "{stderr}");
+    assert!(stderr.contains("transactions.ndjson\",\"line\":1"), "{stderr}");
+    assert!(stderr.lines().last().unwrap().starts_with("error: 2 invalid line(s), nothing was imported"), "{stderr}");
+
+    let good = dir.path().join("good");
+    let out = Command::new(BIN)
+        .args(["generate", "--json", "--users", "25", "--seed", "7", "--mandator", "bank-9", "--out"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let generated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(generated["users"], 25);
+    let out = import(&good);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(imported["mandator"], "bank-9");
+    assert_eq!(imported["users"], 25);
+    assert_eq!(imported["transactions"], generated["transactions"]);
+    assert_eq!(imported["shardCount"], 16);
+}
