@@ -156,3 +156,17 @@ pub async fn handle_sqs_batch(s: &Services, worker_type: SegmentType, event: Sqs
     }
     response
 }
+
+/// The whole `main` of a worker Lambda: the runtime's logging (JSON with
+/// `AWS_LAMBDA_LOG_FORMAT=JSON`), the services built once from the environment, and the SQS batch
+/// handler for `worker_type`.
+pub async fn run_lambda(worker_type: SegmentType) -> Result<(), lambda_http::Error> {
+    use lambda_http::lambda_runtime::{LambdaEvent, run, service_fn};
+    lambda_http::tracing::init_default_subscriber();
+    let services = crate::adapters::aws_services_from_env().await?;
+    run(service_fn(|event: LambdaEvent<SqsEvent>| {
+        let services = &services;
+        async move { Ok::<_, lambda_http::Error>(handle_sqs_batch(services, worker_type, event.payload).await) }
+    }))
+    .await
+}
