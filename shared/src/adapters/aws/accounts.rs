@@ -2,7 +2,6 @@
 //! importer.
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -15,6 +14,7 @@ use super::items::{
     Item, PARTITION_KEY, SORT_KEY, account_data_item, decode_account_data, decode_shard_count, meta_key, s,
     shard_count_item, shard_pk,
 };
+use super::retry::batch_write;
 use crate::domain::{AccountHistory, AccountId, MandatorId, Transaction, UserData, UserId};
 use crate::ports::{AccountSink, AccountSource, StoreError};
 use crate::records::AccountItem;
@@ -23,10 +23,6 @@ use crate::records::AccountItem;
 const BATCH_WRITE_LIMIT: usize = 25;
 /// Batches written at the same time by one `put_items` call.
 const WRITE_CONCURRENCY: usize = 4;
-/// Attempts of one batch while DynamoDB leaves items unprocessed (throttling).
-const MAX_BATCH_ATTEMPTS: u32 = 8;
-const BACKOFF_BASE: Duration = Duration::from_millis(50);
-const BACKOFF_CAP: Duration = Duration::from_secs(3);
 
 /// The AccountData table (layout in the `items` module, DESIGN §6).
 #[derive(Debug, Clone)]
@@ -43,37 +39,6 @@ impl DynamoAccounts {
     pub fn table(&self) -> &str {
         &self.table
     }
-
-    async fn write_batch(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for attempt in 0..MAX_BATCH_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, batch)
-                .send()
-                .await
-                .map_err(|e| StoreError::unavailable("writing account data", e.into_service_error()))?;
-            batch = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-            if batch.is_empty() {
-                return Ok(());
-            }
-            tracing::debug!(unprocessed = batch.len(), attempt, "retrying unprocessed account data items");
-        }
-        Err(StoreError::unavailable(
-            "writing account data",
-            format!("{} items still unprocessed after {MAX_BATCH_ATTEMPTS} attempts", batch.len()),
-        ))
-    }
-}
-
-/// Exponential backoff with jitter: writers retrying together do not collide again.
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP);
-    let half = ceiling / 2;
-    half + half.mul_f64(rand::random_range(0.0..1.0))
 }
 
 #[async_trait]
@@ -281,7 +246,9 @@ impl AccountSink for DynamoAccounts {
     ) -> Result<(), StoreError> {
         let batches = write_batches(mandator, shard_count, items)?;
         stream::iter(batches.into_iter().map(Ok))
-            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| self.write_batch(batch))
+            .try_for_each_concurrent(WRITE_CONCURRENCY, |batch| {
+                batch_write(&self.client, &self.table, batch, "writing account data")
+            })
             .await
     }
 }
@@ -380,15 +347,5 @@ mod tests {
             .collect::<Vec<_>>();
         assert_eq!(u7.len(), 1);
         assert_eq!(amount_of(u7[0]), &AttributeValue::N("-2.50".into()));
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        for attempt in 1..MAX_BATCH_ATTEMPTS + 10 {
-            let d = backoff(attempt);
-            assert!(d <= BACKOFF_CAP);
-            let ceiling = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP);
-            assert!(d >= ceiling / 2);
-        }
     }
 }

@@ -20,6 +20,7 @@ mod jobs;
 pub mod provision;
 mod queue;
 mod results;
+mod retry;
 mod segments;
 
 use std::collections::BTreeMap;

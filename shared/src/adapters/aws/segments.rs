@@ -15,7 +15,6 @@
 //! name cannot both win.
 
 use std::collections::{BTreeSet, HashMap};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -27,6 +26,7 @@ use tracing::instrument;
 
 use super::DynamoAccounts;
 use super::items::{Item, PARTITION_KEY, SORT_KEY, n, s, shard_pk};
+use super::retry::{MAX_BATCH_ATTEMPTS, backoff, batch_write};
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::ports::{AccountDirectory, AccountSource, SegmentStore, StoreError};
 use crate::records::shard_of;
@@ -40,7 +40,6 @@ const SEGMENT_ID: &str = "segmentId";
 const NAME_SORT_KEY: &str = "NAME";
 const BATCH_WRITE_LIMIT: usize = 25;
 const BATCH_GET_LIMIT: usize = 100;
-const MAX_BATCH_ATTEMPTS: u32 = 8;
 
 fn segments_pk(mandator: &MandatorId) -> String {
     format!("M#{mandator}#SEGMENTS")
@@ -100,10 +99,6 @@ fn build<T, E: std::error::Error + Send + Sync + 'static>(r: Result<T, E>) -> Re
     r.map_err(|e| StoreError::unavailable("building a request", e))
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(50u64.saturating_mul(1 << attempt.min(6))).min(Duration::from_secs(3))
-}
-
 /// The Segments table.
 #[derive(Debug, Clone)]
 pub struct DynamoSegments {
@@ -159,26 +154,6 @@ impl DynamoSegments {
                 .build(),
         )?;
         Ok(TransactWriteItem::builder().delete(delete).build())
-    }
-
-    async fn write_batch(&self, mut batch: Vec<WriteRequest>) -> Result<(), StoreError> {
-        for attempt in 0..MAX_BATCH_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            let out = self
-                .client
-                .batch_write_item()
-                .request_items(&self.table, batch)
-                .send()
-                .await
-                .map_err(|e| StoreError::unavailable("writing segment members", e.into_service_error()))?;
-            batch = out.unprocessed_items.and_then(|mut u| u.remove(&self.table)).unwrap_or_default();
-            if batch.is_empty() {
-                return Ok(());
-            }
-        }
-        Err(StoreError::unavailable("writing segment members", "items still unprocessed after retries"))
     }
 
     /// Every item of a partition, page by page.
@@ -296,7 +271,7 @@ impl SegmentStore for DynamoSegments {
         }
         while !writes.is_empty() {
             let rest = writes.split_off(writes.len().min(BATCH_WRITE_LIMIT));
-            self.write_batch(writes).await?;
+            batch_write(&self.client, &self.table, writes, "writing segment members").await?;
             writes = rest;
         }
         Ok(())
