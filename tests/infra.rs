@@ -176,6 +176,15 @@ impl FunctionResource<'_> {
     }
 }
 
+/// The properties of the event source mappings that invoke `function`.
+fn event_sources<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+    of_type(doc, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .map(|(_, r)| &r["Properties"])
+        .filter(|p| ref_target(&p["FunctionName"]) == Some(function))
+        .collect()
+}
+
 fn grant_target(function: &str, target: &Value) -> String {
     if let Some((resource, "Arn")) = get_att(target) {
         return resource.to_owned();
@@ -362,8 +371,12 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
     for &t in SegmentType::ALL {
         let queue = ref_target(&create[&AwsResources::queue_url_var(t)]).expect("a queue reference");
         let worker = function(&all, &worker_binary(t));
-        let (_, sqs) = worker.events("SQS").into_iter().next().expect("an SQS event");
-        assert_eq!(get_att(&sqs["Queue"]), Some((queue, "Arn")), "{t}: create-job and the worker share the queue");
+        let sqs = event_sources(&doc, worker.name).into_iter().next().expect("an event source mapping");
+        assert_eq!(
+            get_att(&sqs["EventSourceArn"]),
+            Some((queue, "Arn")),
+            "{t}: create-job and the worker share the queue"
+        );
     }
 }
 
@@ -409,6 +422,7 @@ fn each_function_is_granted_only_what_it_uses() {
     );
 
     for &t in SegmentType::ALL {
+        let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference").to_owned();
         assert_eq!(
             function(&all, &worker_binary(t)).grants(),
             grants(&[
@@ -419,6 +433,9 @@ fn each_function_is_granted_only_what_it_uses() {
                 ("s3:PutObject", &results),
                 ("s3:GetObject", &results),
                 ("s3:ListBucket", "ResultsBucket"),
+                ("sqs:ReceiveMessage", &queue),
+                ("sqs:DeleteMessage", &queue),
+                ("sqs:GetQueueAttributes", &queue),
             ]),
             "worker of {t}"
         );
@@ -546,15 +563,25 @@ fn check_workers(doc: &Value) {
     let mut queues = BTreeSet::new();
     for &t in SegmentType::ALL {
         let worker = function(&all, &worker_binary(t));
-        let events = worker.events("SQS");
-        assert_eq!(events.len(), 1, "{t}: one SQS event");
-        let (_, sqs) = events[0];
+        assert!(
+            worker.events("SQS").is_empty(),
+            "{t}: no SAM SQS event (it would attach a managed policy on every queue)"
+        );
+        let sources = event_sources(doc, worker.name);
+        assert_eq!(sources.len(), 1, "{t}: one event source mapping");
+        let sqs = sources[0];
         assert!(strings(&sqs["FunctionResponseTypes"]).contains("ReportBatchItemFailures"), "{t}");
         let batch = as_u64(&sqs["BatchSize"], "BatchSize");
         assert!((1..=10).contains(&batch), "{t}: batch size {batch}");
         assert!(!sqs["ScalingConfig"]["MaximumConcurrency"].is_null(), "{t}: maximum concurrency");
 
-        let (queue_name, "Arn") = get_att(&sqs["Queue"]).expect("the queue's ARN") else { panic!("{t}: queue ARN") };
+        let (queue_name, "Arn") = get_att(&sqs["EventSourceArn"]).expect("the queue's ARN") else {
+            panic!("{t}: queue ARN")
+        };
+        assert!(
+            worker.grants().contains(&("sqs:ReceiveMessage".to_owned(), queue_name.to_owned())),
+            "{t}: the worker's role may poll its queue"
+        );
         assert!(queues.insert(queue_name.to_owned()), "{t}: its queue is its own");
         let queue = resource(doc, queue_name);
         assert_eq!(queue["Type"], "AWS::SQS::Queue");
