@@ -2,7 +2,8 @@
 # Builds every Lambda function of the workspace for AWS Lambda (provided.al2023, arm64) with
 # `cargo lambda build --release --arm64` and reports the size of each binary. cargo-lambda and
 # zig come from PyPI into a virtualenv (.venv/cargo-lambda): much faster than compiling
-# cargo-lambda. The binaries land in target/lambda/<function>/bootstrap.
+# cargo-lambda. The binaries land in target/lambda/<function>/bootstrap (under $CARGO_TARGET_DIR
+# when that is set).
 #
 # Not part of tests/run.sh: a release cross-build takes minutes. `sam build` (infra/samconfig.toml)
 # runs the same cargo-lambda build per function.
@@ -36,10 +37,11 @@ start=$SECONDS
 cargo lambda build --release --arm64 "${args[@]}" "$@"
 echo "built ${#packages[@]} functions for arm64 in $((SECONDS - start)) s"
 
+target_dir=${CARGO_TARGET_DIR:-target}
 status=0
 printf '%-34s %12s\n' function "binary bytes"
 for package in "${packages[@]}"; do
-  binary="target/lambda/${package}/bootstrap"
+  binary="${target_dir}/lambda/${package}/bootstrap"
   if [ -f "$binary" ]; then
     printf '%-34s %12s\n' "$package" "$(wc -c <"$binary")"
   else
