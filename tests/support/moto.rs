@@ -25,10 +25,35 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// - DynamoDB requests are served one at a time. DynamoDB applies a conditional write to an item
 ///   atomically; moto checks the condition and writes in separate steps, so two concurrent
 ///   conditional writes (a `complete` racing a `fail`) could both succeed on it.
+/// - A Query on a table's primary key gathers its candidates from the queried partition only.
+///   moto collects (and sorts) every item of the table for each page and then keeps those of the
+///   partition: the same candidates, but quadratic in the table size over a paginated read of
+///   all shards. Sorting, paging, size limits, conditions and filters stay moto's own.
 const LAUNCHER: &str = r#"
 import os, sys, threading
 from werkzeug.serving import make_server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.dynamodb.models.table import Table
+
+queried = threading.local()
+table_query, table_all_items = Table.query, Table.all_items
+
+def query(self, hash_key, *args, **kwargs):
+    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+    base = index_name is None and hash_key is not None and self.range_key_attr is not None
+    queried.partition = (self, hash_key) if base else None
+    try:
+        return table_query(self, hash_key, *args, **kwargs)
+    finally:
+        queried.partition = None
+
+def all_items(self):
+    partition = getattr(queried, "partition", None)
+    if partition is not None and partition[0] is self:
+        return list(self.items.get(partition[1], {}).values())
+    return table_all_items(self)
+
+Table.query, Table.all_items = query, all_items
 
 backend = DomainDispatcherApplication(create_backend_app)
 dynamodb = threading.Lock()
