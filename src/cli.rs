@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
-use segments_core::adapters::{self, aws, embedded::EmbeddedStore};
+use segments_core::adapters::embedded::{EmbeddedStore, LocalLinks};
+use segments_core::adapters::{self, aws};
 use segments_core::app::Services;
 use segments_core::config::ServiceConfig;
 use segments_core::domain::MandatorId;
@@ -40,6 +41,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Load accounts.ndjson and transactions.ndjson into the store.
     Import(ImportArgs),
+    /// Print a mandator's callback signing secret (64 hex digits), creating it on first use.
+    CallbackSecret(CallbackSecretArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,13 +142,50 @@ pub struct ImportArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct CallbackSecretArgs {
+    /// The mandator whose secret to print.
+    #[arg(long)]
+    pub mandator: String,
+    #[command(flatten)]
+    pub data: DataDir,
+    /// Read (or create) it in the Jobs table (JOBS_TABLE and the usual AWS environment) instead.
+    #[arg(long)]
+    pub aws: bool,
+    /// Print `{"mandator": …, "secret": …}` instead of the bare secret.
+    #[arg(long)]
+    pub json: bool,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
         Command::Token(a) => token(a),
         Command::Generate(a) => generate_files(a),
         Command::Import(a) => import_files(a).await,
+        Command::CallbackSecret(a) => callback_secret(a).await,
     }
+}
+
+/// The secret that signs a mandator's callbacks. It is handed to the mandator out of band, never
+/// through the API.
+async fn callback_secret(a: CallbackSecretArgs) -> anyhow::Result<()> {
+    use segments_core::ports::CallbackSecrets;
+    let mandator = MandatorId::parse(&a.mandator).with_context(|| format!("--mandator {:?}", a.mandator))?;
+    let secrets: Arc<dyn CallbackSecrets> = if a.aws {
+        let table = segments_core::config::required(aws::JOBS_TABLE_VAR)?;
+        let clients = aws::AwsClients::from_env().await;
+        Arc::new(aws::DynamoCallbackSecrets::new(clients.dynamodb.clone(), table))
+    } else {
+        Arc::new(EmbeddedStore::open(&a.data.data_dir)?)
+    };
+    let secret = secrets.secret(&mandator).await?;
+    if a.json {
+        println!("{}", serde_json::json!({"mandator": a.mandator, "secret": secret.to_hex()}));
+    } else {
+        println!("{}", secret.to_hex());
+    }
+    Ok(())
 }
 
 pub const DEMO_MANDATOR: &str = "demo-bank";
@@ -309,18 +349,24 @@ async fn run_import(
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let config = ServiceConfig::from_env()?;
     let signer = Signer::load_or_create(&a.data.data_dir)?;
-    let (services, segments): (Services, _) = if a.aws {
+    // Bound first: the export links the runner serves carry its address.
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], a.port)))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (services, segments, jobs_api, links): (Services, _, _, _) = if a.aws {
         let resources = aws::AwsResources::from_env()?;
         let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
         let clients = aws::AwsClients::from_env().await;
         let services = adapters::aws_services(&clients, &resources, config.clone());
         let segments = adapters::aws_segments_services(&clients, &resources, &segments_table, services.clone());
+        let jobs_api = adapters::aws_jobs_api_services(&clients, &resources, services.clone());
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
         crate::workers::spawn_sqs_pollers(services.clone(), queue, resources.queue_urls.keys().copied().collect());
         if a.demo {
             seed_demo(services.accounts.as_ref(), None, &a).await?;
         }
-        (services, segments)
+        (services, segments, jobs_api, None)
     } else {
         let store = EmbeddedStore::open(&a.data.data_dir)?;
         if a.demo {
@@ -328,19 +374,17 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         let unfinished = store.unfinished_jobs().await?;
         let (services, receiver) = adapters::embedded_services(store.clone(), config.clone());
-        let segments = adapters::embedded_segments_services(store, services.clone());
+        let segments = adapters::embedded_segments_services(store.clone(), services.clone());
+        let links = Arc::new(LocalLinks::new(store.clone(), url.clone()));
+        let jobs_api = adapters::embedded_jobs_api_services(store, services.clone(), links.clone());
         crate::workers::spawn_embedded_pool(services.clone(), receiver, a.workers);
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }
-        (services, segments)
+        (services, segments, jobs_api, Some(links))
     };
 
-    let gateway = Arc::new(Gateway { services, segments, signer });
-    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], a.port)))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
-    let url = format!("http://{}", listener.local_addr()?);
+    let gateway = Arc::new(Gateway { services, segments, jobs_api, links, signer });
     let token = gateway.signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
     if a.json {
         println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR}));

@@ -7,11 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body as AxumBody, to_bytes};
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
+use segments_core::adapters::embedded::{LinkError, LocalLinks};
+use segments_core::app::jobs_api::JobsApiServices;
 use segments_core::app::{AppError, Services};
 use segments_core::http::{MAX_BODY_BYTES, problem_response};
 use segments_core::segments_api::app::SegmentsServices;
@@ -22,6 +24,11 @@ pub struct Gateway {
     pub services: Services,
     /// The segments API's services (the same job services plus the segment store).
     pub segments: SegmentsServices,
+    /// The job list, export and usage services (the same job services plus the catalog and links).
+    pub jobs_api: JobsApiServices,
+    /// The export links this runner serves itself (embedded store); `None` with `--aws`, whose
+    /// links are presigned S3 URLs.
+    pub links: Option<Arc<LocalLinks>>,
     pub signer: Signer,
 }
 
@@ -31,6 +38,7 @@ pub enum Function {
     CreateJob,
     GetResult,
     SegmentsApi,
+    JobsApi,
 }
 
 /// A route of the API, as API Gateway and the OpenAPI document declare it.
@@ -45,6 +53,9 @@ pub struct Route {
 pub const ROUTES: &[Route] = &[
     Route { method: "POST", path: "/segments/{segmentType}", function: Function::CreateJob },
     Route { method: "GET", path: "/segments/{segmentType}/{jobId}", function: Function::GetResult },
+    Route { method: "GET", path: "/segments/{segmentType}", function: Function::JobsApi },
+    Route { method: "GET", path: "/segments/{segmentType}/{jobId}/export", function: Function::JobsApi },
+    Route { method: "GET", path: "/usage", function: Function::JobsApi },
     // The segments management API, at organization and at ledger level.
     Route { method: "POST", path: ORG_SEGMENTS, function: Function::SegmentsApi },
     Route { method: "GET", path: ORG_SEGMENTS, function: Function::SegmentsApi },
@@ -124,6 +135,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         router = router.route(route.path, on(filter, handler));
     }
     router
+        .route(&format!("{}{{*key}}", segments_core::adapters::embedded::LINK_PATH), axum::routing::get(serve_link))
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)
@@ -136,6 +148,7 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
                 Function::CreateJob => create_job::handle(&gw.services, event).await,
                 Function::GetResult => get_result::handle(&gw.services, event).await,
                 Function::SegmentsApi => segments_api::handle(&gw.segments, event).await,
+                Function::JobsApi => jobs_api::handle(&gw.jobs_api, event).await,
             };
             match result {
                 Ok(response) => to_axum(response),
@@ -146,6 +159,34 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
             }
         }
         Err(e) => to_axum(problem_response(&e)),
+    }
+}
+
+/// Serves an object behind a signed export link (what S3 does for a presigned URL): no bearer
+/// token, the link's signature and expiry are the credential.
+async fn serve_link(
+    State(gw): State<Arc<Gateway>>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    use http::StatusCode;
+    let Some(links) = &gw.links else { return (StatusCode::NOT_FOUND, "not found").into_response() };
+    let part = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    match links.open(&key, part("expires"), part("signature"), chrono::Utc::now()).await {
+        Ok(stream) => Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+            .header(http::header::CACHE_CONTROL, "no-store")
+            .body(AxumBody::from_stream(stream))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()),
+        Err(LinkError::Invalid | LinkError::Expired) => {
+            (StatusCode::FORBIDDEN, "the link is invalid or has expired").into_response()
+        }
+        Err(LinkError::Missing) => (StatusCode::NOT_FOUND, "the object no longer exists").into_response(),
+        Err(LinkError::Store(e)) => {
+            tracing::error!(error = %e, "serving an export link failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response()
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod adapters;
 pub mod app;
+pub mod callbacks;
 pub mod config;
 pub mod domain;
 pub mod generate;

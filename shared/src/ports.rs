@@ -173,3 +173,45 @@ pub trait AccountDirectory: Send + Sync {
         accounts: &[crate::segments_api::AccountRef],
     ) -> Result<std::collections::BTreeSet<crate::segments_api::AccountRef>, StoreError>;
 }
+
+/// A page of a mandator's jobs of one type, newest first (`GET /segments/{segmentType}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    /// At most the requested number of live jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Whether live jobs of the type older than the last one exist.
+    pub more: bool,
+}
+
+/// Lists a mandator's jobs (the job records of [`JobStore`], read in key order).
+#[async_trait]
+pub trait JobCatalog: Send + Sync {
+    /// Up to `limit` jobs of `segment_type` of the mandator that have not expired at `now`,
+    /// newest first (job ids are UUIDv7, so key order is creation order), starting after the job
+    /// `before` when given. Only the mandator's own partition is read: `before` is a position in
+    /// it, never a key of another mandator.
+    async fn list_jobs(
+        &self,
+        mandator: &MandatorId,
+        segment_type: crate::domain::SegmentType,
+        before: Option<JobId>,
+        limit: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<JobPage, StoreError>;
+}
+
+/// Short-lived links to result objects, for clients to download them directly.
+#[async_trait]
+pub trait ResultLinks: Send + Sync {
+    /// A URL that lets anyone holding it GET the object `key` for `ttl`, or `None` when there is
+    /// no such object.
+    async fn link(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError>;
+}
+
+/// The per-mandator secrets that sign callbacks (DESIGN §8).
+#[async_trait]
+pub trait CallbackSecrets: Send + Sync {
+    /// The mandator's secret, created (32 bytes from a CSPRNG) on first use. Concurrent first
+    /// uses agree on one secret.
+    async fn secret(&self, mandator: &MandatorId) -> Result<crate::callbacks::CallbackSecret, StoreError>;
+}

@@ -81,3 +81,37 @@ pub fn embedded_segments_services(
     let store = Arc::new(store);
     crate::segments_api::app::SegmentsServices { core, segments: store.clone(), directory: store }
 }
+
+/// The services of the job endpoints (list, export, usage) on AWS, from the environment like
+/// [`aws_services_from_env`].
+pub async fn aws_jobs_api_services_from_env() -> Result<crate::app::jobs_api::JobsApiServices, BoxError> {
+    let config = ServiceConfig::from_env()?;
+    let resources = aws::AwsResources::from_env()?;
+    let clients = aws::AwsClients::from_env().await;
+    let core = aws_services(&clients, &resources, config);
+    Ok(aws_jobs_api_services(&clients, &resources, core))
+}
+
+/// The services of the job endpoints over given clients and resources: the job list over the Jobs
+/// table and presigned URLs of the results bucket.
+pub fn aws_jobs_api_services(
+    clients: &aws::AwsClients,
+    resources: &aws::AwsResources,
+    core: Services,
+) -> crate::app::jobs_api::JobsApiServices {
+    crate::app::jobs_api::JobsApiServices {
+        core,
+        catalog: Arc::new(aws::DynamoCatalog::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        links: Arc::new(aws::S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
+    }
+}
+
+/// The services of the job endpoints over the embedded store (the same store as `core`'s), with
+/// links the local runner serves itself.
+pub fn embedded_jobs_api_services(
+    store: embedded::EmbeddedStore,
+    core: Services,
+    links: Arc<embedded::LocalLinks>,
+) -> crate::app::jobs_api::JobsApiServices {
+    crate::app::jobs_api::JobsApiServices { core, catalog: Arc::new(store), links }
+}

@@ -2,6 +2,7 @@
 //! the Lambda handlers and the local runner call these with an authenticated [`Caller`].
 
 mod error;
+pub mod jobs_api;
 mod results;
 
 use std::sync::Arc;

@@ -14,9 +14,12 @@
 //! the environment ([`AwsResources`]).
 
 mod accounts;
+mod callback_secrets;
+mod catalog;
 mod clients;
 mod items;
 mod jobs;
+mod links;
 pub mod provision;
 mod queue;
 mod results;
@@ -26,9 +29,12 @@ mod segments;
 use std::collections::BTreeMap;
 
 pub use accounts::DynamoAccounts;
+pub use callback_secrets::{CALLBACK_SECRET_ATTRIBUTE, CALLBACK_SECRET_SORT_KEY, DynamoCallbackSecrets};
+pub use catalog::DynamoCatalog;
 pub use clients::AwsClients;
 pub use items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
 pub use jobs::DynamoJobs;
+pub use links::S3Links;
 pub use queue::{ReceivedMessage, SqsQueue};
 pub use results::S3Results;
 pub use segments::{DynamoAccountDirectory, DynamoSegments, SEGMENTS_TABLE_VAR};

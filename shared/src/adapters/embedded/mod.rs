@@ -15,8 +15,11 @@
 //! stay in the file (readers still treat expired jobs as unknown).
 
 mod accounts;
+mod callback_secrets;
+mod catalog;
 mod jobs;
 mod keys;
+mod links;
 mod queue;
 mod results;
 mod segments;
@@ -30,6 +33,7 @@ use redb::{Database, DatabaseError, TableDefinition};
 use crate::jobs::JobMessage;
 use crate::ports::StoreError;
 
+pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL};
 pub use queue::EmbeddedQueue;
 
 /// The database file inside the data directory.

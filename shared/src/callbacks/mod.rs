@@ -1,0 +1,149 @@
+//! Callbacks (DESIGN §3, §8): when a job that was created with a `callbackURL` reaches COMPLETED
+//! or FAILED, the service POSTs `{jobId, segmentType, status, totalElements}` to that URL, signed
+//! with the mandator's secret.
+//!
+//! - [`policy`]: which URLs may be called (at job creation and again before every attempt).
+//! - [`signing`]: the signature headers, and their verification as a receiver does it.
+//! - [`delivery`]: the HTTP [`Notifier`]: timeouts, retries with backoff, no redirects, pinned
+//!   addresses.
+//! - [`notify_job_final`]: what the finalize and fail steps call.
+
+pub mod delivery;
+pub mod policy;
+pub mod signing;
+
+use std::fmt;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::app::AppError;
+use crate::domain::{JobId, SegmentType};
+use crate::jobs::Job;
+use crate::ports::{CallbackSecrets, StoreError};
+use crate::segments::body::FieldError;
+
+pub use delivery::{DeliverySettings, HttpNotifier};
+pub use policy::{CallbackPolicy, CallbackUrlError};
+
+/// A mandator's callback signing key: 32 random bytes. Never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CallbackSecret([u8; 32]);
+
+impl CallbackSecret {
+    pub const LEN: usize = 32;
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        CallbackSecret(bytes)
+    }
+
+    /// A new secret from the operating system's CSPRNG.
+    pub fn generate() -> Self {
+        CallbackSecret(random_key())
+    }
+
+    /// A stored secret; `None` unless exactly 32 bytes.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(CallbackSecret)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The form given to the mandator: 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl fmt::Debug for CallbackSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CallbackSecret(..)")
+    }
+}
+
+/// 32 bytes from the operating system's CSPRNG. A failing OS random source is not something to
+/// carry on from: it panics.
+pub(crate) fn random_key() -> [u8; 32] {
+    use rand::TryRngCore;
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng.unwrap_err(), &mut bytes);
+    bytes
+}
+
+/// Why a callback was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error("the callback URL is refused: {0}")]
+    Refused(#[source] CallbackUrlError),
+    #[error("the receiver answered {0}")]
+    Rejected(u16),
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+    #[error("the callback secret is unavailable")]
+    Secret(#[source] StoreError),
+    #[error("cannot encode the callback body: {0}")]
+    Encoding(String),
+}
+
+/// Sends a signed callback body to a URL.
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// Delivers `body` (JSON) to `url`, signed with `secret`; the number of attempts it took.
+    async fn deliver(&self, url: &str, secret: &CallbackSecret, body: &[u8]) -> Result<u32, NotifyError>;
+}
+
+/// The body of a callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackBody {
+    pub job_id: JobId,
+    pub segment_type: SegmentType,
+    pub status: &'static str,
+    /// Users in the result; `null` for a failed job.
+    pub total_elements: Option<u64>,
+}
+
+impl CallbackBody {
+    pub fn of(job: &Job) -> Self {
+        CallbackBody {
+            job_id: job.job_id,
+            segment_type: job.segment_type,
+            status: job.status.as_str(),
+            total_elements: job.result.map(|r| r.total_elements),
+        }
+    }
+}
+
+/// Calls the job's callback URL, if it has one and has reached a final state. `Ok(false)` when
+/// there was nothing to call. The finalize and fail steps call this after their state change is
+/// durable, so a job is reported only in the state readers will find.
+#[tracing::instrument(skip_all, fields(mandator_id = %job.mandator_id, job_id = %job.job_id))]
+pub async fn notify_job_final(
+    secrets: &dyn CallbackSecrets,
+    notifier: &dyn Notifier,
+    job: &Job,
+) -> Result<bool, NotifyError> {
+    let Some(url) = job.callback_url.as_deref() else { return Ok(false) };
+    if !job.status.is_final() {
+        return Ok(false);
+    }
+    let body = serde_json::to_vec(&CallbackBody::of(job)).map_err(|e| NotifyError::Encoding(e.to_string()))?;
+    let secret = secrets.secret(&job.mandator_id).await.map_err(NotifyError::Secret)?;
+    match notifier.deliver(url, &secret, &body).await {
+        Ok(attempts) => {
+            tracing::info!(attempts, status = job.status.as_str(), "callback delivered");
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "callback not delivered");
+            Err(e)
+        }
+    }
+}
+
+/// The check of a `callbackURL` at job creation: 400 naming the field when the policy refuses it.
+pub async fn validate_callback_url(policy: &CallbackPolicy, url: &str) -> Result<(), AppError> {
+    policy.check(url).await.map(drop).map_err(|e| AppError::InvalidField(FieldError::new("callbackURL", e.to_string())))
+}
