@@ -6,8 +6,15 @@
 //! batches. Writes are upserts, so importing the same files again is safe, also after a failure
 //! part-way through writing (the error says how much was written).
 //!
+//! AccountIds are unique per mandator: the segments API names accounts by accountId alone. A
+//! second account line with an accountId another user already has — earlier in the file, or in
+//! the mandator's stored data (read from the sink's account directory after the files are
+//! checked) — is a bad line, and a transaction must name its account's user. The check against
+//! stored data and the writes are separate steps, so imports of one mandator must not run at the
+//! same time.
+//!
 //! Files may be larger than memory. What is held: the keys of the accounts (with currency and line
-//! number) and one 64-bit hash per transaction, to find duplicate transactionIds. Transactions
+//! number, keyed by accountId) and one 64-bit hash per transaction, to find duplicate transactionIds. Transactions
 //! themselves are streamed, twice: once to validate, once to write. Hashes that occur twice are
 //! confirmed against the actual ids in an extra pass over the transactions file, so a hash
 //! collision is never reported as a duplicate.
@@ -33,6 +40,8 @@ pub const BATCH_SIZE: usize = 500;
 pub const MAX_REPORTED_ERRORS: usize = 100;
 /// Longest line accepted. A record is a few hundred bytes; a longer line is not one.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+/// Accounts looked up in the account directory per call.
+const DIRECTORY_BATCH: usize = 1000;
 /// Lines between two progress reports while validating.
 const PROGRESS_EVERY: u64 = 4096;
 const READ_BUFFER_BYTES: usize = 1 << 20;
@@ -183,6 +192,12 @@ pub async fn import_files(
         Some((mandator, _)) if checked.account_lines + checked.transaction_lines > 0 => mandator,
         _ => return Err(ImportError::Empty),
     };
+    let held = held_by_others(sink, &mandator, &checked.accounts, &files.accounts.name).await?;
+    if !held.is_empty() {
+        let more = held.len().saturating_sub(MAX_REPORTED_ERRORS);
+        let errors = held.into_iter().take(MAX_REPORTED_ERRORS).collect();
+        return Err(ImportError::Invalid { errors, more });
+    }
     files.check_unchanged().await?;
 
     let mut writer =
@@ -193,7 +208,7 @@ pub async fn import_files(
     writer.write(&files, &checked.accounts, &mut progress).await?;
     let written = writer.written;
 
-    let users = checked.accounts.keys().map(|(user, _)| user).collect::<HashSet<_>>().len() as u64;
+    let users = checked.accounts.values().map(|a| &a.user).collect::<HashSet<_>>().len() as u64;
     Ok(ImportReport {
         mandator,
         shard_count: options.shard_count,
@@ -388,10 +403,43 @@ fn without_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// What the validation remembers of an account.
+/// What the validation remembers of an account (keyed by its accountId).
 struct SeenAccount {
+    user: UserId,
     currency: Currency,
     line: u64,
+}
+
+/// The account lines whose accountId the stored data of the mandator gives to another user, in
+/// line order.
+async fn held_by_others(
+    sink: &dyn AccountSink,
+    mandator: &MandatorId,
+    accounts: &HashMap<AccountId, SeenAccount>,
+    file: &str,
+) -> Result<Vec<LineError>, ImportError> {
+    let ids: Vec<AccountId> = accounts.keys().cloned().collect();
+    let mut errors = Vec::new();
+    for chunk in ids.chunks(DIRECTORY_BATCH) {
+        let stored = sink
+            .account_users(mandator, chunk)
+            .await
+            .map_err(|source| ImportError::Store { written: Written::default(), source })?;
+        for (account, stored_user) in stored {
+            if let Some(seen) = accounts.get(&account)
+                && seen.user != stored_user
+            {
+                let reason = format!(
+                    "accountId {account} belongs to userId {stored_user} in the stored data of mandator \
+                     {mandator}, not to userId {}; accountIds are unique per mandator",
+                    seen.user
+                );
+                errors.push(LineError { file: file.to_owned(), line: seen.line, reason });
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.line);
+    Ok(errors)
 }
 
 type AccountKey = (UserId, AccountId);
@@ -429,7 +477,7 @@ fn transaction_hash(user: &UserId, account: &AccountId, transaction: &Transactio
 struct Checked {
     /// The import's mandator and where it came from.
     mandator: Option<(MandatorId, String)>,
-    accounts: HashMap<AccountKey, SeenAccount>,
+    accounts: HashMap<AccountId, SeenAccount>,
     transaction_hashes: HashSet64,
     /// Hashes seen more than once: duplicates, or (rarely) collisions.
     suspects: HashSet64,
@@ -529,16 +577,21 @@ impl Checked {
     fn check_account(&mut self, lines: &Lines, n: u64) -> Result<(), String> {
         let r: AccountRecord = lines.parse(ACCOUNT_FIELDS)?;
         self.check_mandator(&r.mandator_id, lines, n)?;
-        match self.accounts.entry((r.user_id, r.account_id)) {
-            Entry::Occupied(first) => {
-                let (user, account) = first.key();
-                Err(format!(
-                    "duplicate account: userId {user}, accountId {account} (first at line {})",
-                    first.get().line
-                ))
-            }
+        match self.accounts.entry(r.account_id) {
+            Entry::Occupied(first) if first.get().user == r.user_id => Err(format!(
+                "duplicate account: userId {}, accountId {} (first at line {})",
+                r.user_id,
+                first.key(),
+                first.get().line
+            )),
+            Entry::Occupied(first) => Err(format!(
+                "accountId {} is already the account of userId {} (line {}); accountIds are unique per mandator",
+                first.key(),
+                first.get().user,
+                first.get().line
+            )),
             Entry::Vacant(slot) => {
-                slot.insert(SeenAccount { currency: r.currency, line: n });
+                slot.insert(SeenAccount { user: r.user_id, currency: r.currency, line: n });
                 Ok(())
             }
         }
@@ -549,8 +602,12 @@ impl Checked {
         let r: TransactionRecord = lines.parse(TRANSACTION_FIELDS)?;
         self.check_mandator(&r.mandator_id, lines, n)?;
         let key = (r.user_id, r.account_id);
-        match self.accounts.get(&key) {
+        match self.accounts.get(&key.1) {
             None => Err(format!("no account line for userId {}, accountId {}", key.0, key.1)),
+            Some(account) if account.user != key.0 => Err(format!(
+                "accountId {} is the account of userId {} (line {} of the accounts), not of userId {}",
+                key.1, account.user, account.line, key.0
+            )),
             Some(account) if account.currency != r.currency => Err(format!(
                 "currency {} differs from {}, the currency of its account (line {} of the accounts)",
                 r.currency, account.currency, account.line
@@ -614,7 +671,7 @@ impl Writer<'_> {
     async fn write(
         &mut self,
         files: &Files<'_>,
-        accounts: &HashMap<AccountKey, SeenAccount>,
+        accounts: &HashMap<AccountId, SeenAccount>,
         progress: &mut impl FnMut(ImportProgress),
     ) -> Result<(), ImportError> {
         let mut batch = Vec::with_capacity(BATCH_SIZE);
@@ -642,8 +699,8 @@ impl Writer<'_> {
             let record: TransactionRecord =
                 lines.parse(TRANSACTION_FIELDS).map_err(|reason| self.changed(&lines, n, reason))?;
             let known = accounts
-                .get(&(record.user_id.clone(), record.account_id.clone()))
-                .is_some_and(|a| a.currency == record.currency);
+                .get(&record.account_id)
+                .is_some_and(|a| a.user == record.user_id && a.currency == record.currency);
             if &record.mandator_id != self.mandator || !known {
                 let reason = format!("transaction {} does not match the validated data", record.transaction_id);
                 return Err(self.changed(&lines, n, reason));
@@ -700,13 +757,27 @@ mod tests {
 
     use super::*;
 
-    /// Records every call; optionally refuses a shard count.
+    /// Records every call; optionally refuses a shard count. Its account directory is `stored`.
     #[derive(Default)]
     struct RecordingSink {
         shard_counts: Mutex<Vec<(MandatorId, u32)>>,
         batches: Mutex<Vec<(MandatorId, u32, Vec<AccountItem>)>>,
         recorded_shard_count: Option<u32>,
         fail_on_batch: Option<usize>,
+        stored: std::collections::BTreeMap<AccountId, UserId>,
+        lookups: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl crate::ports::AccountDirectory for RecordingSink {
+        async fn account_users(
+            &self,
+            _mandator: &MandatorId,
+            accounts: &[AccountId],
+        ) -> Result<std::collections::BTreeMap<AccountId, UserId>, StoreError> {
+            self.lookups.lock().unwrap().push(accounts.len());
+            Ok(accounts.iter().filter_map(|a| Some((a.clone(), self.stored.get(a)?.clone()))).collect())
+        }
     }
 
     impl RecordingSink {
@@ -798,8 +869,8 @@ mod tests {
 
     fn good() -> Fixture {
         Fixture::lines(
-            &[account("m1", "u1", "a1", "EUR", "100.10"), account("m1", "u2", "a1", "USD", "-0.1")],
-            &[transaction("m1", "u1", "a1", "t1", "EUR", "-12.34"), transaction("m1", "u2", "a1", "t1", "USD", "0.01")],
+            &[account("m1", "u1", "a1", "EUR", "100.10"), account("m1", "u2", "a2", "USD", "-0.1")],
+            &[transaction("m1", "u1", "a1", "t1", "EUR", "-12.34"), transaction("m1", "u2", "a2", "t1", "USD", "0.01")],
         )
     }
 
@@ -923,6 +994,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_account_id_of_two_users_is_an_error_in_the_file() {
+        let f = Fixture::lines(
+            &[
+                account("m1", "u1", "a1", "EUR", "1"),
+                account("m1", "u2", "a2", "EUR", "1"),
+                account("m1", "u2", "a1", "EUR", "2"),
+            ],
+            &[],
+        );
+        let errors = f.invalid().await;
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert!(
+            errors[0].ends_with(
+                ":3: accountId a1 is already the account of userId u1 (line 1); accountIds are unique per mandator"
+            ),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_account_id_another_user_holds_in_the_stored_data_is_an_error_and_nothing_is_written() {
+        let user = |u: &str| UserId::parse(u).unwrap();
+        let id = |a: &str| AccountId::parse(a).unwrap();
+        // a1 is stored for u1 already (a re-import of it is fine); a2 is stored for another user.
+        let stored = [(id("a1"), user("u1")), (id("a2"), user("u9"))].into_iter().collect();
+        let sink = RecordingSink { stored, ..RecordingSink::default() };
+        let err = good().import(&sink, ImportOptions::default()).await.unwrap_err();
+        let ImportError::Invalid { errors, more: 0 } = err else { panic!("{err:?}") };
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!((errors[0].line, errors[0].file.ends_with("accounts.ndjson")), (2, true));
+        assert_eq!(
+            errors[0].reason,
+            "accountId a2 belongs to userId u9 in the stored data of mandator m1, not to userId u2; \
+             accountIds are unique per mandator"
+        );
+        assert!(sink.nothing_written());
+
+        // Looked up in batches; the same files against a directory that agrees import.
+        let accounts: Vec<String> =
+            (0..2500).map(|i| account("m1", &format!("u{i}"), &format!("a{i}"), "EUR", "1")).collect();
+        let sink = RecordingSink { stored: [(id("a7"), user("u7"))].into_iter().collect(), ..Default::default() };
+        Fixture::lines(&accounts, &[]).import(&sink, ImportOptions::default()).await.unwrap();
+        assert_eq!(*sink.lookups.lock().unwrap(), [1000, 1000, 500]);
+    }
+
+    #[tokio::test]
     async fn transactions_need_their_account_and_its_currency() {
         let f = Fixture::lines(
             &[account("m1", "u1", "a1", "EUR", "1")],
@@ -936,7 +1054,12 @@ mod tests {
         let errors = f.invalid().await;
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(errors[0].ends_with(":1: no account line for userId u1, accountId a2"), "{}", errors[0]);
-        assert!(errors[1].ends_with(":2: no account line for userId u2, accountId a1"), "{}", errors[1]);
+        assert!(
+            errors[1]
+                .ends_with(":2: accountId a1 is the account of userId u1 (line 1 of the accounts), not of userId u2"),
+            "{}",
+            errors[1]
+        );
         assert!(
             errors[2]
                 .ends_with(":3: currency USD differs from EUR, the currency of its account (line 1 of the accounts)"),
@@ -1024,7 +1147,8 @@ mod tests {
 
     #[tokio::test]
     async fn writes_go_in_batches_and_a_failure_says_how_much_was_written() {
-        let accounts: Vec<String> = (0..1200).map(|i| account("m1", &format!("u{i}"), "a", "EUR", "1")).collect();
+        let accounts: Vec<String> =
+            (0..1200).map(|i| account("m1", &format!("u{i}"), &format!("a{i}"), "EUR", "1")).collect();
         let f = Fixture::lines(&accounts, &[]);
         let sink = RecordingSink::default();
         f.import(&sink, ImportOptions::default()).await.unwrap();

@@ -57,14 +57,18 @@ pub trait AccountSource: Send + Sync {
     fn users<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserData, StoreError>>;
 }
 
-/// Writes account data (the importer).
+/// Writes account data (the importer). A sink is also the directory of the accounts it wrote, so
+/// the importer can refuse an accountId that another user holds before writing anything.
 #[async_trait]
-pub trait AccountSink: Send + Sync {
+pub trait AccountSink: AccountDirectory {
     /// Records the mandator's shard count, or confirms it when already recorded. A different
     /// recorded count is a `Conflict`: data already placed must not move silently.
     async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError>;
 
-    /// Writes items (upsert by key). The adapter places each on `shard_of(userId, shard_count)`.
+    /// Writes items (upsert by key). The adapter places each on `shard_of(userId, shard_count)`
+    /// and records each account's user in the account directory (the last write of an accountId
+    /// names its user). AccountIds are unique per mandator; the importer checks that, against the
+    /// file and the directory, before it writes.
     async fn put_items(&self, mandator: &MandatorId, shard_count: u32, items: &[AccountItem])
     -> Result<(), StoreError>;
 }
@@ -141,10 +145,10 @@ pub trait SegmentStore: Send + Sync {
         mandator: &MandatorId,
         id: crate::segments_api::SegmentId,
         add: &[crate::segments_api::AccountRef],
-        remove: &[crate::segments_api::AccountRef],
+        remove: &[crate::domain::AccountId],
     ) -> Result<(), StoreError>;
 
-    /// The segment's members, ordered by (userId, accountId).
+    /// The segment's members, ordered by accountId.
     async fn members(
         &self,
         mandator: &MandatorId,
@@ -154,8 +158,8 @@ pub trait SegmentStore: Send + Sync {
     /// How many members the segment has.
     async fn member_count(&self, mandator: &MandatorId, id: crate::segments_api::SegmentId) -> Result<u64, StoreError>;
 
-    /// The segments (deleted ones included) having an account with this id as a member, with the
-    /// account's user.
+    /// The segments (deleted ones included) having the account as a member, each with the
+    /// account's user as it was recorded when the account was tagged.
     async fn segments_of_account(
         &self,
         mandator: &MandatorId,
@@ -163,15 +167,17 @@ pub trait SegmentStore: Send + Sync {
     ) -> Result<Vec<(crate::segments_api::SegmentId, crate::domain::UserId)>, StoreError>;
 }
 
-/// Which accounts exist in a mandator's account data.
+/// Which accounts exist in a mandator's account data, and whose they are. AccountIds are unique
+/// per mandator (the importer refuses a second user for one), so a bare accountId names an account.
 #[async_trait]
 pub trait AccountDirectory: Send + Sync {
-    /// The accounts of `accounts` that exist for the mandator.
-    async fn existing_accounts(
+    /// The user of each account of `accounts` that exists for the mandator; unknown ones are
+    /// absent from the answer.
+    async fn account_users(
         &self,
         mandator: &MandatorId,
-        accounts: &[crate::segments_api::AccountRef],
-    ) -> Result<std::collections::BTreeSet<crate::segments_api::AccountRef>, StoreError>;
+        accounts: &[crate::domain::AccountId],
+    ) -> Result<std::collections::BTreeMap<crate::domain::AccountId, crate::domain::UserId>, StoreError>;
 }
 
 /// A page of a mandator's jobs of one type, newest first (`GET /segments/{segmentType}`).

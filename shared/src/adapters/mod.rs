@@ -46,7 +46,7 @@ pub fn embedded_services(
 }
 
 /// The services of the segments API on AWS: the job services plus the Segments table (named by
-/// `SEGMENTS_TABLE`) and the account directory over the AccountData table.
+/// `SEGMENTS_TABLE`) and the account directory in the AccountData table.
 pub async fn aws_segments_services_from_env() -> Result<crate::segments_api::app::SegmentsServices, BoxError> {
     let config = ServiceConfig::from_env()?;
     let resources = aws::AwsResources::from_env()?;
@@ -66,10 +66,7 @@ pub fn aws_segments_services(
     crate::segments_api::app::SegmentsServices {
         core,
         segments: Arc::new(aws::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
-        directory: Arc::new(aws::DynamoAccountDirectory::new(
-            clients.dynamodb.clone(),
-            resources.account_table.clone(),
-        )),
+        directory: Arc::new(aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
     }
 }
 

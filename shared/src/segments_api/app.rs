@@ -13,7 +13,7 @@
 //!
 //! A failed or expired job turns the refresh `FAILED` and leaves the membership as it was.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ use tracing::instrument;
 use super::body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
 use super::{AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, Status};
 use crate::app::{AppError, Services, read_page, timestamp};
-use crate::domain::{AccountId, MandatorId};
+use crate::domain::{AccountId, MandatorId, UserId};
 use crate::http::Caller;
 use crate::jobs::{Job, JobStatus, MAX_PER_PAGE};
 use crate::ports::{AccountDirectory, SegmentStore, StoreError};
@@ -338,10 +338,6 @@ pub async fn delete(s: &SegmentsServices, t: &Target, id: &str, now: DateTime<Ut
 // ---------------------------------------------------------------------------------------------
 // Membership
 
-fn label(a: &AccountRef) -> String {
-    format!("{}/{}", a.user_id, a.account_id)
-}
-
 #[instrument(skip_all, fields(mandator_id = %t.mandator))]
 pub async fn change_members(s: &SegmentsServices, t: &Target, id: &str, body: &[u8]) -> Result<SegmentView, AppError> {
     let change = MembershipChange::parse(body)?;
@@ -349,15 +345,24 @@ pub async fn change_members(s: &SegmentsServices, t: &Target, id: &str, body: &[
     if !seg.status.code.accepts_members() {
         return Err(AppError::SegmentNotTaggable(seg.status.code.as_str()));
     }
+    // Only accounts of the mandator's data can be tagged; removing a non-member (of any id)
+    // changes nothing, so `remove` needs no lookup.
+    let mut add = Vec::with_capacity(change.add.len());
     if !change.add.is_empty() {
-        let existing = s.directory.existing_accounts(&t.mandator, &change.add).await?;
-        let unknown: Vec<String> = change.add.iter().filter(|a| !existing.contains(*a)).map(label).collect();
+        let mut users = s.directory.account_users(&t.mandator, &change.add).await?;
+        let mut unknown = Vec::new();
+        for account_id in change.add {
+            match users.remove(&account_id) {
+                Some(user_id) => add.push(AccountRef { account_id, user_id }),
+                None => unknown.push(account_id.to_string()),
+            }
+        }
         if !unknown.is_empty() {
             return Err(AppError::UnknownAccounts(unknown));
         }
     }
-    s.segments.change_members(&t.mandator, seg.id, &change.add, &change.remove).await?;
-    tracing::info!(segment_id = %seg.id, added = change.add.len(), removed = change.remove.len(), "membership changed");
+    s.segments.change_members(&t.mandator, seg.id, &add, &change.remove).await?;
+    tracing::info!(segment_id = %seg.id, added = add.len(), removed = change.remove.len(), "membership changed");
     view(s, &seg).await
 }
 
@@ -479,11 +484,22 @@ async fn settle_refresh(s: &SegmentsServices, t: &Target, id: &str, now: DateTim
                         }
                         JobStatus::Completed => {
                             let wanted = result_accounts(s, &job).await?;
-                            let current: BTreeSet<AccountRef> =
-                                s.segments.members(&t.mandator, seg.id).await?.into_iter().collect();
+                            let current: BTreeMap<AccountId, UserId> = s
+                                .segments
+                                .members(&t.mandator, seg.id)
+                                .await?
+                                .into_iter()
+                                .map(|a| (a.account_id, a.user_id))
+                                .collect();
+                            let only_in = |a: &BTreeMap<AccountId, UserId>, b: &BTreeMap<AccountId, UserId>| {
+                                a.iter()
+                                    .filter(|(id, _)| !b.contains_key(*id))
+                                    .map(|(id, user)| AccountRef { account_id: id.clone(), user_id: user.clone() })
+                                    .collect::<Vec<_>>()
+                            };
                             done.state = RefreshState::Applying;
-                            done.added = wanted.difference(&current).cloned().collect();
-                            done.removed = current.difference(&wanted).cloned().collect();
+                            done.added = only_in(&wanted, &current);
+                            done.removed = only_in(&current, &wanted);
                         }
                     },
                     _ => {
@@ -493,7 +509,8 @@ async fn settle_refresh(s: &SegmentsServices, t: &Target, id: &str, now: DateTim
                 }
             }
             RefreshState::Applying => {
-                s.segments.change_members(&t.mandator, seg.id, &r.added, &r.removed).await?;
+                let removed: Vec<AccountId> = r.removed.iter().map(|a| a.account_id.clone()).collect();
+                s.segments.change_members(&t.mandator, seg.id, &r.added, &removed).await?;
                 done.state = RefreshState::Applied;
                 done.refreshed_at = Some(now);
             }
@@ -514,13 +531,15 @@ async fn settle_refresh(s: &SegmentsServices, t: &Target, id: &str, now: DateTim
     Err(AppError::SegmentConflict)
 }
 
-/// Every account of a completed job's result (highBalance and lowBalance list accounts per user).
-async fn result_accounts(s: &SegmentsServices, job: &Job) -> Result<BTreeSet<AccountRef>, AppError> {
+/// Every account listed in a completed job's result, with its user. The result is read page by
+/// page through the result reader, one page of users in memory at a time. Every rule type lists
+/// accounts per user (`{userId, accounts: [{accountId, …}]}`, DESIGN §4); an entry without
+/// `accounts` is not a result of such a type and is reported as corrupt rather than read as empty.
+async fn result_accounts(s: &SegmentsServices, job: &Job) -> Result<BTreeMap<AccountId, UserId>, AppError> {
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Entry {
-        user_id: crate::domain::UserId,
-        #[serde(default)]
+        user_id: UserId,
         accounts: Vec<Account>,
     }
     #[derive(serde::Deserialize)]
@@ -528,7 +547,7 @@ async fn result_accounts(s: &SegmentsServices, job: &Job) -> Result<BTreeSet<Acc
     struct Account {
         account_id: AccountId,
     }
-    let mut out = BTreeSet::new();
+    let mut out = BTreeMap::new();
     let mut page = 1;
     loop {
         let p = read_page(s.core.results.as_ref(), job, page, MAX_PER_PAGE).await?;
@@ -536,7 +555,7 @@ async fn result_accounts(s: &SegmentsServices, job: &Job) -> Result<BTreeSet<Acc
             let entry: Entry = serde_json::from_str(raw.get())
                 .map_err(|e| StoreError::Corrupt(format!("result of job {}: {e}", job.job_id)))?;
             for a in entry.accounts {
-                out.insert(AccountRef { user_id: entry.user_id.clone(), account_id: a.account_id });
+                out.insert(a.account_id, entry.user_id.clone());
             }
         }
         if u64::from(page) >= p.total_pages {

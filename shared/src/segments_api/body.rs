@@ -6,10 +6,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Map, Value};
 
 use super::{
-    AccountRef, MAX_DESCRIPTION_CHARS, MAX_MEMBERSHIP_CHANGE, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS,
-    MAX_NAME_CHARS, MetaValue, Rule, Status, StatusCode,
+    MAX_DESCRIPTION_CHARS, MAX_MEMBERSHIP_CHANGE, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
+    MetaValue, Rule, Status, StatusCode,
 };
-use crate::domain::{AccountId, SegmentType, UserId};
+use crate::domain::{AccountId, SegmentType};
 use crate::segments::SegmentRequest;
 use crate::segments::body::{BodyError, FieldError, MalformedBody};
 
@@ -33,11 +33,12 @@ pub struct PatchSegment {
     pub rule: Option<Option<Rule>>,
 }
 
-/// A validated `PUT …/segments/{segmentId}/accounts` body.
+/// A validated `PUT …/segments/{segmentId}/accounts` body: bare accountIds, each list sorted and
+/// without repeats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MembershipChange {
-    pub add: Vec<AccountRef>,
-    pub remove: Vec<AccountRef>,
+    pub add: Vec<AccountId>,
+    pub remove: Vec<AccountId>,
 }
 
 fn object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
@@ -119,6 +120,18 @@ fn metadata(v: Value, allow_null: bool) -> Result<Vec<(String, Option<MetaValue>
     Ok(out)
 }
 
+/// Whether a segment type's result lists accounts per user (`accounts: [{accountId, …}]`), so that
+/// it can define a membership. financialBreakdown lists label groups per user, no accounts.
+pub fn lists_accounts(t: SegmentType) -> bool {
+    match t {
+        SegmentType::HighBalance
+        | SegmentType::LowBalance
+        | SegmentType::IncomeSpendingSummary
+        | SegmentType::InsuranceSpending => true,
+        SegmentType::FinancialBreakdown => false,
+    }
+}
+
 /// A rule, validated exactly like a `POST /segments/{segmentType}` body, and limited to the types
 /// whose result lists accounts (the membership is made of accounts).
 fn rule(v: Value, today: NaiveDate) -> Result<Option<Rule>, FieldError> {
@@ -134,10 +147,16 @@ fn rule(v: Value, today: NaiveDate) -> Result<Option<Rule>, FieldError> {
         None | Some(Value::Null) => return Err(FieldError::new("rule.segmentType", "is required")),
         Some(_) => return Err(FieldError::new("rule.segmentType", "must be a string")),
     };
-    if !matches!(segment_type, SegmentType::HighBalance | SegmentType::LowBalance) {
+    if !lists_accounts(segment_type) {
+        let allowed: Vec<&str> =
+            SegmentType::ALL.iter().copied().filter(|t| lists_accounts(*t)).map(SegmentType::as_str).collect();
         return Err(FieldError::new(
             "rule.segmentType",
-            "must be a segment type whose result lists accounts: highBalance or lowBalance",
+            format!(
+                "cannot be {segment_type}: its result lists label groups per user, not accounts, so it cannot \
+                 define a membership of accounts; use one of {}",
+                allowed.join(", ")
+            ),
         ));
     }
     let parameters = match m.remove("parameters") {
@@ -204,29 +223,17 @@ impl PatchSegment {
     }
 }
 
-fn account_list(v: Option<Value>, field: &str) -> Result<Vec<AccountRef>, FieldError> {
+fn account_list(v: Option<Value>, field: &str) -> Result<Vec<AccountId>, FieldError> {
     let items = match v {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
-        Some(_) => return Err(FieldError::new(field, "must be an array of {userId, accountId}")),
+        Some(_) => return Err(FieldError::new(field, "must be an array of accountIds (strings)")),
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let at = format!("{field}[{i}]");
-        let Value::Object(mut o) = item else {
-            return Err(FieldError::new(at, "must be an object {userId, accountId}"));
-        };
-        let mut id = |name: &str| match o.remove(name) {
-            Some(Value::String(s)) => Ok(s),
-            _ => Err(FieldError::new(format!("{at}.{name}"), "is required (a string)")),
-        };
-        let user = id("userId")?;
-        let account = id("accountId")?;
-        refuse_unknown(&o, &format!("{at}."))?;
-        let user_id = UserId::parse(&user).map_err(|e| FieldError::new(format!("{at}.userId"), e.to_string()))?;
-        let account_id =
-            AccountId::parse(&account).map_err(|e| FieldError::new(format!("{at}.accountId"), e.to_string()))?;
-        out.push(AccountRef { user_id, account_id });
+        let Value::String(id) = item else { return Err(FieldError::new(at, "must be an accountId (a string)")) };
+        out.push(AccountId::parse(&id).map_err(|e| FieldError::new(at, e.to_string()))?);
     }
     Ok(out)
 }
@@ -249,11 +256,7 @@ impl MembershipChange {
         remove.sort();
         remove.dedup();
         if let Some(both) = add.iter().find(|a| remove.binary_search(a).is_ok()) {
-            return Err(FieldError::new(
-                "remove",
-                format!("names account {}/{} that add names too", both.user_id, both.account_id),
-            )
-            .into());
+            return Err(FieldError::new("remove", format!("names account {both} that add names too")).into());
         }
         Ok(MembershipChange { add, remove })
     }
@@ -393,7 +396,8 @@ mod tests {
             (r#"{"name":"a","metadata":{"k":{"x":1}}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","metadata":{"k":null}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","rule":{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":"x"}}}"#.to_owned(), "rule.parameters.threshold"),
-            (r#"{"name":"a","rule":{"segmentType":"insuranceSpending","parameters":{}}}"#.to_owned(), "rule.segmentType"),
+            (r#"{"name":"a","rule":{"segmentType":"financialBreakdown","parameters":{}}}"#.to_owned(), "rule.segmentType"),
+            (r#"{"name":"a","rule":{"segmentType":"insuranceSpending","parameters":{"durationInMonth":0}}}"#.to_owned(), "rule.parameters.durationInMonth"),
             (r#"{"name":"a","color":"red"}"#.to_owned(), "color"),
         ];
         for (body, f) in cases {
@@ -424,20 +428,53 @@ mod tests {
     }
 
     #[test]
-    fn membership_changes_are_bounded_and_consistent() {
-        let ok =
-            MembershipChange::parse(br#"{"add":[{"userId":"u1","accountId":"a1"},{"userId":"u1","accountId":"a1"}]}"#)
-                .unwrap();
-        assert_eq!(ok.add.len(), 1);
-        let both = br#"{"add":[{"userId":"u1","accountId":"a1"}],"remove":[{"userId":"u1","accountId":"a1"}]}"#;
-        assert_eq!(field(MembershipChange::parse(both).unwrap_err()), "remove");
-        let many: Vec<String> = (0..1001).map(|i| format!(r#"{{"userId":"u","accountId":"a{i}"}}"#)).collect();
+    fn membership_changes_take_bare_account_ids_bounded_and_consistent() {
+        let ok = MembershipChange::parse(br#"{"add":["a2","a1","a1"],"remove":["a3"]}"#).unwrap();
+        let ids = |v: &[&str]| v.iter().map(|s| AccountId::parse(s).unwrap()).collect::<Vec<_>>();
+        assert_eq!((ok.add, ok.remove), (ids(&["a1", "a2"]), ids(&["a3"])));
+        assert_eq!(field(MembershipChange::parse(br#"{"add":["a1"],"remove":["a1"]}"#).unwrap_err()), "remove");
+        let many: Vec<String> = (0..1001).map(|i| format!(r#""a{i}""#)).collect();
         let body = format!(r#"{{"add":[{}]}}"#, many.join(","));
         assert_eq!(field(MembershipChange::parse(body.as_bytes()).unwrap_err()), "add");
+        let split = format!(r#"{{"add":[{}],"remove":[{}]}}"#, many[..500].join(","), many[500..].join(","));
+        assert_eq!(field(MembershipChange::parse(split.as_bytes()).unwrap_err()), "add");
+        let limit = format!(r#"{{"add":[{}]}}"#, many[..1000].join(","));
+        assert_eq!(MembershipChange::parse(limit.as_bytes()).unwrap().add.len(), 1000);
+        assert_eq!(field(MembershipChange::parse(br#"{"add":["a#1"]}"#).unwrap_err()), "add[0]");
         assert_eq!(
-            field(MembershipChange::parse(br#"{"add":[{"userId":"u#1","accountId":"a"}]}"#).unwrap_err()),
-            "add[0].userId"
+            field(MembershipChange::parse(br#"{"remove":[{"userId":"u1","accountId":"a1"}]}"#).unwrap_err()),
+            "remove[0]"
         );
+        assert_eq!(field(MembershipChange::parse(br#"{"add":"a1"}"#).unwrap_err()), "add");
+        assert_eq!(field(MembershipChange::parse(br#"{"add":[],"users":[]}"#).unwrap_err()), "users");
+    }
+
+    #[test]
+    fn rules_of_every_type_listing_accounts_are_accepted_and_financial_breakdown_is_refused() {
+        let bodies = [
+            (SegmentType::HighBalance, r#"{"accountType":"checking","threshold":5000}"#),
+            (SegmentType::LowBalance, r#"{"threshold":100,"durationInMonth":3}"#),
+            (SegmentType::IncomeSpendingSummary, r#"{"dateFrom":"2025-01-01","dateTo":"2025-03-31"}"#),
+            (SegmentType::InsuranceSpending, r#"{"durationInMonth":12}"#),
+        ];
+        for (t, parameters) in bodies {
+            let body = format!(r#"{{"name":"n","rule":{{"segmentType":"{t}","parameters":{parameters}}}}}"#);
+            let rule = CreateSegment::parse(body.as_bytes(), today()).unwrap().rule.unwrap();
+            let stored: Value = serde_json::from_str(&rule.parameters).unwrap();
+            assert_eq!((rule.segment_type, stored), (t, serde_json::from_str::<Value>(parameters).unwrap()));
+        }
+        let refused = CreateSegment::parse(
+            br#"{"name":"n","rule":{"segmentType":"financialBreakdown","parameters":{"labelGroups":["RENT"],"durationInMonth":3}}}"#,
+            today(),
+        )
+        .unwrap_err();
+        match refused {
+            BodyError::Field(f) => {
+                assert_eq!(f.field, "rule.segmentType");
+                assert!(f.message.contains("not accounts"), "{}", f.message);
+            }
+            BodyError::Malformed(m) => panic!("malformed: {}", m.0),
+        }
     }
 
     #[test]

@@ -10,11 +10,15 @@
 //! The organization of every path is the caller's mandator (DESIGN §8): a path naming another
 //! organization is answered like an unknown segment, so nothing about other tenants leaks.
 //!
-//! Accounts are referenced by `(userId, accountId)`. The account data is keyed by user
-//! (`U#{userId}#A#{accountId}`, DESIGN §6), and an account id is only unique within its user: the
-//! pair both identifies an account exactly and lets the existence check read the account item
-//! directly (one batched point read per account, no scan and no second index to keep in step
-//! with the importer).
+//! Accounts are referenced by their bare `accountId`: an accountId is unique within a mandator.
+//! The account data is keyed by user (`U#{userId}#A#{accountId}`, DESIGN §6), so the importer
+//! also records, per account, the user holding it (the account directory, one item per account:
+//! `M#{mandatorId}#ACCOUNT#{accountId}` on AWS), and refuses a file that gives an accountId to a
+//! second user of the mandator — within the file or against the directory — reporting the line as
+//! bad and writing nothing. A membership change resolves its ids through that directory in batches of
+//! point reads; ids the directory does not know are refused with 422, naming them. Answers show
+//! each member as `{accountId, userId}`. Account data written before the directory existed is
+//! found again after importing its files once more (imports are upserts).
 
 pub mod app;
 pub mod body;
@@ -209,12 +213,13 @@ pub struct Rule {
     pub parameters: String,
 }
 
-/// An account, as its data is keyed.
+/// An account and its user. Ordered by accountId, which alone identifies the account within a
+/// mandator; the user is shown because the account data is the user's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountRef {
-    pub user_id: UserId,
     pub account_id: AccountId,
+    pub user_id: UserId,
 }
 
 /// Where the last refresh of a dynamic segment stands.

@@ -1,12 +1,23 @@
 //! Account data in DynamoDB: one Query stream per shard for the workers, batch writes for the
-//! importer.
+//! importer, and the account directory.
+//!
+//! The directory holds one item per account, `pk = M#{mandatorId}#ACCOUNT#{accountId}`,
+//! `sk = USER`, `userId` (S): the user holding the account. The account data itself is keyed by
+//! user, so without it a bare accountId could only be found by reading every shard. Each account
+//! has its own partition, so reads spread over the table (no hot partition) and a lookup is one
+//! BatchGetItem per 100 accounts.
+//!
+//! `put_items` writes each account's directory item in the same batches as the account item
+//! (upserts; the last write of an accountId names its user). AccountIds are unique per mandator:
+//! the importer, the writer of account data, refuses a file that gives an accountId to a second
+//! user — within the file or against this directory — before writing anything.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, WriteRequest};
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use tracing::{Instrument, instrument};
 
@@ -14,17 +25,49 @@ use super::items::{
     Item, PARTITION_KEY, SORT_KEY, account_data_item, decode_account_data, decode_shard_count, meta_key, s,
     shard_count_item, shard_pk,
 };
-use super::retry::batch_write;
+use super::retry::{MAX_BATCH_ATTEMPTS, backoff, batch_write};
 use crate::domain::{AccountHistory, AccountId, MandatorId, Transaction, UserData, UserId};
-use crate::ports::{AccountSink, AccountSource, StoreError};
+use crate::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
 use crate::records::AccountItem;
 
 /// DynamoDB refuses a BatchWriteItem of more than 25 requests.
 const BATCH_WRITE_LIMIT: usize = 25;
 /// Batches written at the same time by one `put_items` call.
 const WRITE_CONCURRENCY: usize = 4;
+/// DynamoDB reads at most 100 keys per BatchGetItem.
+const BATCH_GET_LIMIT: usize = 100;
+/// BatchGetItem calls of one directory lookup in flight at the same time.
+const READ_CONCURRENCY: usize = 4;
+/// Sort key of a directory item.
+const DIRECTORY_SORT_KEY: &str = "USER";
+/// The user attribute of a directory item.
+const DIRECTORY_USER: &str = "userId";
 
-/// The AccountData table (layout in the `items` module, DESIGN §6).
+fn directory_key(mandator: &MandatorId, account: &AccountId) -> Item {
+    Item::from([
+        (PARTITION_KEY.to_owned(), s(format!("M#{mandator}#ACCOUNT#{account}"))),
+        (SORT_KEY.to_owned(), s(DIRECTORY_SORT_KEY)),
+    ])
+}
+
+fn directory_item(mandator: &MandatorId, account: &AccountId, user: &UserId) -> Item {
+    let mut item = directory_key(mandator, account);
+    item.insert(DIRECTORY_USER.to_owned(), s(user.as_str()));
+    item
+}
+
+/// The account of a directory item's partition key.
+fn directory_account(item: &Item) -> Option<AccountId> {
+    let pk = match item.get(PARTITION_KEY) {
+        Some(AttributeValue::S(pk)) => pk,
+        _ => return None,
+    };
+    let (_, account) = pk.rsplit_once("#ACCOUNT#")?;
+    AccountId::parse(account).ok()
+}
+
+/// The AccountData table (layout in the `items` module, DESIGN §6) and the account directory
+/// beside it.
 #[derive(Debug, Clone)]
 pub struct DynamoAccounts {
     client: Client,
@@ -263,15 +306,20 @@ fn write_batches(
     let mut seen = HashSet::with_capacity(items.len());
     let mut writes = Vec::with_capacity(items.len());
     for data in items.iter().rev() {
-        let item = account_data_item(mandator, shard_count, data);
-        if !seen.insert((key_text(&item, PARTITION_KEY), key_text(&item, SORT_KEY))) {
-            continue;
+        let directory = match data {
+            AccountItem::Account(a) => Some(directory_item(mandator, &a.account_id, &a.user_id)),
+            AccountItem::Transaction { .. } => None,
+        };
+        for item in [Some(account_data_item(mandator, shard_count, data)), directory].into_iter().flatten() {
+            if !seen.insert((key_text(&item, PARTITION_KEY), key_text(&item, SORT_KEY))) {
+                continue;
+            }
+            let put = PutRequest::builder()
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| StoreError::unavailable("building an account data write", e))?;
+            writes.push(WriteRequest::builder().put_request(put).build());
         }
-        let put = PutRequest::builder()
-            .set_item(Some(item))
-            .build()
-            .map_err(|e| StoreError::unavailable("building an account data write", e))?;
-        writes.push(WriteRequest::builder().put_request(put).build());
     }
     writes.reverse();
 
@@ -283,6 +331,75 @@ fn write_batches(
             return Ok(batches);
         }
         batches.push(batch);
+    }
+}
+
+#[async_trait]
+impl AccountDirectory for DynamoAccounts {
+    #[instrument(skip_all, fields(mandator_id = %mandator, accounts = accounts.len()))]
+    async fn account_users(
+        &self,
+        mandator: &MandatorId,
+        accounts: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, UserId>, StoreError> {
+        let unique: std::collections::BTreeSet<&AccountId> = accounts.iter().collect();
+        let chunks: Vec<Vec<AccountId>> =
+            unique.into_iter().cloned().collect::<Vec<_>>().chunks(BATCH_GET_LIMIT).map(<[_]>::to_vec).collect();
+        let found: Vec<Vec<(AccountId, UserId)>> = stream::iter(chunks)
+            .map(|chunk| async move { self.read_directory(mandator, &chunk).await })
+            .buffer_unordered(READ_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+}
+
+impl DynamoAccounts {
+    /// The directory entries of at most 100 accounts, retrying unprocessed keys with backoff.
+    async fn read_directory(
+        &self,
+        mandator: &MandatorId,
+        accounts: &[AccountId],
+    ) -> Result<Vec<(AccountId, UserId)>, StoreError> {
+        const WHAT: &str = "reading the account directory";
+        let mut keys: Vec<Item> = accounts.iter().map(|a| directory_key(mandator, a)).collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for attempt in 0..MAX_BATCH_ATTEMPTS {
+            if keys.is_empty() {
+                return Ok(out);
+            }
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::unavailable(WHAT, e))?;
+            let reply = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::unavailable(WHAT, e.into_service_error()))?;
+            for item in reply.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
+                let user = match item.get(DIRECTORY_USER) {
+                    Some(AttributeValue::S(u)) => UserId::parse(u.as_str()).ok(),
+                    _ => None,
+                };
+                match (directory_account(&item), user) {
+                    (Some(account), Some(user)) => out.push((account, user)),
+                    _ => return Err(StoreError::Corrupt(format!("{WHAT}: an unexpected directory item"))),
+                }
+            }
+            keys = reply.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).map(|k| k.keys).unwrap_or_default();
+        }
+        if keys.is_empty() {
+            Ok(out)
+        } else {
+            Err(StoreError::unavailable(WHAT, "keys still unprocessed after retries"))
+        }
     }
 }
 
@@ -334,7 +451,16 @@ mod tests {
         items.push(transaction("u7", "t1", -250));
 
         let batches = write_batches(&mandator, 4, &items).unwrap();
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [25, 25, 11]);
+        // 60 distinct transactions, the account and its directory item.
+        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [25, 25, 12]);
+        let directory = batches
+            .iter()
+            .flatten()
+            .map(|w| w.put_request().unwrap().item())
+            .filter(|item| key_text(item, PARTITION_KEY) == "M#bank-1#ACCOUNT#a1")
+            .collect::<Vec<_>>();
+        assert_eq!(directory.len(), 1);
+        assert_eq!(directory[0][DIRECTORY_USER], AttributeValue::S("u0".into()));
         let mut keys = HashSet::new();
         for write in batches.iter().flatten() {
             let item = write.put_request().unwrap().item();

@@ -1,7 +1,8 @@
 //! DynamoDB, S3 and SQS adapters behind the [`crate::ports`].
 //!
 //! - [`DynamoAccounts`]: the AccountData table ([`AccountSource`](crate::ports::AccountSource),
-//!   [`AccountSink`](crate::ports::AccountSink)); one Query stream per shard (DESIGN §6).
+//!   [`AccountSink`](crate::ports::AccountSink), [`AccountDirectory`](crate::ports::AccountDirectory));
+//!   one Query stream per shard (DESIGN §6), one directory item per account.
 //! - [`DynamoJobs`]: the Jobs table ([`JobStore`](crate::ports::JobStore)); every state change is
 //!   a conditional write, so redelivered messages change nothing (DESIGN §7).
 //! - [`S3Results`]: result objects ([`ResultStore`](crate::ports::ResultStore)).
@@ -37,7 +38,7 @@ pub use jobs::DynamoJobs;
 pub use links::S3Links;
 pub use queue::{ReceivedMessage, SqsQueue};
 pub use results::S3Results;
-pub use segments::{DynamoAccountDirectory, DynamoSegments, SEGMENTS_TABLE_VAR};
+pub use segments::{DynamoSegments, SEGMENTS_TABLE_VAR};
 
 use crate::config::{ConfigError, required};
 use crate::domain::SegmentType;

@@ -1,5 +1,4 @@
-//! Segments of the management API in the Segments table, and the account directory over the
-//! AccountData table.
+//! Segments of the management API in the Segments table.
 //!
 //! Segments table (`pk`, `sk`, on-demand):
 //! - segment: `pk = M#{mandatorId}#SEGMENTS`, `sk = SEG#{segmentId}`; `version` (N) and `doc`
@@ -7,29 +6,26 @@
 //! - name claim: `pk = M#{mandatorId}#NAME#{scope}#{name}`, `sk = NAME`, `segmentId` (S); held by a
 //!   live segment only. The name sits in the partition key (up to 2048 bytes) so a 256-character
 //!   name always fits, and is compared exactly — no wildcard or case folding.
-//! - member: `pk = M#{mandatorId}#SEG#{segmentId}`, `sk = U#{userId}#A#{accountId}`;
-//! - the reverse: `pk = M#{mandatorId}#ACC#{accountId}`, `sk = SEG#{segmentId}#U#{userId}`.
+//! - member: `pk = M#{mandatorId}#SEG#{segmentId}`, `sk = A#{accountId}`, `userId` (S); accountIds
+//!   are unique per mandator, so members sort by accountId;
+//! - the reverse: `pk = M#{mandatorId}#ACC#{accountId}`, `sk = SEG#{segmentId}`, `userId` (S).
 //!
 //! Creating, renaming and deleting a segment write the segment and its name claims in one
 //! transaction with conditions (claim absent, version unchanged): two concurrent creates of one
 //! name cannot both win.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    Delete, DeleteRequest, KeysAndAttributes, Put, PutRequest, Select, TransactWriteItem, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, PutRequest, Select, TransactWriteItem, WriteRequest};
 use tracing::instrument;
 
-use super::DynamoAccounts;
-use super::items::{Item, PARTITION_KEY, SORT_KEY, n, s, shard_pk};
-use super::retry::{MAX_BATCH_ATTEMPTS, backoff, batch_write};
+use super::items::{Item, PARTITION_KEY, SORT_KEY, n, s};
+use super::retry::batch_write;
 use crate::domain::{AccountId, MandatorId, UserId};
-use crate::ports::{AccountDirectory, AccountSource, SegmentStore, StoreError};
-use crate::records::shard_of;
+use crate::ports::{SegmentStore, StoreError};
 use crate::segments_api::{AccountRef, Segment, SegmentId};
 
 pub const SEGMENTS_TABLE_VAR: &str = "SEGMENTS_TABLE";
@@ -37,9 +33,9 @@ pub const SEGMENTS_TABLE_VAR: &str = "SEGMENTS_TABLE";
 const VERSION: &str = "version";
 const DOC: &str = "doc";
 const SEGMENT_ID: &str = "segmentId";
+const USER_ID: &str = "userId";
 const NAME_SORT_KEY: &str = "NAME";
 const BATCH_WRITE_LIMIT: usize = 25;
-const BATCH_GET_LIMIT: usize = 100;
 
 fn segments_pk(mandator: &MandatorId) -> String {
     format!("M#{mandator}#SEGMENTS")
@@ -57,21 +53,18 @@ fn members_pk(mandator: &MandatorId, id: SegmentId) -> String {
     format!("M#{mandator}#SEG#{id}")
 }
 
-fn member_sk(a: &AccountRef) -> String {
-    format!("U#{}#A#{}", a.user_id, a.account_id)
-}
-
-fn parse_member_sk(sk: &str) -> Option<AccountRef> {
-    let (u, a) = sk.strip_prefix("U#")?.split_once("#A#")?;
-    Some(AccountRef { user_id: UserId::parse(u).ok()?, account_id: AccountId::parse(a).ok()? })
+fn member_sk(account: &AccountId) -> String {
+    format!("A#{account}")
 }
 
 fn account_pk(mandator: &MandatorId, account: &AccountId) -> String {
     format!("M#{mandator}#ACC#{account}")
 }
 
-fn reverse_sk(id: SegmentId, user: &UserId) -> String {
-    format!("SEG#{id}#U#{user}")
+/// The member of a member item: the account from the key, its user from the attribute.
+fn decode_member(item: &Item) -> Option<AccountRef> {
+    let account = text(item, SORT_KEY)?.strip_prefix("A#")?;
+    Some(AccountRef { account_id: AccountId::parse(account).ok()?, user_id: UserId::parse(text(item, USER_ID)?).ok()? })
 }
 
 fn key(pk: String, sk: String) -> Item {
@@ -240,16 +233,15 @@ impl SegmentStore for DynamoSegments {
         mandator: &MandatorId,
         id: SegmentId,
         add: &[AccountRef],
-        remove: &[AccountRef],
+        remove: &[AccountId],
     ) -> Result<(), StoreError> {
         let mut writes = Vec::with_capacity(2 * (add.len() + remove.len()));
         for a in add {
             for mut item in [
-                key(members_pk(mandator, id), member_sk(a)),
-                key(account_pk(mandator, &a.account_id), reverse_sk(id, &a.user_id)),
+                key(members_pk(mandator, id), member_sk(&a.account_id)),
+                key(account_pk(mandator, &a.account_id), segment_sk(id)),
             ] {
-                item.insert("userId".to_owned(), s(a.user_id.as_str()));
-                item.insert("accountId".to_owned(), s(a.account_id.as_str()));
+                item.insert(USER_ID.to_owned(), s(a.user_id.as_str()));
                 writes.push(
                     WriteRequest::builder()
                         .put_request(build(PutRequest::builder().set_item(Some(item)).build())?)
@@ -258,10 +250,7 @@ impl SegmentStore for DynamoSegments {
             }
         }
         for a in remove {
-            for k in [
-                key(members_pk(mandator, id), member_sk(a)),
-                key(account_pk(mandator, &a.account_id), reverse_sk(id, &a.user_id)),
-            ] {
+            for k in [key(members_pk(mandator, id), member_sk(a)), key(account_pk(mandator, a), segment_sk(id))] {
                 writes.push(
                     WriteRequest::builder()
                         .delete_request(build(DeleteRequest::builder().set_key(Some(k)).build())?)
@@ -282,11 +271,7 @@ impl SegmentStore for DynamoSegments {
         let items = self.query_all(members_pk(mandator, id), "reading members").await?;
         let mut out = items
             .iter()
-            .map(|item| {
-                text(item, SORT_KEY)
-                    .and_then(parse_member_sk)
-                    .ok_or_else(|| StoreError::Corrupt("a member item with an unexpected key".into()))
-            })
+            .map(|item| decode_member(item).ok_or_else(|| StoreError::Corrupt("an unexpected member item".into())))
             .collect::<Result<Vec<_>, _>>()?;
         out.sort();
         Ok(out)
@@ -323,83 +308,10 @@ impl SegmentStore for DynamoSegments {
         items
             .iter()
             .map(|item| {
-                text(item, SORT_KEY)
-                    .and_then(|sk| sk.strip_prefix("SEG#"))
-                    .and_then(|rest| rest.split_once("#U#"))
-                    .and_then(|(seg, user)| Some((SegmentId::parse(seg)?, UserId::parse(user).ok()?)))
-                    .ok_or_else(|| StoreError::Corrupt("an account segment item with an unexpected key".into()))
+                let segment = text(item, SORT_KEY).and_then(|sk| sk.strip_prefix("SEG#")).and_then(SegmentId::parse);
+                let user = text(item, USER_ID).and_then(|u| UserId::parse(u).ok());
+                segment.zip(user).ok_or_else(|| StoreError::Corrupt("an unexpected account segment item".into()))
             })
             .collect()
-    }
-}
-
-/// Which accounts exist, read from the AccountData table by key: the account item of
-/// `(userId, accountId)` is `pk = M#{mandator}#S#{shard(userId)}`, `sk = U#{userId}#A#{accountId}`,
-/// so a batch of point reads answers without scanning.
-#[derive(Debug, Clone)]
-pub struct DynamoAccountDirectory {
-    accounts: DynamoAccounts,
-    client: Client,
-    table: String,
-}
-
-impl DynamoAccountDirectory {
-    pub fn new(client: Client, account_table: impl Into<String>) -> Self {
-        let table = account_table.into();
-        DynamoAccountDirectory { accounts: DynamoAccounts::new(client.clone(), table.clone()), client, table }
-    }
-}
-
-#[async_trait]
-impl AccountDirectory for DynamoAccountDirectory {
-    #[instrument(skip_all, fields(mandator_id = %mandator, accounts = accounts.len()))]
-    async fn existing_accounts(
-        &self,
-        mandator: &MandatorId,
-        accounts: &[AccountRef],
-    ) -> Result<BTreeSet<AccountRef>, StoreError> {
-        let Some(shards) = self.accounts.shard_count(mandator).await? else { return Ok(BTreeSet::new()) };
-        let mut found = BTreeSet::new();
-        let unique: BTreeSet<&AccountRef> = accounts.iter().collect();
-        let unique: Vec<&AccountRef> = unique.into_iter().collect();
-        for chunk in unique.chunks(BATCH_GET_LIMIT) {
-            let mut keys: Vec<Item> =
-                chunk.iter().map(|a| key(shard_pk(mandator, shard_of(&a.user_id, shards)), member_sk(a))).collect();
-            for attempt in 0..MAX_BATCH_ATTEMPTS {
-                if keys.is_empty() {
-                    break;
-                }
-                if attempt > 0 {
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                let request = build(
-                    KeysAndAttributes::builder()
-                        .set_keys(Some(std::mem::take(&mut keys)))
-                        .projection_expression("#pk, #sk")
-                        .expression_attribute_names("#pk", PARTITION_KEY)
-                        .expression_attribute_names("#sk", SORT_KEY)
-                        .consistent_read(true)
-                        .build(),
-                )?;
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, request)
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::unavailable("checking accounts", e.into_service_error()))?;
-                for item in out.responses.and_then(|mut r| r.remove(&self.table)).unwrap_or_default() {
-                    if let Some(a) = text(&item, SORT_KEY).and_then(parse_member_sk) {
-                        found.insert(a);
-                    }
-                }
-                keys = out.unprocessed_keys.and_then(|mut u| u.remove(&self.table)).map(|k| k.keys).unwrap_or_default();
-            }
-            if !keys.is_empty() {
-                return Err(StoreError::unavailable("checking accounts", "keys still unprocessed after retries"));
-            }
-        }
-        // Only what was asked for (a read never returns other keys, but be exact).
-        Ok(found.into_iter().filter(|a| accounts.contains(a)).collect())
     }
 }

@@ -1,10 +1,16 @@
-//! Account data: the shard count per mandator and the items of every shard.
+//! Account data: the shard count per mandator, the items of every shard, and the account
+//! directory (`account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account).
+//! `put_items` writes an account's directory entry in the same write transaction as the account
+//! (the last write of an accountId names its user). AccountIds are unique per mandator: the
+//! importer refuses a file that breaks that before writing anything.
+
+use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -14,12 +20,19 @@ use crate::domain::{
     Account, AccountHistory, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserData,
     UserId,
 };
-use crate::ports::{AccountSink, AccountSource, StoreError};
+use crate::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
 use crate::records::{AccountItem, shard_of};
 
 /// Users assembled ahead of the consumer of a shard stream: enough to keep the reader busy while
 /// the consumer computes, few enough that memory stays bounded by a handful of users.
 const USERS_AHEAD: usize = 8;
+
+/// The account directory: `M#{mandator}#A#{accountId}` → userId.
+pub(super) const ACCOUNT_USERS: TableDefinition<&str, &str> = TableDefinition::new("account_users");
+
+fn directory_key(mandator: &MandatorId, account: &AccountId) -> String {
+    format!("M#{mandator}#A#{account}")
+}
 
 /// An account without the ids its key carries.
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,16 +239,51 @@ impl AccountSink for EmbeddedStore {
     ) -> Result<(), StoreError> {
         let encoded =
             items.iter().map(|item| encode_item(mandator, shard_count, item)).collect::<Result<Vec<_>, _>>()?;
+        let owners: Vec<(String, String)> = items
+            .iter()
+            .filter_map(|item| match item {
+                AccountItem::Account(a) => Some((directory_key(mandator, &a.account_id), a.user_id.to_string())),
+                AccountItem::Transaction { .. } => None,
+            })
+            .collect();
         self.blocking("writing account data", move |db| {
             const WHAT: &str = "writing account data";
             let write = db.begin_write().or_unavailable(WHAT)?;
             {
+                let mut directory = write.open_table(ACCOUNT_USERS).or_unavailable(WHAT)?;
+                for (key, user) in &owners {
+                    directory.insert(key.as_str(), user.as_str()).or_unavailable(WHAT)?;
+                }
                 let mut table = write.open_table(ACCOUNT_DATA).or_unavailable(WHAT)?;
                 for (key, value) in &encoded {
                     table.insert(key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
                 }
             }
             write.commit().or_unavailable(WHAT)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccountDirectory for EmbeddedStore {
+    async fn account_users(
+        &self,
+        mandator: &MandatorId,
+        accounts: &[AccountId],
+    ) -> Result<BTreeMap<AccountId, UserId>, StoreError> {
+        let keys: Vec<(String, AccountId)> = accounts.iter().map(|a| (directory_key(mandator, a), a.clone())).collect();
+        self.blocking("reading the account directory", move |db| {
+            const WHAT: &str = "reading the account directory";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let directory = read.open_table(ACCOUNT_USERS).or_unavailable(WHAT)?;
+            let mut out = BTreeMap::new();
+            for (key, account) in keys {
+                if let Some(user) = directory.get(key.as_str()).or_unavailable(WHAT)? {
+                    out.insert(account, parse_id::<UserId>(user.value(), &key)?);
+                }
+            }
+            Ok(out)
         })
         .await
     }

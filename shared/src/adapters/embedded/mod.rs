@@ -6,6 +6,8 @@
 //! - `account_data`: `M#{mandator}#S#{shard}#U#{userId}#A#{accountId}[#T#{bookingDate}#{transactionId}]`
 //!   → the rest of the account or transaction, so one range scan per shard yields users in order.
 //! - `shard_counts`: `M#{mandator}` → the mandator's shard count.
+//! - `account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account (the account
+//!   directory; accountIds are unique per mandator).
 //! - `jobs`: `M#{mandator}#JOB#{jobId}` → the job record.
 //! - `results`: object key → bytes.
 //!
@@ -85,6 +87,7 @@ impl EmbeddedStore {
         {
             write.open_table(ACCOUNT_DATA).or_unavailable("creating tables")?;
             write.open_table(SHARD_COUNTS).or_unavailable("creating tables")?;
+            write.open_table(accounts::ACCOUNT_USERS).or_unavailable("creating tables")?;
             write.open_table(JOBS).or_unavailable("creating tables")?;
             write.open_table(RESULTS).or_unavailable("creating tables")?;
         }

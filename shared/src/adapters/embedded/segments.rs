@@ -1,29 +1,26 @@
-//! Segments of the management API and their membership, and the account directory, in the
-//! embedded store. Tables (created on first write; a missing table reads as empty):
+//! Segments of the management API and their membership in the embedded store. Tables (created on first write; a missing table reads as empty):
 //! - `segments`: `M#{mandator}#SEG#{segmentId}` → the segment (JSON);
 //! - `segment_names`: `M#{mandator}#{scope}#{name}` → the segment id holding the name, for live
 //!   segments only (`scope` is `ORG` or `L#{ledgerId}`; the name is compared exactly);
-//! - `segment_members`: `M#{mandator}#SEG#{segmentId}#U#{userId}#A#{accountId}`;
-//! - `account_segments`: `M#{mandator}#ACC#{accountId}#SEG#{segmentId}#U#{userId}`, the reverse.
+//! - `members_by_segment`: `M#{mandator}#SEG#{segmentId}#A#{accountId}` → userId (accountIds are
+//!   unique per mandator);
+//! - `members_by_account`: `M#{mandator}#ACC#{accountId}#SEG#{segmentId}` → userId, the reverse.
 //!
 //! Every write checks and writes inside one write transaction; redb runs one at a time, so the
 //! checks are atomic like DynamoDB's conditions.
 
-use std::collections::BTreeSet;
-
 use async_trait::async_trait;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
-use super::{ACCOUNT_DATA, EmbeddedStore, OrUnavailable, SHARD_COUNTS, corrupt, keys};
+use super::{EmbeddedStore, OrUnavailable, corrupt, keys};
 use crate::domain::{AccountId, MandatorId, UserId};
-use crate::ports::{AccountDirectory, SegmentStore, StoreError};
-use crate::records::shard_of;
+use crate::ports::{SegmentStore, StoreError};
 use crate::segments_api::{AccountRef, Segment, SegmentId};
 
 const SEGMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("segments");
 const SEGMENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("segment_names");
-const SEGMENT_MEMBERS: TableDefinition<&str, ()> = TableDefinition::new("segment_members");
-const ACCOUNT_SEGMENTS: TableDefinition<&str, ()> = TableDefinition::new("account_segments");
+const SEGMENT_MEMBERS: TableDefinition<&str, &str> = TableDefinition::new("members_by_segment");
+const ACCOUNT_SEGMENTS: TableDefinition<&str, &str> = TableDefinition::new("members_by_account");
 
 fn segment_key(mandator: &MandatorId, id: SegmentId) -> String {
     format!("M#{mandator}#SEG#{id}")
@@ -37,16 +34,16 @@ fn members_prefix(mandator: &MandatorId, id: SegmentId) -> String {
     format!("M#{mandator}#SEG#{id}#")
 }
 
-fn member_key(mandator: &MandatorId, id: SegmentId, a: &AccountRef) -> String {
-    format!("{}U#{}#A#{}", members_prefix(mandator, id), a.user_id, a.account_id)
+fn member_key(mandator: &MandatorId, id: SegmentId, account: &AccountId) -> String {
+    format!("{}A#{account}", members_prefix(mandator, id))
 }
 
 fn account_prefix(mandator: &MandatorId, account: &AccountId) -> String {
     format!("M#{mandator}#ACC#{account}#")
 }
 
-fn reverse_key(mandator: &MandatorId, id: SegmentId, a: &AccountRef) -> String {
-    format!("{}SEG#{id}#U#{}", account_prefix(mandator, &a.account_id), a.user_id)
+fn reverse_key(mandator: &MandatorId, id: SegmentId, account: &AccountId) -> String {
+    format!("{}SEG#{id}", account_prefix(mandator, account))
 }
 
 fn encode(segment: &Segment) -> Result<Vec<u8>, StoreError> {
@@ -173,10 +170,15 @@ impl SegmentStore for EmbeddedStore {
         mandator: &MandatorId,
         id: SegmentId,
         add: &[AccountRef],
-        remove: &[AccountRef],
+        remove: &[AccountId],
     ) -> Result<(), StoreError> {
-        let adds: Vec<(String, String)> =
-            add.iter().map(|a| (member_key(mandator, id, a), reverse_key(mandator, id, a))).collect();
+        let adds: Vec<(String, String, String)> = add
+            .iter()
+            .map(|a| {
+                let (m, r) = (member_key(mandator, id, &a.account_id), reverse_key(mandator, id, &a.account_id));
+                (m, r, a.user_id.to_string())
+            })
+            .collect();
         let removes: Vec<(String, String)> =
             remove.iter().map(|a| (member_key(mandator, id, a), reverse_key(mandator, id, a))).collect();
         self.blocking("changing members", move |db| {
@@ -185,9 +187,9 @@ impl SegmentStore for EmbeddedStore {
             {
                 let mut members = write.open_table(SEGMENT_MEMBERS).or_unavailable(WHAT)?;
                 let mut reverse = write.open_table(ACCOUNT_SEGMENTS).or_unavailable(WHAT)?;
-                for (m, r) in &adds {
-                    members.insert(m.as_str(), ()).or_unavailable(WHAT)?;
-                    reverse.insert(r.as_str(), ()).or_unavailable(WHAT)?;
+                for (m, r, user) in &adds {
+                    members.insert(m.as_str(), user.as_str()).or_unavailable(WHAT)?;
+                    reverse.insert(r.as_str(), user.as_str()).or_unavailable(WHAT)?;
                 }
                 for (m, r) in &removes {
                     members.remove(m.as_str()).or_unavailable(WHAT)?;
@@ -208,18 +210,18 @@ impl SegmentStore for EmbeddedStore {
             let end = keys::prefix_end(&prefix);
             let mut out = Vec::new();
             for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)? {
-                let (k, _) = entry.or_unavailable(WHAT)?;
+                let (k, v) = entry.or_unavailable(WHAT)?;
                 let key = k.value();
-                let parsed = key
+                let account = key
                     .strip_prefix(prefix.as_str())
-                    .and_then(|rest| rest.strip_prefix("U#"))
-                    .and_then(|rest| rest.split_once("#A#"))
-                    .and_then(|(u, a)| {
-                        Some(AccountRef { user_id: UserId::parse(u).ok()?, account_id: AccountId::parse(a).ok()? })
-                    });
-                out.push(parsed.ok_or_else(|| corrupt("member", key, "unexpected key"))?);
+                    .and_then(|rest| rest.strip_prefix("A#"))
+                    .and_then(|a| AccountId::parse(a).ok());
+                let user = UserId::parse(v.value()).ok();
+                match account.zip(user) {
+                    Some((account_id, user_id)) => out.push(AccountRef { account_id, user_id }),
+                    None => return Err(corrupt("member", key, "unexpected key or user")),
+                }
             }
-            // Keys order by user then account, but an id may be a prefix of another: sort the values.
             out.sort();
             Ok(out)
         })
@@ -256,48 +258,16 @@ impl SegmentStore for EmbeddedStore {
             let end = keys::prefix_end(&prefix);
             let mut out = Vec::new();
             for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)? {
-                let (k, _) = entry.or_unavailable(WHAT)?;
+                let (k, v) = entry.or_unavailable(WHAT)?;
                 let key = k.value();
-                let parsed = key
+                let segment = key
                     .strip_prefix(prefix.as_str())
                     .and_then(|rest| rest.strip_prefix("SEG#"))
-                    .and_then(|rest| rest.split_once("#U#"))
-                    .and_then(|(s, u)| Some((SegmentId::parse(s)?, UserId::parse(u).ok()?)));
-                out.push(parsed.ok_or_else(|| corrupt("account segment", key, "unexpected key"))?);
+                    .and_then(SegmentId::parse);
+                let user = UserId::parse(v.value()).ok();
+                out.push(segment.zip(user).ok_or_else(|| corrupt("account segment", key, "unexpected key or user"))?);
             }
             Ok(out)
-        })
-        .await
-    }
-}
-
-#[async_trait]
-impl AccountDirectory for EmbeddedStore {
-    async fn existing_accounts(
-        &self,
-        mandator: &MandatorId,
-        accounts: &[AccountRef],
-    ) -> Result<BTreeSet<AccountRef>, StoreError> {
-        let mandator = mandator.clone();
-        let accounts = accounts.to_vec();
-        self.blocking("checking accounts", move |db| {
-            const WHAT: &str = "checking accounts";
-            let read = db.begin_read().or_unavailable(WHAT)?;
-            let counts = read.open_table(SHARD_COUNTS).or_unavailable(WHAT)?;
-            let Some(shards) =
-                counts.get(keys::mandator_key(&mandator).as_str()).or_unavailable(WHAT)?.map(|v| v.value())
-            else {
-                return Ok(BTreeSet::new());
-            };
-            let data = read.open_table(ACCOUNT_DATA).or_unavailable(WHAT)?;
-            let mut found = BTreeSet::new();
-            for a in accounts {
-                let key = keys::account_key(&mandator, shard_of(&a.user_id, shards), &a.user_id, &a.account_id);
-                if data.get(key.as_str()).or_unavailable(WHAT)?.is_some() {
-                    found.insert(a);
-                }
-            }
-            Ok(found)
         })
         .await
     }
