@@ -11,6 +11,7 @@ use std::process::Command;
 use financial_segments::server::{Function, ROUTES};
 use segments_core::adapters::aws::provision::RESULTS_PREFIX;
 use segments_core::adapters::aws::{AwsResources, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
+use segments_core::app::jobs_api::USAGE_SCOPE;
 use segments_core::domain::SegmentType;
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
 use segments_core::segments_api::app::{READ_SCOPE, WRITE_SCOPE};
@@ -220,6 +221,7 @@ fn binary_of(function: Function) -> &'static str {
         Function::CreateJob => "create-job",
         Function::GetResult => "get-result",
         Function::SegmentsApi => "segments-api",
+        Function::JobsApi => "jobs-api",
     }
 }
 
@@ -343,6 +345,7 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         ("create-job".to_owned(), with(&[MANDATOR_CLAIM_VAR], SegmentType::ALL)),
         ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
         ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR], &[])),
+        ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
     ]);
     for &t in SegmentType::ALL {
         expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
@@ -402,6 +405,16 @@ fn each_function_is_granted_only_what_it_uses() {
     assert_eq!(function(&all, "create-job").grants(), create);
 
     assert_eq!(
+        function(&all, "jobs-api").grants(),
+        grants(&[
+            ("dynamodb:GetItem", "JobsTable"),
+            ("dynamodb:Query", "JobsTable"),
+            ("s3:GetObject", &results),
+            ("s3:ListBucket", "ResultsBucket"),
+        ])
+    );
+
+    assert_eq!(
         function(&all, "get-result").grants(),
         grants(&[("dynamodb:GetItem", "JobsTable"), ("s3:GetObject", &results), ("s3:ListBucket", "ResultsBucket")])
     );
@@ -457,7 +470,13 @@ fn check_routes(doc: &Value) {
         let binary = binary_of(route.function).to_owned();
         if !route.path.contains("{segmentType}") {
             // The segments management API: reading and writing scopes.
-            let scope = if matches!(route.method, "GET" | "HEAD") { READ_SCOPE } else { WRITE_SCOPE };
+            let scope = if route.path == "/usage" {
+                USAGE_SCOPE
+            } else if matches!(route.method, "GET" | "HEAD") {
+                READ_SCOPE
+            } else {
+                WRITE_SCOPE
+            };
             expected.insert(TemplateRoute {
                 method: route.method.to_owned(),
                 path: route.path.to_owned(),
