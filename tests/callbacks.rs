@@ -281,3 +281,33 @@ async fn moto_callback_secrets_live_beside_the_jobs() {
         .expect("the secret item");
     assert_eq!(item["secret"].as_b().unwrap().as_ref(), secret.as_bytes());
 }
+
+#[tokio::test]
+async fn the_callbacks_of_a_store_check_urls_and_deliver_with_the_mandator_secret() {
+    let (url, received) = receiver(vec![]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let mandator = unique_mandator("bundle");
+    let callbacks =
+        segments_core::adapters::embedded_callbacks(store.clone(), CallbackPolicy::allow_insecure_loopback_for_tests());
+    callbacks.validate(&format!("{url}/hook")).await.expect("the test policy allows the receiver");
+    assert!(callbacks.validate("http://10.0.0.1/hook").await.is_err());
+    assert!(callbacks.job_final(&completed_job(&mandator, &format!("{url}/hook"))).await.unwrap());
+
+    let strict = segments_core::adapters::embedded_callbacks(store.clone(), CallbackPolicy::strict());
+    assert!(strict.validate(&format!("{url}/hook")).await.is_err(), "production refuses plain http to loopback");
+
+    let secret = store.secret(&mandator).await.unwrap();
+    let r = received.lock().unwrap();
+    let (headers, body) = &r.deliveries[0];
+    let now = Utc::now().timestamp();
+    verify(
+        &secret,
+        headers[TIMESTAMP_HEADER].to_str().unwrap(),
+        headers[SIGNATURE_HEADER].to_str().unwrap(),
+        body,
+        now,
+        60,
+    )
+    .expect("signed with the mandator's stored secret");
+}

@@ -112,3 +112,18 @@ pub fn embedded_jobs_api_services(
 ) -> crate::app::jobs_api::JobsApiServices {
     crate::app::jobs_api::JobsApiServices { core, catalog: Arc::new(store), links }
 }
+
+/// Callbacks with the secrets in the Jobs table, delivered over HTTP under the strict policy.
+pub fn aws_callbacks(clients: &aws::AwsClients, resources: &aws::AwsResources) -> crate::callbacks::Callbacks {
+    let secrets = Arc::new(aws::DynamoCallbackSecrets::new(clients.dynamodb.clone(), resources.jobs_table.clone()));
+    crate::callbacks::Callbacks::http(secrets, crate::callbacks::CallbackPolicy::strict())
+}
+
+/// Callbacks with the secrets in the embedded store. `policy` is strict unless the caller (a test,
+/// or the local runner on an explicit option) decides otherwise.
+pub fn embedded_callbacks(
+    store: embedded::EmbeddedStore,
+    policy: crate::callbacks::CallbackPolicy,
+) -> crate::callbacks::Callbacks {
+    crate::callbacks::Callbacks::http(Arc::new(store), policy)
+}

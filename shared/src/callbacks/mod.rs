@@ -13,6 +13,7 @@ pub mod policy;
 pub mod signing;
 
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -140,6 +141,32 @@ pub async fn notify_job_final(
             tracing::warn!(error = %e, "callback not delivered");
             Err(e)
         }
+    }
+}
+
+/// What the finalize and fail steps need to call back: the mandators' secrets and a notifier.
+#[derive(Clone)]
+pub struct Callbacks {
+    pub secrets: Arc<dyn CallbackSecrets>,
+    pub notifier: Arc<dyn Notifier>,
+    /// The policy the notifier applies, for checking a `callbackURL` at job creation.
+    pub policy: CallbackPolicy,
+}
+
+impl Callbacks {
+    /// Callbacks over HTTP under `policy` (production: [`CallbackPolicy::strict`]).
+    pub fn http(secrets: Arc<dyn CallbackSecrets>, policy: CallbackPolicy) -> Self {
+        Callbacks { secrets, notifier: Arc::new(HttpNotifier::new(policy, DeliverySettings::default())), policy }
+    }
+
+    /// See [`notify_job_final`].
+    pub async fn job_final(&self, job: &Job) -> Result<bool, NotifyError> {
+        notify_job_final(self.secrets.as_ref(), self.notifier.as_ref(), job).await
+    }
+
+    /// See [`validate_callback_url`].
+    pub async fn validate(&self, url: &str) -> Result<(), AppError> {
+        validate_callback_url(&self.policy, url).await
     }
 }
 
