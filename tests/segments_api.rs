@@ -157,8 +157,7 @@ impl Env {
         query: &[(&str, &str)],
         body: Option<Value>,
         org: &str,
-        code: &str,
-        field: &str,
+        (code, field): (&str, &str),
     ) {
         let what = format!("{method} {path} {query:?} {body:?}");
         let r = self.call(method, path, query, body, rw(org)).await;
@@ -462,8 +461,8 @@ async fn validation_limits(env: &Env) {
             b.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
             Some(b)
         };
-        env.refused(method, path, &[], Some(json!({"name": "x".repeat(257)})), org, body, "name").await;
-        env.refused(method, path, &[], Some(json!({"name": "   "})), org, body, "name").await;
+        env.refused(method, path, &[], Some(json!({"name": "x".repeat(257)})), org, (body, "name")).await;
+        env.refused(method, path, &[], Some(json!({"name": "   "})), org, (body, "name")).await;
         let key = "k".repeat(101);
         env.refused(
             method,
@@ -471,27 +470,26 @@ async fn validation_limits(env: &Env) {
             &[],
             named(json!({"metadata": {key.clone(): 1}})),
             org,
-            body,
-            &format!("metadata.{key}"),
+            (body, &format!("metadata.{key}")),
         )
         .await;
-        env.refused(method, path, &[], named(json!({"metadata": {"k": "v".repeat(2001)}})), org, body, "metadata.k")
+        env.refused(method, path, &[], named(json!({"metadata": {"k": "v".repeat(2001)}})), org, (body, "metadata.k"))
             .await;
-        env.refused(method, path, &[], named(json!({"metadata": {"k": {"nested": 1}}})), org, body, "metadata.k").await;
-        env.refused(method, path, &[], named(json!({"metadata": {"k": [1, 2]}})), org, body, "metadata.k").await;
-        env.refused(method, path, &[], named(json!({"status": {"code": "DELETED"}})), org, body, "status.code").await;
-        env.refused(method, path, &[], named(json!({"status": {"code": "active"}})), org, body, "status.code").await;
+        env.refused(method, path, &[], named(json!({"metadata": {"k": {"nested": 1}}})), org, (body, "metadata.k"))
+            .await;
+        env.refused(method, path, &[], named(json!({"metadata": {"k": [1, 2]}})), org, (body, "metadata.k")).await;
+        env.refused(method, path, &[], named(json!({"status": {"code": "DELETED"}})), org, (body, "status.code")).await;
+        env.refused(method, path, &[], named(json!({"status": {"code": "active"}})), org, (body, "status.code")).await;
         env.refused(
             method,
             path,
             &[],
             named(json!({"status": {"code": "ACTIVE", "description": "d".repeat(257)}})),
             org,
-            body,
-            "status.description",
+            (body, "status.description"),
         )
         .await;
-        env.refused(method, path, &[], named(json!({"colour": "red"})), org, body, "colour").await;
+        env.refused(method, path, &[], named(json!({"colour": "red"})), org, (body, "colour")).await;
     }
     // Nothing of the refused changes was stored.
     let got = env.call("GET", &item, &[], None, rw(org)).await;
@@ -514,7 +512,7 @@ async fn validation_limits(env: &Env) {
         (vec![("sort_order", "up")], "sort_order"),
         (vec![("color", "red")], "color"),
     ] {
-        env.refused("GET", &base, &query, None, org, param, field).await;
+        env.refused("GET", &base, &query, None, org, (param, field)).await;
     }
     env.refused(
         "HEAD",
@@ -522,8 +520,7 @@ async fn validation_limits(env: &Env) {
         &[("start_date", "2025-01-01")],
         None,
         org,
-        param,
-        "end_date",
+        (param, "end_date"),
     )
     .await;
     let limit = env.call("GET", &base, &[("limit", "100"), ("page", "1")], None, rw(org)).await;
@@ -532,25 +529,24 @@ async fn validation_limits(env: &Env) {
     // Membership changes and their paging.
     let accounts = format!("{item}/accounts");
     let many: Vec<String> = (0..1001).map(|i| format!("a{i}")).collect();
-    env.refused("PUT", &accounts, &[], Some(json!({"add": many})), org, body, "add").await;
-    env.refused("PUT", &accounts, &[], Some(json!({"add": many[..600], "remove": many[600..]})), org, body, "add")
+    env.refused("PUT", &accounts, &[], Some(json!({"add": many})), org, (body, "add")).await;
+    env.refused("PUT", &accounts, &[], Some(json!({"add": many[..600], "remove": many[600..]})), org, (body, "add"))
         .await;
-    env.refused("PUT", &accounts, &[], Some(json!({"add": ["a#1"]})), org, body, "add[0]").await;
+    env.refused("PUT", &accounts, &[], Some(json!({"add": ["a#1"]})), org, (body, "add[0]")).await;
     env.refused(
         "PUT",
         &accounts,
         &[],
         Some(json!({"add": ["a1", {"userId": "u1", "accountId": "a1"}]})),
         org,
-        body,
-        "add[1]",
+        (body, "add[1]"),
     )
     .await;
-    env.refused("PUT", &accounts, &[], Some(json!({"remove": "a1"})), org, body, "remove").await;
-    env.refused("PUT", &accounts, &[], Some(json!({"add": ["a1"], "remove": ["a1"]})), org, body, "remove").await;
-    env.refused("GET", &accounts, &[("limit", "101")], None, org, param, "limit").await;
-    env.refused("GET", &accounts, &[("page", "0")], None, org, param, "page").await;
-    env.refused("GET", &accounts, &[("sort_order", "asc")], None, org, param, "sort_order").await;
+    env.refused("PUT", &accounts, &[], Some(json!({"remove": "a1"})), org, (body, "remove")).await;
+    env.refused("PUT", &accounts, &[], Some(json!({"add": ["a1"], "remove": ["a1"]})), org, (body, "remove")).await;
+    env.refused("GET", &accounts, &[("limit", "101")], None, org, (param, "limit")).await;
+    env.refused("GET", &accounts, &[("page", "0")], None, org, (param, "page")).await;
+    env.refused("GET", &accounts, &[("sort_order", "asc")], None, org, (param, "sort_order")).await;
 }
 
 async fn membership_and_tenancy(env: &Env) {
