@@ -311,3 +311,32 @@ async fn the_callbacks_of_a_store_check_urls_and_deliver_with_the_mandator_secre
     )
     .expect("signed with the mandator's stored secret");
 }
+
+#[test]
+fn the_cli_prints_the_same_secret_each_time_and_refuses_a_bad_mandator() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_segments"))
+            .args(["callback-secret", "--mandator", "bank-1", "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .output()
+            .expect("segments runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let first = secret(&[]);
+    assert_eq!(first.len(), 64);
+    assert!(first.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{first}");
+    assert_eq!(secret(&[]), first);
+    let json: Value = serde_json::from_str(&secret(&["--json"])).unwrap();
+    assert_eq!(json, serde_json::json!({"mandator": "bank-1", "secret": first}));
+
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_segments"))
+        .args(["callback-secret", "--mandator", "a#b", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--mandator"));
+}
