@@ -384,6 +384,29 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        /// An IPv4 address and its IPv4-mapped and 6to4 IPv6 forms are judged alike.
+        #[test]
+        fn ipv6_forms_of_an_ipv4_address_are_judged_like_it(bits in proptest::prelude::any::<u32>()) {
+            let v4 = Ipv4Addr::from(bits);
+            let [a, b, c, d] = v4.octets();
+            let six_to_four = Ipv6Addr::new(0x2002, u16::from_be_bytes([a, b]), u16::from_be_bytes([c, d]), 0, 0, 0, 0, 1);
+            proptest::prop_assert_eq!(is_public(IpAddr::V6(v4.to_ipv6_mapped())), is_public(IpAddr::V4(v4)));
+            proptest::prop_assert_eq!(is_public(IpAddr::V6(six_to_four)), is_public(IpAddr::V4(v4)));
+        }
+
+        /// Nothing in a private, loopback, link-local or shared range is ever public.
+        #[test]
+        fn no_address_of_an_internal_range_is_public(host in proptest::prelude::any::<u32>()) {
+            for (net, prefix) in [([10, 0, 0, 0], 8), ([172, 16, 0, 0], 12), ([192, 168, 0, 0], 16),
+                                  ([127, 0, 0, 0], 8), ([169, 254, 0, 0], 16), ([100, 64, 0, 0], 10)] {
+                let mask = u32::MAX << (32 - prefix);
+                let ip = Ipv4Addr::from((u32::from(Ipv4Addr::from(net)) & mask) | (host & !mask));
+                proptest::prop_assert!(!is_public(IpAddr::V4(ip)), "{}", ip);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn the_test_policy_allows_http_to_loopback_addresses_only() {
         let p = CallbackPolicy::allow_insecure_loopback_for_tests();
