@@ -85,3 +85,74 @@ async fn refusals_are_problems_with_stable_codes() {
     .await;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
 }
+
+/// Account items of the demo mandator, as the importer writes them.
+fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::records::AccountItem> {
+    use segments_core::domain::{Account, AccountId, AccountType, Currency, Money, UserId};
+    ids.iter()
+        .map(|(user, account)| {
+            segments_core::records::AccountItem::Account(Account {
+                user_id: UserId::parse(user).unwrap(),
+                account_id: AccountId::parse(account).unwrap(),
+                account_type: AccountType::Checking,
+                currency: Currency::parse("EUR").unwrap(),
+                balance: Money::parse("10").unwrap(),
+                balance_date: chrono::Utc::now().date_naive(),
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
+    use segments_core::ports::{AccountSink, SegmentStore};
+    use segments_core::segments_api::{Segment, SegmentId, Status};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let (core, _rx) = embedded_services(store.clone(), ServiceConfig::default());
+    let s = embedded_segments_services(store.clone(), core);
+
+    let create = lambda_http::request::from_str(include_str!("../../../events/segments-create-dynamic.json")).unwrap();
+    let (status, created) = status_and_json(handle(&s, create).await.unwrap());
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["rule"]["segmentType"], "insuranceSpending");
+    assert_eq!(created["organizationId"], "demo-bank");
+
+    // The segment the recorded PUT names, and the accounts of the demo mandator.
+    let mandator = segments_core::domain::MandatorId::parse("demo-bank").unwrap();
+    let now = chrono::Utc::now();
+    let segment = Segment {
+        id: SegmentId::parse("0193a7c2-5b1e-7c3d-9f00-5e6f7a8b9c0d").unwrap(),
+        mandator: mandator.clone(),
+        ledger_id: None,
+        name: "Recorded".into(),
+        status: Status::default(),
+        metadata: Default::default(),
+        rule: None,
+        refresh: None,
+        created_at: now,
+        updated_at: now,
+        deleted_at: None,
+        version: 1,
+    };
+    store.create_segment(&segment).await.unwrap();
+    let put = include_str!("../../../events/segments-change-accounts.json");
+
+    // acc-0000042-02 is not in the data yet: refused, naming it.
+    store.ensure_shard_count(&mandator, 4).await.unwrap();
+    store.put_items(&mandator, 4, &demo_accounts(&[("user-0000007", "acc-0000007-01")])).await.unwrap();
+    let (status, problem) = status_and_json(handle(&s, lambda_http::request::from_str(put).unwrap()).await.unwrap());
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["field"].as_str()),
+        (422, Some("unknown_accounts"), Some("add"))
+    );
+    assert!(problem["detail"].as_str().unwrap().ends_with(": acc-0000042-02"), "{problem}");
+
+    store.put_items(&mandator, 4, &demo_accounts(&[("user-0000042", "acc-0000042-02")])).await.unwrap();
+    let (status, tagged) = status_and_json(handle(&s, lambda_http::request::from_str(put).unwrap()).await.unwrap());
+    assert_eq!((status, tagged["memberCount"].as_u64()), (200, Some(2)), "{tagged}");
+    let members = store.members(&mandator, segment.id).await.unwrap();
+    let members: Vec<(&str, &str)> = members.iter().map(|m| (m.account_id.as_str(), m.user_id.as_str())).collect();
+    assert_eq!(members, [("acc-0000007-01", "user-0000007"), ("acc-0000042-02", "user-0000042")]);
+}
