@@ -95,3 +95,35 @@ async fn an_empty_list_and_an_unused_month_are_200() {
     assert_eq!(body["usage"].as_array().unwrap().len(), segments_core::domain::SegmentType::ALL.len());
     assert!(body["usage"].as_array().unwrap().iter().all(|u| u["jobs"] == 0));
 }
+
+#[tokio::test]
+async fn the_recorded_events_of_every_route_are_understood() {
+    let (_dir, s) = services();
+    let lists = [
+        include_str!("../../../events/list-jobs-high-balance.json"),
+        include_str!("../../../events/list-jobs-low-balance.json"),
+        include_str!("../../../events/list-jobs-income-spending-summary.json"),
+        include_str!("../../../events/list-jobs-insurance-spending.json"),
+        include_str!("../../../events/list-jobs-financial-breakdown.json"),
+    ];
+    for event in lists {
+        let (status, body) = status_and_json(handle(&s, lambda_http::request::from_str(event).unwrap()).await.unwrap());
+        assert_eq!((status, &body["jobs"]), (200, &serde_json::json!([])), "{body}");
+    }
+    let exports = [
+        include_str!("../../../events/export-high-balance.json"),
+        include_str!("../../../events/export-low-balance.json"),
+        include_str!("../../../events/export-income-spending-summary.json"),
+        include_str!("../../../events/export-insurance-spending.json"),
+        include_str!("../../../events/export-financial-breakdown.json"),
+    ];
+    for event in exports {
+        let (status, problem) =
+            status_and_json(handle(&s, lambda_http::request::from_str(event).unwrap()).await.unwrap());
+        // The recorded job does not exist here: the type and job were understood, the job is unknown.
+        assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")), "{problem}");
+    }
+    let usage = lambda_http::request::from_str(include_str!("../../../events/usage.json")).unwrap();
+    let (status, body) = status_and_json(handle(&s, usage).await.unwrap());
+    assert_eq!((status, body["month"].as_str()), (200, Some("2026-11")), "{body}");
+}
