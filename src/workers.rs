@@ -1,5 +1,6 @@
 //! The runner's workers: the same worker runtime the Lambdas run, fed from the in-process queue
-//! (embedded store) or by polling the SQS queues (`--aws`).
+//! (embedded store) or by polling the SQS queues (`--aws`). A job's shards are separate messages,
+//! so the pool computes them in parallel.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,12 @@ use segments_core::adapters::aws::SqsQueue;
 use segments_core::app::Services;
 use segments_core::domain::SegmentType;
 use segments_core::jobs::JobMessage;
-use segments_core::worker::{Disposition, process_message};
+use segments_core::worker::{Disposition, dead_letter, process_message};
 use tokio::sync::{Mutex, mpsc};
 
-/// Runs `concurrency` workers over the in-process queue. A message whose run fails transiently is
-/// delivered again after a backoff, counting deliveries like SQS does, until the job fails.
+/// Runs `concurrency` workers over the in-process queue. A message whose run fails is delivered
+/// again after a backoff, counting deliveries like SQS does; after the last allowed delivery it
+/// takes the dead-letter path of the Lambdas: its job is marked FAILED.
 pub fn spawn_embedded_pool(services: Services, receiver: mpsc::UnboundedReceiver<JobMessage>, concurrency: usize) {
     let receiver = Arc::new(Mutex::new(receiver));
     for _ in 0..concurrency.max(1) {
@@ -34,7 +36,10 @@ async fn deliver_until_done(services: &Services, message: &JobMessage) {
         match process_message(services, message.segment_type, &body, receive_count, chrono::Utc::now()).await {
             Disposition::Ack => return,
             Disposition::Retry if receive_count >= services.config.max_receive_count => {
-                tracing::error!(job_id = %message.job_id, "message dropped after the last delivery");
+                tracing::error!(job_id = %message.job_id, shard = message.shard, "message dead-lettered after the last delivery");
+                while dead_letter(services.jobs.as_ref(), &body).await == Disposition::Retry {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 return;
             }
             Disposition::Retry => {

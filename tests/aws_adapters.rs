@@ -363,19 +363,59 @@ async fn job_lifecycle_is_conditional_and_idempotent() {
     jobs.mark_running(&bank, id).await.unwrap();
     assert_eq!(jobs.get(&bank, id).await.unwrap().unwrap().status, JobStatus::Running);
 
-    jobs.record_progress(&bank, id, 2).await.unwrap();
-    jobs.record_progress(&bank, id, 1).await.unwrap();
-    assert_eq!(jobs.get(&bank, id).await.unwrap().unwrap().shards_done, 2, "progress never falls");
-    jobs.record_progress(&bank, id, 3).await.unwrap();
+    jobs.record_shard(&bank, id, 2).await.unwrap();
+    jobs.record_shard(&bank, id, 2).await.unwrap();
+    assert_eq!(jobs.get(&bank, id).await.unwrap().unwrap().shards_done, 1, "a shard counts once");
+    jobs.record_shard(&bank, id, 0).await.unwrap();
+    jobs.record_shard(&bank, id, 3).await.unwrap();
     assert_eq!(jobs.get(&bank, id).await.unwrap().unwrap().shards_done, 3);
+    let raw = |attribute: &'static str| {
+        let clients = clients.clone();
+        async move {
+            let item = clients
+                .dynamodb
+                .get_item()
+                .table_name("jobs")
+                .key("pk", AttributeValue::S("M#bank-a".into()))
+                .key("sk", AttributeValue::S(format!("JOB#{id}")))
+                .send()
+                .await
+                .unwrap()
+                .item
+                .unwrap();
+            item.get(attribute).cloned()
+        }
+    };
+    let mut shards = match raw("doneShards").await {
+        Some(AttributeValue::Ns(shards)) => shards,
+        other => panic!("doneShards is a number set: {other:?}"),
+    };
+    shards.sort();
+    assert_eq!(shards, ["0", "2", "3"]);
+    assert_eq!(raw("shardsDone").await, Some(AttributeValue::N("3".into())), "the count follows the set");
 
     let summary = ResultSummary { total_elements: 1234, chunk_size: 1000, chunk_count: 2 };
-    assert!(jobs.complete(&bank, id, summary).await.unwrap());
+    assert!(jobs.complete(&job, summary).await.unwrap());
     let other = ResultSummary { total_elements: 1, chunk_size: 1000, chunk_count: 1 };
-    assert!(!jobs.complete(&bank, id, other).await.unwrap(), "a second completion changes nothing");
+    assert!(!jobs.complete(&job, other).await.unwrap(), "a second completion changes nothing");
     assert!(!jobs.fail(&bank, id, "late failure").await.unwrap());
-    jobs.record_progress(&bank, id, 4).await.unwrap();
+    jobs.record_shard(&bank, id, 1).await.unwrap();
     jobs.mark_running(&bank, id).await.unwrap();
+
+    // The usage counter, in the layout `GET /usage` reads.
+    let usage = clients
+        .dynamodb
+        .get_item()
+        .table_name("jobs")
+        .key("pk", AttributeValue::S("M#bank-a".into()))
+        .key("sk", AttributeValue::S(format!("USAGE#{}#highBalance", job.usage_month())))
+        .send()
+        .await
+        .unwrap()
+        .item
+        .unwrap();
+    assert_eq!(usage.get("jobs"), Some(&AttributeValue::N("1".into())));
+    assert_eq!(job.usage_month().to_string(), "2024-06");
 
     let done = jobs.get(&bank, id).await.unwrap().unwrap();
     assert_eq!(done.status, JobStatus::Completed);
@@ -410,9 +450,7 @@ async fn a_failed_job_keeps_its_reason_and_stays_failed() {
 
     assert!(jobs.fail(&bank, id, "shard 3 kept failing: storage unavailable").await.unwrap());
     assert!(!jobs.fail(&bank, id, "again").await.unwrap());
-    assert!(
-        !jobs.complete(&bank, id, ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 }).await.unwrap()
-    );
+    assert!(!jobs.complete(&job, ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 }).await.unwrap());
     jobs.mark_running(&bank, id).await.unwrap();
 
     let failed = jobs.get(&bank, id).await.unwrap().unwrap();
@@ -425,9 +463,10 @@ async fn a_failed_job_keeps_its_reason_and_stays_failed() {
     // Transitions of a job that does not exist change nothing and create nothing.
     let ghost = JobId::new();
     jobs.mark_running(&bank, ghost).await.unwrap();
-    jobs.record_progress(&bank, ghost, 1).await.unwrap();
+    assert_eq!(jobs.record_shard(&bank, ghost, 1).await.unwrap(), None);
+    let ghost_job = Job { job_id: ghost, ..job.clone() };
     assert!(
-        !jobs.complete(&bank, ghost, ResultSummary { total_elements: 0, chunk_size: 1, chunk_count: 0 }).await.unwrap()
+        !jobs.complete(&ghost_job, ResultSummary { total_elements: 0, chunk_size: 1, chunk_count: 0 }).await.unwrap()
     );
     assert_eq!(jobs.get(&bank, ghost).await.unwrap(), None);
 }
@@ -460,7 +499,7 @@ async fn results_are_put_and_read_back_and_a_missing_key_is_none() {
 // Queues
 
 fn message(m: &MandatorId) -> JobMessage {
-    JobMessage { mandator_id: m.clone(), job_id: JobId::new(), segment_type: SegmentType::HighBalance }
+    JobMessage { mandator_id: m.clone(), job_id: JobId::new(), segment_type: SegmentType::HighBalance, shard: 0 }
 }
 
 #[tokio::test]
@@ -510,6 +549,37 @@ async fn queue_messages_are_sent_received_counted_and_deleted() {
     let err = queue.enqueue(&low).await.unwrap_err();
     let source = std::error::Error::source(&err).map(ToString::to_string).unwrap_or_default();
     assert!(source.contains("LOW_BALANCE_QUEUE_URL"), "{err:?}");
+}
+
+#[tokio::test]
+async fn messages_are_sent_in_batches_of_ten_and_all_arrive() {
+    let server = MotoServer::start();
+    let clients = server.clients().await;
+    let (url, _dlq) = create_queue_with_dlq(&clients.sqs, "work-high-balance", 5).await.unwrap();
+    let queue = SqsQueue::new(clients.sqs.clone(), BTreeMap::from([(SegmentType::HighBalance, url)]));
+    let bank = mandator("bank-a");
+    let job_id = JobId::new();
+    let sent: Vec<JobMessage> = (0..23)
+        .map(|shard| JobMessage { mandator_id: bank.clone(), job_id, segment_type: SegmentType::HighBalance, shard })
+        .collect();
+    queue.enqueue_all(&sent).await.unwrap();
+    let mut shards = Vec::new();
+    loop {
+        let got = queue.receive(SegmentType::HighBalance, 10, 0).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        for m in got {
+            shards.push(serde_json::from_str::<JobMessage>(&m.body).unwrap().shard);
+            queue.delete(SegmentType::HighBalance, &m.receipt_handle).await.unwrap();
+        }
+    }
+    shards.sort_unstable();
+    assert_eq!(shards, (0..23).collect::<Vec<u32>>(), "every shard's message arrives once");
+
+    let mut low = sent[0].clone();
+    low.segment_type = SegmentType::LowBalance;
+    assert!(queue.enqueue_all(&[low]).await.is_err(), "a type without a queue is an error");
 }
 
 #[tokio::test]
@@ -581,6 +651,11 @@ async fn provisioning_creates_every_resource_as_configured_and_can_run_again() {
     assert_eq!(rules[0].status(), &ExpirationStatus::Enabled);
     assert_eq!(rules[0].filter().and_then(|f| f.prefix()), Some(RESULTS_PREFIX));
     assert_eq!(rules[0].expiration().and_then(|e| e.days()), Some(14));
+    assert_eq!(
+        rules[0].abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation()),
+        Some(provision::ABORT_INCOMPLETE_UPLOADS_DAYS),
+        "uploads a crash left unfinished are removed"
+    );
 
     for (segment_type, url) in &resources.queue_urls {
         assert!(url.ends_with(&format!("fs-test-{}", segment_type.kebab())), "{url}");
@@ -661,6 +736,13 @@ async fn dynamodb_jobs_meet_the_job_store_contract() {
     let server = MotoServer::start();
     let (_, jobs) = jobs_on(&server).await;
     support::contract::job_store_contract(&jobs).await;
+}
+
+#[tokio::test]
+async fn dynamodb_jobs_meet_the_idempotency_contract() {
+    let server = MotoServer::start();
+    let (_, jobs) = jobs_on(&server).await;
+    support::contract::idempotency_contract(&jobs).await;
 }
 
 #[tokio::test]

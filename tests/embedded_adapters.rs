@@ -28,6 +28,12 @@ async fn job_store_contract() {
 }
 
 #[tokio::test]
+async fn idempotency_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    contract::idempotency_contract(&open(&dir)).await;
+}
+
+#[tokio::test]
 async fn result_store_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract::result_store_contract(&open(&dir)).await;
@@ -58,8 +64,8 @@ fn job(mandator: &MandatorId, segment_type: SegmentType, body: &str) -> Job {
     Job::new(mandator.clone(), request.as_of, request.params, request.callback_url, 2, Utc::now())
 }
 
-fn message(job: &Job) -> JobMessage {
-    JobMessage { mandator_id: job.mandator_id.clone(), job_id: job.job_id, segment_type: job.segment_type }
+fn message(job: &Job, shard: u32) -> JobMessage {
+    JobMessage { mandator_id: job.mandator_id.clone(), job_id: job.job_id, segment_type: job.segment_type, shard }
 }
 
 fn account(user: &str, id: &str, balance: &str) -> Account {
@@ -107,7 +113,7 @@ async fn data_survives_closing_and_reopening_the_store() {
             .unwrap();
         clone.create(&queued).await.unwrap();
         clone.create(&done).await.unwrap();
-        clone.complete(&mandator, done.job_id, summary).await.unwrap();
+        clone.complete(&done, summary).await.unwrap();
         store.put("results/x/manifest.json", b"{\"chunks\":1}".to_vec().into()).await.unwrap();
     }
     assert!(dir.path().join(DATABASE_FILE).is_file());
@@ -125,7 +131,7 @@ async fn data_survives_closing_and_reopening_the_store() {
     assert_eq!(reread.result, Some(summary));
     let manifest = ResultStore::get(&store, "results/x/manifest.json").await.unwrap();
     assert_eq!(manifest.as_deref(), Some(&b"{\"chunks\":1}"[..]));
-    assert_eq!(store.unfinished_jobs().await.unwrap(), [message(&queued)]);
+    assert_eq!(store.unfinished_jobs().await.unwrap(), [message(&queued, 0), message(&queued, 1)]);
 }
 
 #[tokio::test]
@@ -157,15 +163,26 @@ async fn unfinished_jobs_are_the_queued_and_running_ones_of_every_mandator() {
     for j in [&queued, &running, &completed, &failed, &other] {
         store.create(j).await.unwrap();
     }
-    store.mark_running(&m1, running.job_id).await.unwrap();
-    store
-        .complete(&m1, completed.job_id, ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 })
-        .await
-        .unwrap();
+    store.record_shard(&m1, running.job_id, 1).await.unwrap();
+    store.complete(&completed, ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 }).await.unwrap();
     store.fail(&m1, failed.job_id, "x").await.unwrap();
+    let finalizing = job(&m1, SegmentType::InsuranceSpending, body);
+    store.create(&finalizing).await.unwrap();
+    store.record_shard(&m1, finalizing.job_id, 0).await.unwrap();
+    store.record_shard(&m1, finalizing.job_id, 1).await.unwrap();
 
-    let unfinished: BTreeSet<_> = store.unfinished_jobs().await.unwrap().into_iter().map(|m| m.job_id).collect();
-    assert_eq!(unfinished, BTreeSet::from([queued.job_id, running.job_id, other.job_id]));
+    // One message per shard not done; a job whose shards are all done gets one, to finalize.
+    let unfinished: BTreeSet<_> =
+        store.unfinished_jobs().await.unwrap().into_iter().map(|m| (m.job_id, m.shard)).collect();
+    let expected = BTreeSet::from([
+        (queued.job_id, 0),
+        (queued.job_id, 1),
+        (running.job_id, 0),
+        (other.job_id, 0),
+        (other.job_id, 1),
+        (finalizing.job_id, 0),
+    ]);
+    assert_eq!(unfinished, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,6 +240,7 @@ async fn a_shard_of_thousands_of_users_streams_in_order() {
 async fn the_queue_hands_messages_to_its_receiver() {
     let (queue, mut receiver) = EmbeddedQueue::new();
     let m = job(&unique_mandator("queue"), SegmentType::InsuranceSpending, "{}");
-    queue.enqueue(&message(&m)).await.unwrap();
-    assert_eq!(receiver.recv().await, Some(message(&m)));
+    queue.enqueue_all(&m.messages()).await.unwrap();
+    assert_eq!(receiver.recv().await, Some(message(&m, 0)));
+    assert_eq!(receiver.recv().await, Some(message(&m, 1)));
 }

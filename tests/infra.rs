@@ -350,6 +350,8 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
     for &t in SegmentType::ALL {
         expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
     }
+    // The dead-letter handler reads JOBS_TABLE; the other names come with the globals.
+    expected.insert("dlq-handler".to_owned(), with(&[], &[]));
     for f in &all {
         let env = f.environment();
         let names: BTreeSet<String> = env.keys().cloned().collect();
@@ -395,6 +397,7 @@ fn each_function_is_granted_only_what_it_uses() {
     let mut create = grants(&[
         ("dynamodb:GetItem", "AccountDataTable"),
         ("dynamodb:PutItem", "JobsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
         ("dynamodb:UpdateItem", "JobsTable"),
     ]);
     let env = function(&all, "create-job").environment();
@@ -445,6 +448,7 @@ fn each_function_is_granted_only_what_it_uses() {
                 ("dynamodb:UpdateItem", "JobsTable"),
                 ("s3:PutObject", &results),
                 ("s3:GetObject", &results),
+                ("s3:AbortMultipartUpload", &results),
                 ("s3:ListBucket", "ResultsBucket"),
                 ("sqs:ReceiveMessage", &queue),
                 ("sqs:DeleteMessage", &queue),
@@ -453,6 +457,44 @@ fn each_function_is_granted_only_what_it_uses() {
             "worker of {t}"
         );
     }
+
+    let mut dead_letters = grants(&[("dynamodb:UpdateItem", "JobsTable")]);
+    for dlq in dead_letter_queues(&doc) {
+        for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+            dead_letters.insert((action.to_owned(), dlq.clone()));
+        }
+    }
+    assert_eq!(function(&all, "dlq-handler").grants(), dead_letters);
+}
+
+/// The dead-letter queue of every work queue.
+fn dead_letter_queues(doc: &Value) -> BTreeSet<String> {
+    of_type(doc, "AWS::SQS::Queue")
+        .into_iter()
+        .filter_map(|(_, q)| get_att(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .map(|(dlq, _)| dlq.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_dead_letter_queue_feeds_the_dead_letter_handler() {
+    let doc = template();
+    let all = functions(&doc);
+    let handler = function(&all, "dlq-handler");
+    let sources: BTreeSet<String> = event_sources(&doc, handler.name)
+        .into_iter()
+        .map(|p| {
+            assert!(strings(&p["FunctionResponseTypes"]).contains("ReportBatchItemFailures"));
+            get_att(&p["EventSourceArn"]).expect("a queue ARN").0.to_owned()
+        })
+        .collect();
+    let dlqs = dead_letter_queues(&doc);
+    assert_eq!(dlqs.len(), SegmentType::ALL.len());
+    assert_eq!(sources, dlqs, "every dead-letter queue, and nothing else");
+    assert!(
+        alarm_on(&doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(handler.name)),
+        "an alarm on the handler's errors"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

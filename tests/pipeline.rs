@@ -79,7 +79,7 @@ where
     assert_eq!(not_ready["status"], "QUEUED");
     assert_eq!(not_ready["progress"]["shardsTotal"], 4);
 
-    assert_eq!(drain().await, posted.len(), "one message per job");
+    assert_eq!(drain().await, posted.len() * 4, "one message per shard of every job");
     let mut results = Vec::new();
     for (t, job_id) in posted {
         let (_, first_page) = get_page(s, MANDATOR, t, &job_id, 1, 1).await;

@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::domain::{JobId, MandatorId, UserData};
-use crate::jobs::{Job, JobMessage, ResultSummary};
+use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData};
+use crate::jobs::{IdempotencyKey, Job, JobMessage, ResultSummary};
 use crate::records::AccountItem;
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -73,11 +73,31 @@ pub trait AccountSink: AccountDirectory {
     -> Result<(), StoreError>;
 }
 
-/// The job records.
+/// What storing a job under an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key was free (or had expired): the job is stored and the key names it.
+    Created,
+    /// The key names an earlier, unexpired job; nothing was stored.
+    Existing { job_id: JobId, request_hash: String },
+}
+
+/// The job records, and the records kept beside them: idempotency keys and usage counters.
 #[async_trait]
 pub trait JobStore: Send + Sync {
     /// Stores a new job; `Conflict` if its id exists already.
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// Stores a new job and claims `key` for it (with `request_hash`, expiring with the job), in
+    /// one atomic write: of two concurrent calls with one key exactly one creates its job. A key
+    /// whose record has expired (`expiresAt ≤ now`) is free again.
+    async fn create_with_key(
+        &self,
+        job: &Job,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<KeyClaim, StoreError>;
 
     /// The job, if it exists for this mandator. Keys include the mandator: another mandator's
     /// job is simply not found.
@@ -86,28 +106,61 @@ pub trait JobStore: Send + Sync {
     /// QUEUED → RUNNING. A no-op in any other state.
     async fn mark_running(&self, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError>;
 
-    /// Records how many shards are done (only ever raises the count, only while not final).
-    async fn record_progress(&self, mandator: &MandatorId, job_id: JobId, shards_done: u32) -> Result<(), StoreError>;
+    /// Records that `shard`'s part is written: adds it to the job's set of done shards (a
+    /// redelivered message adds nothing) and moves QUEUED → RUNNING, in one conditional write,
+    /// only while the job is not final. Returns the job as it is after the call (a final job
+    /// unchanged), `None` when there is no such job.
+    async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError>;
 
-    /// → COMPLETED with the result summary, in one conditional write. `Ok(false)` when the job
-    /// was already final (a redelivered message): nothing changes.
-    async fn complete(&self, mandator: &MandatorId, job_id: JobId, result: ResultSummary) -> Result<bool, StoreError>;
+    /// → COMPLETED with the result summary and +1 on the usage counter of (mandator, month of
+    /// `job.created_at`, segment type), in one atomic conditional write. `Ok(false)` when the job
+    /// was already final (a re-run finalize): nothing changes, the usage is not counted again.
+    async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError>;
 
     /// → FAILED with a reason, unless already final. `Ok(false)` when it was.
     async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError>;
+
+    /// The usage counter: completed jobs of the mandator created in `month`, of `segment_type`.
+    async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError>;
 }
 
-/// Result objects (chunks and manifests) by key.
+/// The bytes of an object, piece by piece.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// An object being written piece by piece. Nothing is visible under its key before `finish`; a
+/// writer dropped unfinished leaves the key as it was.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError>;
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Result objects (parts, chunks, manifests, exports) by key.
 #[async_trait]
 pub trait ResultStore: Send + Sync {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// The object's bytes as a stream, so a reader holds a piece at a time; `None` when missing.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StoreError>;
+
+    /// Writes an object of any size piece by piece.
+    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
 }
 
 /// The work queue of the workers (one queue per segment type on AWS).
 #[async_trait]
 pub trait JobQueue: Send + Sync {
     async fn enqueue(&self, message: &JobMessage) -> Result<(), StoreError>;
+
+    /// Enqueues every message (SQS: batches of 10). `Err` when any could not be enqueued; some
+    /// may have been.
+    async fn enqueue_all(&self, messages: &[JobMessage]) -> Result<(), StoreError> {
+        for message in messages {
+            self.enqueue(message).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The segments of the management API and their membership (DESIGN §1, §6).
@@ -125,8 +178,13 @@ pub trait SegmentStore: Send + Sync {
         id: crate::segments_api::SegmentId,
     ) -> Result<Option<crate::segments_api::Segment>, StoreError>;
 
-    /// Every segment of the mandator, deleted ones included, in no particular order.
-    async fn list_segments(&self, mandator: &MandatorId) -> Result<Vec<crate::segments_api::Segment>, StoreError>;
+    /// The live segments of the mandator that `query` selects (one scope, optionally a creation
+    /// period), in its order. Reads only that scope (and period), not every segment.
+    async fn list_segments(
+        &self,
+        mandator: &MandatorId,
+        query: &crate::segments_api::SegmentQuery,
+    ) -> Result<Vec<crate::segments_api::Segment>, StoreError>;
 
     /// Replaces `previous` by `next` (same id, `next.version = previous.version + 1`) if the
     /// stored version is still `previous.version`, in one atomic write that also moves the name

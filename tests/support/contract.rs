@@ -13,8 +13,8 @@ use segments_core::domain::{
     Account, AccountHistory, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, Transaction,
     TransactionId, UserData, UserId,
 };
-use segments_core::jobs::{Job, JobStatus, ResultSummary};
-use segments_core::ports::{AccountSink, AccountSource, JobStore, ResultStore, StoreError};
+use segments_core::jobs::{IdempotencyKey, Job, JobStatus, ResultSummary};
+use segments_core::ports::{AccountSink, AccountSource, JobStore, KeyClaim, ResultStore, StoreError};
 use segments_core::records::{AccountItem, shard_of};
 use segments_core::segments::SegmentRequest;
 
@@ -94,9 +94,10 @@ pub async fn job_store_contract(store: &dyn JobStore) {
 
     // Another mandator's transitions neither touch the job nor create one of their own.
     store.mark_running(&other, id).await.expect("a no-op, not an error");
-    store.record_progress(&other, id, 3).await.expect("a no-op, not an error");
+    assert_eq!(store.record_shard(&other, id, 3).await.expect("a no-op, not an error"), None);
     let summary = ResultSummary { total_elements: 7, chunk_size: 1000, chunk_count: 1 };
-    assert!(!matches!(store.complete(&other, id, summary).await, Ok(true)), "complete must not reach another tenant");
+    let foreign = Job { mandator_id: other.clone(), ..job.clone() };
+    assert!(!matches!(store.complete(&foreign, summary).await, Ok(true)), "complete must not reach another tenant");
     assert!(!matches!(store.fail(&other, id, "x").await, Ok(true)), "fail must not reach another tenant");
     assert_eq!(stored_job(store, &mandator, id).await, job, "another mandator's calls changed the job");
     assert_eq!(store.get(&other, id).await.expect("get succeeds"), None, "a transition created a job");
@@ -104,8 +105,8 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     // Transitions of a job that does not exist create nothing.
     let missing = JobId::new();
     store.mark_running(&mandator, missing).await.expect("a no-op, not an error");
-    store.record_progress(&mandator, missing, 1).await.expect("a no-op, not an error");
-    assert!(!matches!(store.complete(&mandator, missing, summary).await, Ok(true)));
+    assert_eq!(store.record_shard(&mandator, missing, 1).await.expect("a no-op, not an error"), None);
+    assert!(!matches!(store.complete(&Job { job_id: missing, ..job.clone() }, summary).await, Ok(true)));
     assert!(!matches!(store.fail(&mandator, missing, "x").await, Ok(true)));
     assert_eq!(store.get(&mandator, missing).await.expect("get succeeds"), None);
 
@@ -115,26 +116,52 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     store.mark_running(&mandator, id).await.expect("a repeated mark_running is a no-op");
     assert_eq!(stored_job(store, &mandator, id).await.status, JobStatus::Running);
 
-    // Progress only ever rises.
-    for (report, expected) in [(2, 2), (1, 2), (2, 2), (3, 3)] {
-        store.record_progress(&mandator, id, report).await.expect("record_progress succeeds");
-        assert_eq!(stored_job(store, &mandator, id).await.shards_done, expected, "after reporting {report}");
+    // Shards are a set: recording one again counts nothing.
+    for (shard, expected) in [(2, 1), (0, 2), (2, 2), (3, 3), (0, 3)] {
+        let recorded = store.record_shard(&mandator, id, shard).await.expect("record_shard succeeds");
+        let recorded = recorded.expect("the job exists");
+        assert_eq!(recorded.shards_done, expected, "after recording {shard}");
+        assert_eq!(recorded, stored_job(store, &mandator, id).await, "record_shard answers the stored job");
     }
+    let recorded = stored_job(store, &mandator, id).await;
+    assert_eq!(recorded.done_shards.iter().copied().collect::<Vec<_>>(), [0, 2, 3]);
+    assert!(!recorded.all_shards_done());
+    assert_eq!(recorded.status, JobStatus::Running);
 
-    // → COMPLETED once; a redelivered complete or a late fail changes nothing.
-    assert!(store.complete(&mandator, id, summary).await.expect("complete succeeds"), "the first complete wins");
+    // Recording a shard of a QUEUED job moves it to RUNNING.
+    let queued = &jobs[3];
+    let recorded = store.record_shard(&mandator, queued.job_id, 0).await.expect("record_shard succeeds");
+    assert_eq!(recorded.map(|j| (j.status, j.shards_done)), Some((JobStatus::Running, 1)));
+
+    // → COMPLETED once, metered once; a redelivered complete or a late fail changes nothing.
+    let month = job.usage_month();
+    let before = store.usage(&mandator, month, job.segment_type).await.expect("usage succeeds");
+    assert!(store.complete(&job, summary).await.expect("complete succeeds"), "the first complete wins");
+    assert_eq!(store.usage(&mandator, month, job.segment_type).await.expect("usage succeeds"), before + 1);
     let completed = stored_job(store, &mandator, id).await;
     assert_eq!(
         (completed.status, completed.result, completed.error.as_deref()),
         (JobStatus::Completed, Some(summary), None)
     );
     let other_summary = ResultSummary { total_elements: 1, chunk_size: 1000, chunk_count: 1 };
-    assert!(!store.complete(&mandator, id, other_summary).await.expect("complete succeeds"), "already final");
+    assert!(!store.complete(&job, other_summary).await.expect("complete succeeds"), "already final");
+    assert_eq!(
+        store.usage(&mandator, month, job.segment_type).await.expect("usage succeeds"),
+        before + 1,
+        "a second completion is not metered"
+    );
     assert!(!store.fail(&mandator, id, "too late").await.expect("fail succeeds"), "already final");
     store.mark_running(&mandator, id).await.expect("a no-op on a final job");
-    store.record_progress(&mandator, id, 4).await.expect("a no-op on a final job");
+    let after = store.record_shard(&mandator, id, 1).await.expect("a no-op on a final job");
+    assert_eq!(after.as_ref(), Some(&completed), "recording a shard of a final job answers it unchanged");
     assert_eq!(stored_job(store, &mandator, id).await, completed, "a final job does not change");
-    let untouched = Job { status: JobStatus::Completed, shards_done: 3, result: Some(summary), ..job.clone() };
+    let untouched = Job {
+        status: JobStatus::Completed,
+        shards_done: 3,
+        done_shards: [0, 2, 3].into(),
+        result: Some(summary),
+        ..job.clone()
+    };
     assert_eq!(completed, untouched, "complete changes status and result, nothing else");
 
     // QUEUED → FAILED directly, with the reason; then nothing moves it.
@@ -142,7 +169,7 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     assert!(store.fail(&mandator, failing, "shard 3: account data unreadable").await.expect("fail succeeds"));
     let failed = stored_job(store, &mandator, failing).await;
     assert_eq!((failed.status, failed.error.as_deref()), (JobStatus::Failed, Some("shard 3: account data unreadable")));
-    assert!(!store.complete(&mandator, failing, summary).await.expect("complete succeeds"));
+    assert!(!store.complete(&jobs[1], summary).await.expect("complete succeeds"));
     assert!(!store.fail(&mandator, failing, "again").await.expect("fail succeeds"));
     store.mark_running(&mandator, failing).await.expect("a no-op on a final job");
     assert_eq!(stored_job(store, &mandator, failing).await, failed);
@@ -158,7 +185,7 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         let job = new_job(&mandator, request, 1);
         store.create(&job).await.expect("create succeeds");
         let (completed, failed) =
-            futures::join!(store.complete(&mandator, job.job_id, summary), store.fail(&mandator, job.job_id, "lost"));
+            futures::join!(store.complete(&job, summary), store.fail(&mandator, job.job_id, "lost"));
         let (completed, failed) = (completed.expect("complete succeeds"), failed.expect("fail succeeds"));
         assert!(completed != failed, "{t}: exactly one of complete ({completed}) and fail ({failed}) wins");
         let stored = stored_job(store, &mandator, job.job_id).await;
@@ -167,6 +194,71 @@ pub async fn job_store_contract(store: &dyn JobStore) {
         assert_eq!(stored.result.is_some(), completed, "{t}");
         assert_eq!(stored.error.is_some(), failed, "{t}");
     }
+
+    // Two completions racing: one wins and is metered once.
+    let racing = new_job(&mandator, requests().remove(0).1, 1);
+    store.create(&racing).await.expect("create succeeds");
+    let before = store.usage(&mandator, racing.usage_month(), racing.segment_type).await.expect("usage succeeds");
+    let (a, b) = futures::join!(store.complete(&racing, summary), store.complete(&racing, summary));
+    assert!(a.expect("complete succeeds") != b.expect("complete succeeds"), "exactly one completion wins");
+    let after = store.usage(&mandator, racing.usage_month(), racing.segment_type).await.expect("usage succeeds");
+    assert_eq!(after, before + 1);
+    // Usage is per mandator, month and type.
+    assert_eq!(store.usage(&other, racing.usage_month(), racing.segment_type).await.expect("usage succeeds"), 0);
+    let next = racing.usage_month().next();
+    assert_eq!(store.usage(&mandator, next, racing.segment_type).await.expect("usage succeeds"), 0);
+}
+
+/// Idempotency keys: a key claims one job atomically, per mandator, until it expires.
+pub async fn idempotency_contract(store: &dyn JobStore) {
+    let mandator = unique_mandator("keys");
+    let other = unique_mandator("keys-other");
+    let key = IdempotencyKey::parse("order-1").expect("a valid key");
+    let request = || requests().remove(0).1;
+
+    let first = new_job(&mandator, request(), 2);
+    assert_eq!(store.create_with_key(&first, &key, "hash-a", now()).await.expect("claim succeeds"), KeyClaim::Created);
+    assert_eq!(store.get(&mandator, first.job_id).await.expect("get succeeds"), Some(first.clone()));
+
+    // The key is taken: the second job is not stored, the first is named with its hash.
+    let second = new_job(&mandator, request(), 2);
+    let claim = store.create_with_key(&second, &key, "hash-b", now()).await.expect("claim succeeds");
+    assert_eq!(claim, KeyClaim::Existing { job_id: first.job_id, request_hash: "hash-a".into() });
+    assert_eq!(store.get(&mandator, second.job_id).await.expect("get succeeds"), None);
+
+    // Keys are per mandator.
+    let foreign = new_job(&other, request(), 2);
+    assert_eq!(
+        store.create_with_key(&foreign, &key, "hash-a", now()).await.expect("claim succeeds"),
+        KeyClaim::Created
+    );
+
+    // Concurrent claims of one key: exactly one job.
+    let racing_key = IdempotencyKey::parse("order-2").expect("a valid key");
+    let (a, b) = (new_job(&mandator, request(), 2), new_job(&mandator, request(), 2));
+    let (ca, cb) = futures::join!(
+        store.create_with_key(&a, &racing_key, "h", now()),
+        store.create_with_key(&b, &racing_key, "h", now())
+    );
+    let claims = [ca.expect("claim succeeds"), cb.expect("claim succeeds")];
+    let created = claims.iter().filter(|c| **c == KeyClaim::Created).count();
+    assert_eq!(created, 1, "{claims:?}");
+    let mut existing = 0;
+    for id in [a.job_id, b.job_id] {
+        if store.get(&mandator, id).await.expect("get succeeds").is_some() {
+            existing += 1;
+        }
+    }
+    assert_eq!(existing, 1, "one job stored");
+
+    // An expired key is free again (it expires with its job), even before a TTL removes it.
+    let later = first.expires_at + chrono::Duration::seconds(1);
+    let r = request();
+    let third = Job::new(mandator.clone(), r.as_of, r.params, None, 2, later);
+    assert_eq!(store.create_with_key(&third, &key, "hash-c", later).await.expect("claim succeeds"), KeyClaim::Created);
+    let fourth = new_job(&mandator, request(), 2);
+    let claim = store.create_with_key(&fourth, &key, "hash-c", later).await.expect("claim succeeds");
+    assert_eq!(claim, KeyClaim::Existing { job_id: third.job_id, request_hash: "hash-c".into() });
 }
 
 /// `ResultStore`: bytes by key, exactly, overwritable.
@@ -200,6 +292,40 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
     assert_eq!(store.get(&format!("{chunk}x")).await.expect("get succeeds"), None);
     let other = format!("results/{}/highBalance/{}/manifest.json", unique_mandator("results-other"), JobId::new());
     assert_eq!(store.get(&other).await.expect("get succeeds"), None);
+
+    // Written piece by piece (more than one S3 upload part, pieces of uneven sizes), invisible
+    // until finished, read back piece by piece, exactly.
+    let export = format!("{prefix}export.ndjson");
+    let mut expected = Vec::new();
+    let mut writer = store.writer(&export).await.expect("writer opens");
+    for (i, size) in [1usize, 3 << 20, 0, 7 << 20, 12345].into_iter().enumerate() {
+        let piece: Vec<u8> = (0..size).map(|b| (b % 251) as u8 ^ i as u8).collect();
+        expected.extend_from_slice(&piece);
+        writer.write(piece.into()).await.expect("write succeeds");
+    }
+    assert_eq!(store.get(&export).await.expect("get succeeds"), None, "nothing is visible before finish");
+    writer.finish().await.expect("finish succeeds");
+    let mut stream = store.get_stream(&export).await.expect("get_stream succeeds").expect("the object exists");
+    let mut read = Vec::new();
+    while let Some(piece) = stream.next().await {
+        read.extend_from_slice(&piece.expect("a piece reads"));
+    }
+    assert!(read == expected, "streamed bytes equal written bytes ({} vs {})", read.len(), expected.len());
+    assert!(store.get_stream(&format!("{export}x")).await.expect("get_stream succeeds").is_none());
+
+    // A small object written in pieces, and an empty one.
+    let small = format!("{prefix}parts/0001.ndjson");
+    let mut writer = store.writer(&small).await.expect("writer opens");
+    writer.write(b"{\"userId\":\"a\"}\n".to_vec().into()).await.expect("write succeeds");
+    writer.write(b"{\"userId\":\"b\"}\n".to_vec().into()).await.expect("write succeeds");
+    writer.finish().await.expect("finish succeeds");
+    assert_eq!(
+        store.get(&small).await.expect("get succeeds").as_deref(),
+        Some(&b"{\"userId\":\"a\"}\n{\"userId\":\"b\"}\n"[..])
+    );
+    let nothing = format!("{prefix}parts/0002.ndjson");
+    store.writer(&nothing).await.expect("writer opens").finish().await.expect("finish succeeds");
+    assert_eq!(store.get(&nothing).await.expect("get succeeds").as_deref(), Some(&[][..]));
 }
 
 /// Account data of one mandator as a test writes it: users by id, accounts by id, transactions.

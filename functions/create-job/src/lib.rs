@@ -1,5 +1,7 @@
 //! `POST /segments/{segmentType}`: validates the body (DESIGN §3), stores the job QUEUED and
-//! enqueues it; answers `202 {jobId, status, expiresAt}`.
+//! enqueues one message per shard; answers `202 {jobId, status, expiresAt}`. With an
+//! `Idempotency-Key` header, a repeat of the same request answers the same job (its current
+//! status), and another request under the key answers 409.
 
 use chrono::Utc;
 use lambda_http::http::StatusCode;
@@ -18,7 +20,16 @@ async fn create(s: &Services, req: &Request) -> Result<Response<Body>, AppError>
     let caller = Caller::from_request(req, &s.config.mandator_claim)?;
     let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
     let body = json_body(req)?;
-    let job = app::create_job(s, &caller, segment_type, body, Utc::now()).await?;
+    let key = match req.headers().get(app::IDEMPOTENCY_KEY_HEADER) {
+        None => None,
+        Some(value) => Some(app::parse_idempotency_key(value.to_str().map_err(|_| {
+            AppError::InvalidParameter(segments_core::segments::body::FieldError::new(
+                app::IDEMPOTENCY_KEY_HEADER,
+                "must consist of visible ASCII characters",
+            ))
+        })?)?),
+    };
+    let job = app::create_job_with_key(s, &caller, segment_type, body, key.as_ref(), Utc::now()).await?;
     let answer = serde_json::json!({
         "jobId": job.job_id,
         "status": job.status.as_str(),

@@ -74,7 +74,7 @@ mod tests {
             .map(|i| format!(r#"{{"userId":"user-{i:05}","accounts":[{{"accountId":"a","amount":5000.01}}]}}"#))
             .collect();
         let summary = write_result(f.s.results.as_ref(), &job, &lines, f.s.config.chunk_size).await.unwrap();
-        assert!(f.s.jobs.complete(&job.mandator_id, job.job_id, summary).await.unwrap());
+        assert!(f.s.jobs.complete(&job, summary).await.unwrap());
         job.result = Some(summary);
         job
     }
@@ -98,7 +98,9 @@ mod tests {
         assert_eq!(status, 404);
         assert_eq!(body, serde_json::json!({"status": "QUEUED", "progress": {"shardsDone": 0, "shardsTotal": 4}}));
         f.s.jobs.mark_running(&job.mandator_id, job.job_id).await.unwrap();
-        f.s.jobs.record_progress(&job.mandator_id, job.job_id, 3).await.unwrap();
+        for shard in [0, 2, 3, 2] {
+            f.s.jobs.record_shard(&job.mandator_id, job.job_id, shard).await.unwrap();
+        }
         let (_, body) = get(&f, "highBalance", &job.job_id.to_string(), &[], "bank-1").await;
         assert_eq!(body, serde_json::json!({"status": "RUNNING", "progress": {"shardsDone": 3, "shardsTotal": 4}}));
     }

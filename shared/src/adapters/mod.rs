@@ -3,6 +3,7 @@
 
 pub mod aws;
 pub mod embedded;
+pub mod faults;
 
 use std::sync::Arc;
 
@@ -29,6 +30,7 @@ pub fn aws_services(clients: &aws::AwsClients, resources: &aws::AwsResources, co
         results: Arc::new(aws::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
         queue: Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
         config,
+        faults: faults::FaultPlan::default(),
     }
 }
 
@@ -40,8 +42,14 @@ pub fn embedded_services(
 ) -> (Services, tokio::sync::mpsc::UnboundedReceiver<crate::jobs::JobMessage>) {
     let (queue, receiver) = embedded::EmbeddedQueue::new();
     let store = Arc::new(store);
-    let services =
-        Services { accounts: store.clone(), jobs: store.clone(), results: store, queue: Arc::new(queue), config };
+    let services = Services {
+        accounts: store.clone(),
+        jobs: store.clone(),
+        results: store,
+        queue: Arc::new(queue),
+        config,
+        faults: faults::FaultPlan::default(),
+    };
     (services, receiver)
 }
 

@@ -41,6 +41,9 @@ pub enum AppError {
     NotReady { status: JobStatus, progress: Progress },
     #[error("the job failed: {0}")]
     JobFailed(String),
+    /// The `Idempotency-Key` names an earlier request with another body.
+    #[error("the Idempotency-Key was used for a different request; use a new key for a new request")]
+    IdempotencyKeyReused,
     #[error("no route for this method and path")]
     NoRoute,
     #[error("method not allowed")]

@@ -11,14 +11,13 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 pub use error::{AppError, Progress};
-pub use results::{ResultPage, read_page, timestamp, write_result};
+pub use results::{ResultPage, ResultWriter, read_page, timestamp, write_result};
 
 use crate::config::ServiceConfig;
 use crate::domain::{JobId, SegmentType};
 use crate::http::Caller;
-use crate::jobs::{Job, JobMessage, JobStatus};
-use crate::ports::{AccountSource, JobQueue, JobStore, ResultStore};
-use crate::records::DEFAULT_SHARD_COUNT;
+use crate::jobs::{IdempotencyKey, Job, JobStatus};
+use crate::ports::{AccountSource, JobQueue, JobStore, KeyClaim, ResultStore};
 use crate::segments::body::FieldError;
 use crate::segments::{SegmentRequest, SegmentSpec};
 
@@ -30,6 +29,8 @@ pub struct Services {
     pub results: Arc<dyn ResultStore>,
     pub queue: Arc<dyn JobQueue>,
     pub config: ServiceConfig,
+    /// Crashes armed by tests at the worker's recovery points; empty otherwise.
+    pub faults: crate::adapters::faults::FaultPlan,
 }
 
 /// Parses a path's segment type and checks the caller may use it.
@@ -39,13 +40,55 @@ pub fn authorize_segment_type(caller: &Caller, segment_type: &str) -> Result<Seg
     Ok(t)
 }
 
-/// `POST /segments/{segmentType}`: validate, store the job QUEUED, enqueue it.
+/// The name of the header that makes a `POST /segments/{segmentType}` idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// Parses an `Idempotency-Key` header value (400 naming the header when invalid).
+pub fn parse_idempotency_key(value: &str) -> Result<IdempotencyKey, AppError> {
+    IdempotencyKey::parse(value)
+        .map_err(|reason| AppError::InvalidParameter(FieldError::new(IDEMPOTENCY_KEY_HEADER, reason)))
+}
+
+/// The SHA-256 (hex) of a request in canonical form — segment type, `asOf`, the parsed parameters
+/// and the callback URL — so two bodies that mean the same (`5000` and `5000.00`, fields in any
+/// order) match under one idempotency key.
+pub fn request_hash(request: &SegmentRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!({
+        "segmentType": request.params.segment_type(),
+        "asOf": request.as_of,
+        "parameters": request.params,
+        "callbackURL": request.callback_url,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST /segments/{segmentType}`: validate, store the job QUEUED, enqueue one message per shard.
+///
+/// With an idempotency key, the job and the key's claim are stored in one atomic write: a repeat
+/// of the same request (same hash) answers the job the key names, without enqueueing anything;
+/// another request under the key is a 409. A mandator without account data gets a job of one
+/// (empty) shard, which completes with no users like any other.
 #[instrument(skip_all, fields(mandator_id = %caller.mandator, segment_type = %segment_type))]
 pub async fn create_job(
     s: &Services,
     caller: &Caller,
     segment_type: SegmentType,
     body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Job, AppError> {
+    create_job_with_key(s, caller, segment_type, body, None, now).await
+}
+
+/// [`create_job`] under an optional idempotency key.
+#[instrument(skip_all, fields(mandator_id = %caller.mandator, segment_type = %segment_type))]
+pub async fn create_job_with_key(
+    s: &Services,
+    caller: &Caller,
+    segment_type: SegmentType,
+    body: &[u8],
+    idempotency_key: Option<&IdempotencyKey>,
     now: DateTime<Utc>,
 ) -> Result<Job, AppError> {
     let request = SegmentRequest::parse(segment_type, body, now.date_naive())?;
@@ -60,12 +103,29 @@ pub async fn create_job(
             "is not supported by this deployment yet; poll GET /segments/{segmentType}/{jobId}",
         )));
     }
-    let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(DEFAULT_SHARD_COUNT);
+    let hash = request_hash(&request);
+    let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(1);
     let job = Job::new(caller.mandator.clone(), request.as_of, request.params, request.callback_url, shards, now);
-    s.jobs.create(&job).await?;
-    let message = JobMessage { mandator_id: job.mandator_id.clone(), job_id: job.job_id, segment_type };
-    if let Err(e) = s.queue.enqueue(&message).await {
-        // The job must not stay QUEUED forever with no message behind it.
+    match idempotency_key {
+        None => s.jobs.create(&job).await?,
+        Some(key) => match s.jobs.create_with_key(&job, key, &hash, now).await? {
+            KeyClaim::Created => {}
+            KeyClaim::Existing { job_id, request_hash } => {
+                if request_hash != hash {
+                    return Err(AppError::IdempotencyKeyReused);
+                }
+                let existing = s.jobs.get(&caller.mandator, job_id).await?;
+                // The key expires with its job: a live key names a live job.
+                return existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
+                    AppError::Unavailable(crate::ports::StoreError::Corrupt(format!(
+                        "idempotency key names job {job_id}, which does not exist"
+                    )))
+                });
+            }
+        },
+    }
+    if let Err(e) = s.queue.enqueue_all(&job.messages()).await {
+        // The job must not stay QUEUED forever with shards no message will ever compute.
         if let Err(fail) = s.jobs.fail(&job.mandator_id, job.job_id, "could not be enqueued").await {
             tracing::error!(job_id = %job.job_id, error = %fail, "marking an unqueued job FAILED failed too");
         }

@@ -1,14 +1,14 @@
-//! Writing a job's result as chunks plus a manifest, and serving any page from at most two chunks.
+//! Writing a job's result as chunks, an export and a manifest, and serving any page from at most
+//! two chunks.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::domain::{JobId, SegmentType};
 use crate::jobs::{Job, ResultSummary, chunks_for_range};
-use crate::ports::{ResultStore, StoreError};
+use crate::ports::{ObjectWriter, ResultStore, StoreError};
 use crate::segments::SegmentParams;
 
 /// A 200 answer of `GET /segments/{segmentType}/{jobId}` (DESIGN §3).
@@ -44,52 +44,119 @@ struct Manifest<'a> {
     chunk_size: u32,
     chunk_count: u32,
     chunks: &'a [String],
+    export: String,
 }
 
-/// How many chunk uploads run at once.
-const PARALLEL_PUTS: usize = 8;
+/// The export is uploaded in pieces of about this size.
+const EXPORT_PIECE_BYTES: usize = 1024 * 1024;
 
-/// Writes `lines` (one JSON user entry each, already sorted by userId) as NDJSON chunks of
-/// `chunk_size` users and a manifest. Keys are deterministic, so a rerun overwrites the same
-/// objects with the same content.
+/// Writes a job's result from its entries, given one by one in userId order: chunks of
+/// `chunk_size` users (each written as soon as it is full), the export (the whole result as
+/// NDJSON, uploaded piece by piece) and the manifest. Memory: one chunk and one export piece.
+/// Keys are deterministic, so a rerun overwrites the same objects with the same bytes.
+pub struct ResultWriter<'a> {
+    store: &'a dyn ResultStore,
+    job_id: JobId,
+    segment_type: SegmentType,
+    layout: crate::jobs::ResultLayout,
+    chunk_size: u32,
+    chunk: BytesMut,
+    in_chunk: u32,
+    chunk_keys: Vec<String>,
+    export: Box<dyn ObjectWriter>,
+    export_piece: BytesMut,
+    total: u64,
+}
+
+impl<'a> ResultWriter<'a> {
+    pub async fn new(store: &'a dyn ResultStore, job: &Job, chunk_size: u32) -> Result<ResultWriter<'a>, StoreError> {
+        let layout = job.layout();
+        let export = store.writer(&layout.export_key()).await?;
+        Ok(ResultWriter {
+            store,
+            job_id: job.job_id,
+            segment_type: job.segment_type,
+            layout,
+            chunk_size: chunk_size.max(1),
+            chunk: BytesMut::new(),
+            in_chunk: 0,
+            chunk_keys: Vec::new(),
+            export,
+            export_piece: BytesMut::new(),
+            total: 0,
+        })
+    }
+
+    /// Appends one user's entry (a JSON line without its `\n`).
+    pub async fn push(&mut self, line: &[u8]) -> Result<(), StoreError> {
+        self.chunk.extend_from_slice(line);
+        self.chunk.put_u8(b'\n');
+        self.export_piece.extend_from_slice(line);
+        self.export_piece.put_u8(b'\n');
+        self.in_chunk += 1;
+        self.total += 1;
+        if self.in_chunk == self.chunk_size {
+            self.write_chunk().await?;
+        }
+        if self.export_piece.len() >= EXPORT_PIECE_BYTES {
+            self.export.write(self.export_piece.split().freeze()).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_chunk(&mut self) -> Result<(), StoreError> {
+        let key = self.layout.chunk(self.chunk_keys.len() as u32);
+        self.store.put(&key, self.chunk.split().freeze()).await?;
+        self.chunk_keys.push(key);
+        self.in_chunk = 0;
+        Ok(())
+    }
+
+    /// Writes the last, partial chunk; the result's summary.
+    pub async fn finish_chunks(&mut self) -> Result<ResultSummary, StoreError> {
+        if self.in_chunk > 0 {
+            self.write_chunk().await?;
+        }
+        Ok(ResultSummary {
+            total_elements: self.total,
+            chunk_size: self.chunk_size,
+            chunk_count: self.chunk_keys.len() as u32,
+        })
+    }
+
+    /// Writes what is left: the last chunk, the export and the manifest.
+    pub async fn finish(mut self) -> Result<ResultSummary, StoreError> {
+        let summary = self.finish_chunks().await?;
+        self.export.write(self.export_piece.split().freeze()).await?;
+        self.export.finish().await?;
+        let manifest = Manifest {
+            job_id: self.job_id,
+            segment_type: self.segment_type,
+            total_elements: summary.total_elements,
+            chunk_size: summary.chunk_size,
+            chunk_count: summary.chunk_count,
+            chunks: &self.chunk_keys,
+            export: self.layout.export_key(),
+        };
+        let manifest = serde_json::to_vec(&manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store.put(&self.layout.manifest(), Bytes::from(manifest)).await?;
+        Ok(summary)
+    }
+}
+
+/// Writes `lines` (one JSON user entry each, already sorted by userId) as the job's result:
+/// chunks, export and manifest (see [`ResultWriter`]).
 pub async fn write_result(
     store: &dyn ResultStore,
     job: &Job,
     lines: &[String],
     chunk_size: u32,
 ) -> Result<ResultSummary, StoreError> {
-    let layout = job.layout();
-    let chunk_size = chunk_size.max(1);
-    let chunks: Vec<(String, Bytes)> = lines
-        .chunks(chunk_size as usize)
-        .enumerate()
-        .map(|(i, users)| {
-            let mut body = String::with_capacity(users.iter().map(|l| l.len() + 1).sum());
-            for l in users {
-                body.push_str(l);
-                body.push('\n');
-            }
-            (layout.chunk(i as u32), Bytes::from(body))
-        })
-        .collect();
-    let keys: Vec<String> = chunks.iter().map(|(k, _)| k.clone()).collect();
-    futures::stream::iter(chunks)
-        .map(|(key, body)| async move { store.put(&key, body).await })
-        .buffer_unordered(PARALLEL_PUTS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    let summary = ResultSummary { total_elements: lines.len() as u64, chunk_size, chunk_count: keys.len() as u32 };
-    let manifest = Manifest {
-        job_id: job.job_id,
-        segment_type: job.segment_type,
-        total_elements: summary.total_elements,
-        chunk_size,
-        chunk_count: summary.chunk_count,
-        chunks: &keys,
-    };
-    let manifest = serde_json::to_vec(&manifest).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    store.put(&layout.manifest(), Bytes::from(manifest)).await?;
-    Ok(summary)
+    let mut writer = ResultWriter::new(store, job, chunk_size).await?;
+    for line in lines {
+        writer.push(line.as_bytes()).await?;
+    }
+    writer.finish().await
 }
 
 /// Page `page` (1-based) of `per_page` users of a completed job: at most two chunk GETs, memory

@@ -32,6 +32,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "unknown_job",
     "not_ready",
     "job_failed",
+    "idempotency_key_reused",
     "no_route",
     "method_not_allowed",
     "unavailable",
@@ -100,6 +101,10 @@ impl From<&AppError> for Problem {
             ),
             AppError::NotReady { .. } => Problem::new(S::NOT_FOUND, "not_ready", "Result not ready", detail),
             AppError::JobFailed(_) => Problem::new(S::UNPROCESSABLE_ENTITY, "job_failed", "Job failed", detail),
+            AppError::IdempotencyKeyReused => {
+                Problem::new(S::CONFLICT, "idempotency_key_reused", "Idempotency key reused", detail)
+                    .with_field("Idempotency-Key")
+            }
             AppError::NoRoute => Problem::new(S::NOT_FOUND, "no_route", "Not found", detail),
             AppError::MethodNotAllowed => {
                 Problem::new(S::METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed", detail)
@@ -188,6 +193,7 @@ mod tests {
                 progress: crate::app::Progress { shards_done: 0, shards_total: 1 },
             },
             AppError::JobFailed("r".into()),
+            AppError::IdempotencyKeyReused,
             AppError::NoRoute,
             AppError::MethodNotAllowed,
             AppError::Unavailable(StoreError::Corrupt("c".into())),

@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration, ExpirationStatus,
-    LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration,
+    ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
 };
 use aws_sdk_sqs::operation::create_queue::CreateQueueError;
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -30,6 +30,9 @@ use crate::ports::BoxError;
 
 /// The key prefix of result objects, which the bucket's lifecycle rule expires.
 pub const RESULTS_PREFIX: &str = "results/";
+/// Days after which the lifecycle rule removes the parts of an upload never completed.
+pub const ABORT_INCOMPLETE_UPLOADS_DAYS: i32 = 1;
+
 /// The id of the bucket's lifecycle rule for results.
 pub const RESULTS_LIFECYCLE_RULE_ID: &str = "expire-results";
 /// Messages in a dead-letter queue are kept for the longest time SQS allows (14 days).
@@ -186,6 +189,10 @@ pub async fn create_results_bucket(client: &aws_sdk_s3::Client, name: &str) -> R
         .filter(LifecycleRuleFilter::builder().prefix(RESULTS_PREFIX).build())
         .status(ExpirationStatus::Enabled)
         .expiration(LifecycleExpiration::builder().days(RESULT_RETENTION_DAYS as i32).build())
+        // A finalize that died mid-upload leaves parts no one completes.
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_INCOMPLETE_UPLOADS_DAYS).build(),
+        )
         .build()
         .map_err(|e| service_error("building the lifecycle rule", e))?;
     let lifecycle = BucketLifecycleConfiguration::builder()

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::MessageSystemAttributeName;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use tracing::instrument;
 
 use crate::domain::SegmentType;
@@ -16,6 +16,10 @@ use crate::ports::{JobQueue, StoreError};
 const MAX_RECEIVE_BATCH: u32 = 10;
 /// SQS long polls at most 20 seconds.
 const MAX_WAIT_SECONDS: u32 = 20;
+/// SendMessageBatch takes at most 10 messages.
+const MAX_SEND_BATCH: usize = 10;
+/// Attempts of a batch whose entries SQS failed on its side (not the sender's fault).
+const SEND_ATTEMPTS: usize = 3;
 
 /// A message taken from a queue; it comes back after its visibility timeout unless deleted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +99,42 @@ impl SqsQueue {
             .collect()
     }
 
+    /// Sends one batch (at most 10 messages of one type), retrying the entries SQS failed on its
+    /// side; entries are named by their index in `bodies`.
+    async fn send_batch(&self, segment_type: SegmentType, bodies: &[String]) -> Result<(), StoreError> {
+        let url = self.url(segment_type)?;
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        for attempt in 1..=SEND_ATTEMPTS {
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(&bodies[i]).build().map_err(
+                        |e| StoreError::Corrupt(format!("a message of the {segment_type} queue cannot be built: {e}")),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await.map_err(
+                |e| StoreError::unavailable(format!("queueing on the {segment_type} queue"), e.into_service_error()),
+            )?;
+            if let Some(fault) = out.failed.iter().find(|f| f.sender_fault) {
+                return Err(StoreError::Corrupt(format!(
+                    "the {segment_type} queue refused a message: {} {}",
+                    fault.code,
+                    fault.message.as_deref().unwrap_or_default()
+                )));
+            }
+            pending = out.failed.iter().filter_map(|f| f.id.parse().ok()).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(attempt, failed = pending.len(), %segment_type, "SQS failed part of a batch; resending it");
+        }
+        Err(StoreError::unavailable(
+            format!("queueing on the {segment_type} queue"),
+            format!("{} message(s) still failed after {SEND_ATTEMPTS} attempts", pending.len()),
+        ))
+    }
+
     /// Deletes a received message: its work is durable.
     #[instrument(skip_all, fields(segment_type = %segment_type))]
     pub async fn delete(&self, segment_type: SegmentType, receipt_handle: &str) -> Result<(), StoreError> {
@@ -119,6 +159,23 @@ impl JobQueue for SqsQueue {
                 e.into_service_error(),
             )
         })?;
+        Ok(())
+    }
+
+    /// SendMessageBatch, 10 messages a call (it needs the `sqs:SendMessage` permission).
+    #[instrument(skip_all, fields(messages = messages.len()))]
+    async fn enqueue_all(&self, messages: &[JobMessage]) -> Result<(), StoreError> {
+        let mut by_type: BTreeMap<SegmentType, Vec<String>> = BTreeMap::new();
+        for message in messages {
+            let body = serde_json::to_string(message)
+                .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
+            by_type.entry(message.segment_type).or_default().push(body);
+        }
+        for (segment_type, bodies) in by_type {
+            for batch in bodies.chunks(MAX_SEND_BATCH) {
+                self.send_batch(segment_type, batch).await?;
+            }
+        }
         Ok(())
     }
 }

@@ -49,6 +49,10 @@ pub(super) fn job_key(mandator: &MandatorId, job_id: JobId) -> String {
     format!("M#{mandator}#JOB#{job_id}")
 }
 
+pub(super) fn idempotency_key(mandator: &MandatorId, key: &crate::jobs::IdempotencyKey) -> String {
+    format!("M#{mandator}#{}", crate::jobs::idempotency_sort_key(key))
+}
+
 /// The part of an account data key after the shard prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SortKey<'a> {

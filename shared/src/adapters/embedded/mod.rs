@@ -9,6 +9,10 @@
 //! - `account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account (the account
 //!   directory; accountIds are unique per mandator).
 //! - `jobs`: `M#{mandator}#JOB#{jobId}` → the job record.
+//! - `idempotency`: `M#{mandator}#IDEM#{key}` → the job the key names, the request's hash and
+//!   the expiry (the job's).
+//! - `usage`: `{mandator}#{YYYY-MM}#{segmentType}` → completed jobs (see [`crate::jobs::usage_embedded_key`]),
+//!   raised in the write transaction that completes the job.
 //! - `results`: object key → bytes.
 //!
 //! Values are JSON of small private records: compact enough, readable when debugging, and amounts
@@ -45,6 +49,9 @@ const ACCOUNT_DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("account
 const SHARD_COUNTS: TableDefinition<&str, u32> = TableDefinition::new("shard_counts");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// Usage counters; the name and key layout are fixed by [`crate::jobs::USAGE_TABLE`].
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new(crate::jobs::USAGE_TABLE);
 
 /// Page cache of the database. redb's default (1 GiB) is sized for a server; a local run shares
 /// the machine with everything else.
@@ -90,6 +97,8 @@ impl EmbeddedStore {
             write.open_table(accounts::ACCOUNT_USERS).or_unavailable("creating tables")?;
             write.open_table(JOBS).or_unavailable("creating tables")?;
             write.open_table(RESULTS).or_unavailable("creating tables")?;
+            write.open_table(IDEMPOTENCY).or_unavailable("creating tables")?;
+            write.open_table(USAGE).or_unavailable("creating tables")?;
         }
         write.commit().or_unavailable("creating tables")?;
         Ok(EmbeddedStore { db: Arc::new(db), path: Arc::new(path) })
@@ -100,8 +109,9 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// The jobs of every mandator that are still QUEUED or RUNNING, so a restarted local runner
-    /// can put them back on its queue (their messages lived only in memory).
+    /// The messages of every job of every mandator that is still QUEUED or RUNNING, so a
+    /// restarted local runner can put them back on its queue (they lived only in memory): one
+    /// per shard not done yet, or one to finalize a job whose shards are all done.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobMessage>, StoreError> {
         self.blocking("listing unfinished jobs", jobs::unfinished).await
     }

@@ -38,8 +38,12 @@ mod tests {
     #[tokio::test]
     async fn messages_arrive_in_order_and_a_closed_queue_is_an_error() {
         let (queue, mut receiver) = EmbeddedQueue::new();
-        let message =
-            |t| JobMessage { mandator_id: MandatorId::parse("m").unwrap(), job_id: JobId::new(), segment_type: t };
+        let message = |t| JobMessage {
+            mandator_id: MandatorId::parse("m").unwrap(),
+            job_id: JobId::new(),
+            segment_type: t,
+            shard: 0,
+        };
         let (a, b) = (message(SegmentType::HighBalance), message(SegmentType::LowBalance));
         queue.enqueue(&a).await.unwrap();
         queue.enqueue(&b).await.unwrap();
