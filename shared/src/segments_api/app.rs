@@ -22,7 +22,7 @@ use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
-use super::{AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, Status};
+use super::{AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, SegmentQuery, Status};
 use crate::app::{AppError, Services, read_page, timestamp};
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::http::Caller;
@@ -192,10 +192,10 @@ async fn live(s: &SegmentsServices, t: &Target, id: &str) -> Result<Segment, App
 /// Whether a live segment of the scope other than `except` has this name (exact comparison).
 async fn name_taken(s: &SegmentsServices, t: &Target, name: &str, except: Option<SegmentId>) -> Result<bool, AppError> {
     Ok(s.segments
-        .list_segments(&t.mandator)
+        .list_segments(&t.mandator, &SegmentQuery::scope(t.scope.clone()))
         .await?
         .iter()
-        .any(|seg| !seg.is_deleted() && seg.scope() == t.scope && seg.name == name && Some(seg.id) != except))
+        .any(|seg| seg.name == name && Some(seg.id) != except))
 }
 
 #[instrument(skip_all, fields(mandator_id = %t.mandator))]
@@ -233,18 +233,25 @@ pub async fn create(
     view(s, &seg).await
 }
 
-fn matches(seg: &Segment, t: &Target, q: &ListQuery) -> bool {
-    !seg.is_deleted()
-        && seg.scope() == t.scope
-        && q.created.is_none_or(|(from, to)| seg.created_at >= from && seg.created_at < to)
-        && q.metadata.iter().all(|(k, v)| seg.metadata.get(k).is_some_and(|m| m.filter_text() == *v))
-}
-
+/// The live segments of the target's scope matching the filters, in the requested order. The
+/// store selects the scope and the creation period (on AWS a Query of the scope's partition
+/// within the period, in the requested direction); the metadata filters apply here, on that
+/// selection. Paging is in memory: `totalCount` needs every match anyway, and a scope holds
+/// hundreds of segments, not millions.
 async fn filtered(s: &SegmentsServices, t: &Target, q: &ListQuery) -> Result<Vec<Segment>, AppError> {
-    let mut all: Vec<Segment> =
-        s.segments.list_segments(&t.mandator).await?.into_iter().filter(|seg| matches(seg, t, q)).collect();
+    let query =
+        SegmentQuery { scope: t.scope.clone(), created: q.created, newest_first: q.sort_order == SortOrder::Desc };
+    let mut all: Vec<Segment> = s
+        .segments
+        .list_segments(&t.mandator, &query)
+        .await?
+        .into_iter()
+        .filter(|seg| query.selects(seg))
+        .filter(|seg| q.metadata.iter().all(|(k, v)| seg.metadata.get(k).is_some_and(|m| m.filter_text() == *v)))
+        .collect();
+    // The store's order, made exact: equal creation times are ordered by id.
     all.sort_by_key(|seg| (seg.created_at, seg.id));
-    if q.sort_order == SortOrder::Desc {
+    if query.newest_first {
         all.reverse();
     }
     Ok(all)

@@ -114,6 +114,30 @@ impl Scope {
     }
 }
 
+/// What a store's list of segments selects: the live segments of one scope, created within
+/// `[from, to)` when `created` is given, ordered by (createdAt, id), newest first when
+/// `newest_first`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentQuery {
+    pub scope: Scope,
+    pub created: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub newest_first: bool,
+}
+
+impl SegmentQuery {
+    /// Every live segment of the scope, oldest first.
+    pub fn scope(scope: Scope) -> Self {
+        SegmentQuery { scope, created: None, newest_first: false }
+    }
+
+    /// Whether a segment is one the query selects (the embedded store filters with this).
+    pub fn selects(&self, segment: &Segment) -> bool {
+        !segment.is_deleted()
+            && segment.scope() == self.scope
+            && self.created.is_none_or(|(from, to)| segment.created_at >= from && segment.created_at < to)
+    }
+}
+
 /// `status.code` of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

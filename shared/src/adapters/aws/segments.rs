@@ -2,7 +2,12 @@
 //!
 //! Segments table (`pk`, `sk`, on-demand):
 //! - segment: `pk = M#{mandatorId}#SEGMENTS`, `sk = SEG#{segmentId}`; `version` (N) and `doc`
-//!   (S, the segment as JSON). One partition per mandator: a list is one Query.
+//!   (S, the segment as JSON): read by id.
+//! - its listing entry, for live segments only: `pk = M#{mandatorId}#SCOPE#{scope}`,
+//!   `sk = {createdAt}#{segmentId}` (createdAt as fixed-width UTC text with milliseconds, so key
+//!   order is creation order), `doc` (the same JSON). A list is one Query of its scope's
+//!   partition, the creation period as a key condition and the sort order as the Query's
+//!   direction: no other scope and no deleted segment is read.
 //! - name claim: `pk = M#{mandatorId}#NAME#{scope}#{name}`, `sk = NAME`, `segmentId` (S); held by a
 //!   live segment only. The name sits in the partition key (up to 2048 bytes) so a 256-character
 //!   name always fits, and is compared exactly — no wildcard or case folding.
@@ -10,9 +15,9 @@
 //!   are unique per mandator, so members sort by accountId;
 //! - the reverse: `pk = M#{mandatorId}#ACC#{accountId}`, `sk = SEG#{segmentId}`, `userId` (S).
 //!
-//! Creating, renaming and deleting a segment write the segment and its name claims in one
-//! transaction with conditions (claim absent, version unchanged): two concurrent creates of one
-//! name cannot both win.
+//! Creating, changing and deleting a segment write the segment, its listing entry and its name
+//! claims in one transaction with conditions (claim absent, version unchanged): two concurrent
+//! creates of one name cannot both win, and the listing entry never differs from the segment.
 
 use std::collections::HashMap;
 
@@ -20,13 +25,15 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Delete, DeleteRequest, Put, PutRequest, Select, TransactWriteItem, WriteRequest};
+use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::items::{Item, PARTITION_KEY, SORT_KEY, n, s};
 use super::retry::batch_write;
+use crate::app::timestamp;
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::ports::{SegmentStore, StoreError};
-use crate::segments_api::{AccountRef, Segment, SegmentId};
+use crate::segments_api::{AccountRef, Scope, Segment, SegmentId, SegmentQuery};
 
 pub const SEGMENTS_TABLE_VAR: &str = "SEGMENTS_TABLE";
 
@@ -73,6 +80,26 @@ fn key(pk: String, sk: String) -> Item {
 
 fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
     item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn listing_pk(mandator: &MandatorId, scope: &Scope) -> String {
+    format!("M#{mandator}#SCOPE#{}", scope.key())
+}
+
+/// Fixed-width UTC text (`2026-11-22T10:00:00.000Z`): byte order is time order.
+fn listing_time(t: DateTime<Utc>) -> String {
+    timestamp(t)
+}
+
+fn listing_key(segment: &Segment) -> Item {
+    key(listing_pk(&segment.mandator, &segment.scope()), format!("{}#{}", listing_time(segment.created_at), segment.id))
+}
+
+fn listing_item(segment: &Segment) -> Result<Item, StoreError> {
+    let doc = serde_json::to_string(segment).map_err(|e| StoreError::unavailable("encoding a segment", e))?;
+    let mut item = listing_key(segment);
+    item.insert(DOC.to_owned(), s(doc));
+    Ok(item)
 }
 
 fn segment_item(segment: &Segment) -> Result<Item, StoreError> {
@@ -135,6 +162,12 @@ impl DynamoSegments {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
+    /// Writes the listing entry of a live segment (its scope and creation time never change).
+    fn list(&self, segment: &Segment) -> Result<TransactWriteItem, StoreError> {
+        let put = build(Put::builder().table_name(&self.table).set_item(Some(listing_item(segment)?)).build())?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     fn release(&self, segment: &Segment) -> Result<TransactWriteItem, StoreError> {
         let delete = build(
             Delete::builder()
@@ -182,7 +215,7 @@ impl SegmentStore for DynamoSegments {
                 .expression_attribute_names("#pk", PARTITION_KEY)
                 .build(),
         )?;
-        let items = vec![TransactWriteItem::builder().put(put).build(), self.claim(segment)?];
+        let items = vec![TransactWriteItem::builder().put(put).build(), self.claim(segment)?, self.list(segment)?];
         self.transact(items, "creating a segment").await
     }
 
@@ -201,8 +234,34 @@ impl SegmentStore for DynamoSegments {
     }
 
     #[instrument(skip_all, fields(mandator_id = %mandator))]
-    async fn list_segments(&self, mandator: &MandatorId) -> Result<Vec<Segment>, StoreError> {
-        self.query_all(segments_pk(mandator), "listing segments").await?.iter().map(decode).collect()
+    async fn list_segments(&self, mandator: &MandatorId, query: &SegmentQuery) -> Result<Vec<Segment>, StoreError> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_values(":pk", s(listing_pk(mandator, &query.scope)))
+            .scan_index_forward(!query.newest_first)
+            .consistent_read(true);
+        request = match query.created {
+            None => request.key_condition_expression("#pk = :pk"),
+            // `[from, to)`: keys are `{createdAt}#{id}`, so the bare time `to` sorts before
+            // every key created at `to` and `from` before every key created at `from`.
+            Some((from, to)) => request
+                .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                .expression_attribute_names("#sk", SORT_KEY)
+                .expression_attribute_values(":from", s(listing_time(from)))
+                .expression_attribute_values(":to", s(listing_time(to))),
+        };
+        let mut pages = request.into_paginator().send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError::unavailable("listing segments", e.into_service_error()))?;
+            for item in page.items.unwrap_or_default() {
+                out.push(decode(&item)?);
+            }
+        }
+        Ok(out)
     }
 
     #[instrument(skip_all, fields(mandator_id = %previous.mandator, segment_id = %previous.id))]
@@ -217,6 +276,12 @@ impl SegmentStore for DynamoSegments {
                 .build(),
         )?;
         let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        if next.is_deleted() {
+            let delete = build(Delete::builder().table_name(&self.table).set_key(Some(listing_key(previous))).build())?;
+            items.push(TransactWriteItem::builder().delete(delete).build());
+        } else {
+            items.push(self.list(next)?);
+        }
         let name_moves = next.is_deleted() || name_pk(next) != name_pk(previous);
         if name_moves {
             items.push(self.release(previous)?);

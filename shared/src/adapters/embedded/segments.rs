@@ -15,7 +15,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, Tabl
 use super::{EmbeddedStore, OrUnavailable, corrupt, keys};
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::ports::{SegmentStore, StoreError};
-use crate::segments_api::{AccountRef, Segment, SegmentId};
+use crate::segments_api::{AccountRef, Segment, SegmentId, SegmentQuery};
 
 const SEGMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("segments");
 const SEGMENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("segment_names");
@@ -106,8 +106,11 @@ impl SegmentStore for EmbeddedStore {
         .await
     }
 
-    async fn list_segments(&self, mandator: &MandatorId) -> Result<Vec<Segment>, StoreError> {
+    async fn list_segments(&self, mandator: &MandatorId, query: &SegmentQuery) -> Result<Vec<Segment>, StoreError> {
+        // One range scan of the mandator's segments: the embedded store serves one machine, and
+        // a mandator has hundreds of segments, so no per-scope index is kept here.
         let prefix = format!("M#{mandator}#SEG#");
+        let query = query.clone();
         self.blocking("listing segments", move |db| {
             const WHAT: &str = "listing segments";
             let read = db.begin_read().or_unavailable(WHAT)?;
@@ -116,7 +119,14 @@ impl SegmentStore for EmbeddedStore {
             let mut out = Vec::new();
             for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)? {
                 let (k, v) = entry.or_unavailable(WHAT)?;
-                out.push(decode(k.value(), v.value())?);
+                let segment = decode(k.value(), v.value())?;
+                if query.selects(&segment) {
+                    out.push(segment);
+                }
+            }
+            out.sort_by_key(|s| (s.created_at, s.id));
+            if query.newest_first {
+                out.reverse();
             }
             Ok(out)
         })
