@@ -340,3 +340,25 @@ fn the_cli_prints_the_same_secret_each_time_and_refuses_a_bad_mandator() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--mandator"));
 }
+
+#[tokio::test]
+async fn a_post_with_a_private_callback_url_is_a_400_naming_the_field_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).unwrap();
+    let (s, mut rx) =
+        segments_core::adapters::embedded_services(store, segments_core::config::ServiceConfig::default());
+    let post = |url: &str| {
+        let body = format!(r#"{{"accountType":"checking","threshold":5000,"callbackURL":"{url}"}}"#);
+        segments_core::testing::create_job_request("highBalance", &body, Some("bank-1"), &["segments/highBalance"])
+    };
+    for url in
+        ["https://10.0.0.7/hook", "https://[fe80::1]/hook", "https://169.254.169.254/latest", "http://8.8.8.8/hook"]
+    {
+        let (status, problem) = status_and_json(create_job::handle(&s, post(url)).await.unwrap());
+        assert_eq!((status, problem["field"].as_str()), (400, Some("callbackURL")), "{url}: {problem}");
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains("not a public address") || detail.contains("must use https"), "{url}: {detail}");
+        assert!(!detail.contains("not supported"), "the policy names the reason: {detail}");
+    }
+    assert!(rx.try_recv().is_err(), "nothing is enqueued for a refused callback URL");
+}

@@ -95,9 +95,11 @@ pub async fn create_job_with_key(
     if !SegmentSpec::is_available(segment_type) {
         return Err(AppError::SegmentTypeNotAvailable(segment_type));
     }
-    if request.callback_url.is_some() {
-        // Refused rather than accepted and never called: a client must not wait for a callback
-        // this deployment does not send.
+    if let Some(url) = &request.callback_url {
+        // The URL policy first (https, every resolved address public: DESIGN §8), so a URL that
+        // would never be called is named as such. Then refused rather than accepted and never
+        // called: a client must not wait for a callback the workers do not send yet.
+        crate::callbacks::validate_callback_url(&crate::callbacks::CallbackPolicy::strict(), url).await?;
         return Err(AppError::InvalidField(FieldError::new(
             "callbackURL",
             "is not supported by this deployment yet; poll GET /segments/{segmentType}/{jobId}",
