@@ -17,6 +17,7 @@ use segments_core::config::ServiceConfig;
 use segments_core::domain::{
     Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
 };
+use segments_core::import::{ImportError, ImportOptions, import_files};
 use segments_core::jobs::JobMessage;
 use segments_core::ports::AccountSink;
 use segments_core::records::AccountItem;
@@ -877,6 +878,62 @@ async fn rules_of_every_type(env: &Env) {
     assert_eq!((unset.status, unset.body["rule"].clone()), (200, Value::Null));
 }
 
+/// The account directory the sink writes resolves bare accountIds in batches (more than one
+/// BatchGetItem of 100), a membership change of hundreds of accounts goes through, and the
+/// importer refuses a file that gives a stored accountId to another user, writing nothing.
+async fn account_directory_and_importer(env: &Env) {
+    let org = "bank-directory";
+    let users: Vec<(String, String)> = (0..250).map(|i| (format!("u{:03}", i / 2), format!("acc-{i:03}"))).collect();
+    let rows: Vec<AccountRow> =
+        users.iter().map(|(u, a)| (u.as_str(), a.as_str(), AccountType::Checking, "1.00")).collect();
+    env.accounts(org, &rows).await;
+    let mandator = MandatorId::parse(org).unwrap();
+    let mut asked: Vec<AccountId> = users.iter().map(|(_, a)| AccountId::parse(a).unwrap()).collect();
+    asked.extend(["acc-999", "acc-000", "nope"].map(|a| AccountId::parse(a).unwrap()));
+    let found = env.s.directory.account_users(&mandator, &asked).await.unwrap();
+    let expected: std::collections::BTreeMap<AccountId, UserId> =
+        users.iter().map(|(u, a)| (AccountId::parse(a).unwrap(), UserId::parse(u).unwrap())).collect();
+    assert_eq!(found, expected);
+    // Another mandator's directory does not know them.
+    let other = MandatorId::parse("bank-directory-2").unwrap();
+    assert!(env.s.directory.account_users(&other, &asked).await.unwrap().is_empty());
+
+    let base = format!("/v1/organizations/{org}/segments");
+    let created = env.call("POST", &base, &[], Some(json!({"name": "Everyone"})), rw(org)).await;
+    let item = format!("{base}/{}", created.body["id"].as_str().unwrap());
+    let ids: Vec<&str> = users.iter().map(|(_, a)| a.as_str()).collect();
+    let all = env.call("PUT", &format!("{item}/accounts"), &[], Some(json!({"add": ids})), rw(org)).await;
+    assert_eq!((all.status, all.body["memberCount"].as_u64()), (200, Some(250)), "{:?}", all.body);
+    let page = env.call("GET", &format!("{item}/accounts"), &[("limit", "2"), ("page", "125")], None, rw(org)).await;
+    assert_eq!(page.body["items"], json!([member("acc-248", "u124"), member("acc-249", "u124")]));
+
+    // The importer: a file giving acc-007 (stored for u003) to u900 is refused by line.
+    let dir = tempfile::tempdir().unwrap();
+    let line = |u: &str, a: &str| {
+        format!(
+            r#"{{"mandatorId":"{org}","userId":"{u}","accountId":"{a}","accountType":"checking","currency":"EUR","balance":5,"balanceDate":"2025-01-31"}}"#
+        )
+    };
+    let accounts = dir.path().join("accounts.ndjson");
+    let transactions = dir.path().join("transactions.ndjson");
+    std::fs::write(&accounts, format!("{}\n{}\n", line("u900", "acc-new"), line("u900", "acc-007"))).unwrap();
+    std::fs::write(&transactions, "").unwrap();
+    let options = ImportOptions { mandator: None, shard_count: SHARDS };
+    let err = import_files(env.accounts.as_ref(), &accounts, &transactions, options.clone(), |_| {}).await.unwrap_err();
+    let ImportError::Invalid { errors, more: 0 } = err else { panic!("{err:?}") };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, 2);
+    assert!(errors[0].reason.starts_with("accountId acc-007 belongs to userId u003"), "{}", errors[0].reason);
+    let new = [AccountId::parse("acc-new").unwrap()];
+    assert!(env.s.directory.account_users(&mandator, &new).await.unwrap().is_empty(), "nothing was written");
+    // The same account for its own user imports (upsert), and so does a new one.
+    std::fs::write(&accounts, format!("{}\n{}\n", line("u900", "acc-new"), line("u003", "acc-007"))).unwrap();
+    let report = import_files(env.accounts.as_ref(), &accounts, &transactions, options, |_| {}).await.unwrap();
+    assert_eq!(report.accounts, 2);
+    let found = env.s.directory.account_users(&mandator, &new).await.unwrap();
+    assert_eq!(found.get(&new[0]).map(UserId::as_str), Some("u900"));
+}
+
 async fn all_scenarios(env: &Env) {
     crud_soft_delete_and_name_reuse(env).await;
     concurrent_creates_one_wins(env).await;
@@ -885,6 +942,7 @@ async fn all_scenarios(env: &Env) {
     membership_and_tenancy(env).await;
     dynamic_segment_refreshed_twice_over_changed_data(env).await;
     rules_of_every_type(env).await;
+    account_directory_and_importer(env).await;
 }
 
 // -------------------------------------------------------------------------------------------
@@ -932,6 +990,12 @@ async fn embedded_membership_and_tenancy() {
 async fn embedded_dynamic_segment_refreshed_twice_over_changed_data() {
     let (_dir, env) = embedded();
     dynamic_segment_refreshed_twice_over_changed_data(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_account_directory_and_importer() {
+    let (_dir, env) = embedded();
+    account_directory_and_importer(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
