@@ -37,7 +37,7 @@ async fn deliver_until_done(services: &Services, message: &JobMessage) {
             Disposition::Ack => return,
             Disposition::Retry if receive_count >= services.config.max_receive_count => {
                 tracing::error!(job_id = %message.job_id, shard = message.shard, "message dead-lettered after the last delivery");
-                while dead_letter(services.jobs.as_ref(), &body).await == Disposition::Retry {
+                while dead_letter(services.jobs.as_ref(), &services.callbacks, &body).await == Disposition::Retry {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 return;

@@ -458,7 +458,7 @@ fn each_function_is_granted_only_what_it_uses() {
         );
     }
 
-    let mut dead_letters = grants(&[("dynamodb:UpdateItem", "JobsTable")]);
+    let mut dead_letters = grants(&[("dynamodb:UpdateItem", "JobsTable"), ("dynamodb:GetItem", "JobsTable")]);
     for dlq in dead_letter_queues(&doc) {
         for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
             dead_letters.insert((action.to_owned(), dlq.clone()));

@@ -439,7 +439,9 @@ async fn poison_message_ends_in_the_dlq_and_fails_its_job(env: &Env, sixteen: &M
             // The local runner's dead-letter path: the same handler as the DLQ Lambda.
             let dead =
                 sqs_event(&[("p".into(), poison.clone(), MAX_RECEIVES), ("g".into(), garbage.clone(), MAX_RECEIVES)]);
-            assert!(handle_dead_letters(env.s.jobs.as_ref(), dead).await.batch_item_failures.is_empty());
+            assert!(
+                handle_dead_letters(env.s.jobs.as_ref(), &env.s.callbacks, dead).await.batch_item_failures.is_empty()
+            );
         }
         Queue::Sqs { client, queue_url, dlq_url, .. } => {
             for body in &batch {
@@ -517,7 +519,12 @@ async fn poison_message_ends_in_the_dlq_and_fails_its_job(env: &Env, sixteen: &M
                 .iter()
                 .map(|m| (m.message_id().unwrap().to_owned(), m.body().unwrap().to_owned(), MAX_RECEIVES))
                 .collect();
-            assert!(handle_dead_letters(env.s.jobs.as_ref(), sqs_event(&records)).await.batch_item_failures.is_empty());
+            assert!(
+                handle_dead_letters(env.s.jobs.as_ref(), &env.s.callbacks, sqs_event(&records))
+                    .await
+                    .batch_item_failures
+                    .is_empty()
+            );
         }
     }
     let failed = env.s.jobs.get(sixteen, poisoned.job_id).await.unwrap().unwrap();
@@ -537,7 +544,7 @@ async fn dead_letter_fails_a_running_job(env: &Env, sixteen: &MandatorId) {
     let messages = env.take_messages().await;
     deliver_all(env, &messages[..3]).await;
     let event = sqs_event(&[("d".into(), messages[5].clone(), MAX_RECEIVES)]);
-    assert!(handle_dead_letters(env.s.jobs.as_ref(), event).await.batch_item_failures.is_empty());
+    assert!(handle_dead_letters(env.s.jobs.as_ref(), &env.s.callbacks, event).await.batch_item_failures.is_empty());
     let job = env.job(sixteen, &job_id).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert_eq!(job.error.as_deref(), Some(segments_core::worker::DEAD_LETTER_REASON));

@@ -27,8 +27,9 @@ use tracing::instrument;
 
 use crate::adapters::faults::CrashPoint;
 use crate::app::{ResultWriter, Services};
+use crate::callbacks::Callbacks;
 use crate::domain::{SegmentType, UserId};
-use crate::jobs::{Job, JobMessage, JobRef};
+use crate::jobs::{Job, JobMessage, JobRef, JobStatus};
 use crate::ports::{ByteStream, JobStore, StoreError};
 
 /// A part is uploaded in pieces of about this size.
@@ -75,17 +76,17 @@ pub async fn run_shard(s: &Services, message: &JobMessage, now: DateTime<Utc>) -
         return Ok(RunOutcome::NothingToDo);
     }
     if job.segment_type != message.segment_type {
-        return fail(s.jobs.as_ref(), &job, "message and job disagree on the segment type").await;
+        return fail(s, &job, "message and job disagree on the segment type").await;
     }
     if message.shard >= job.shards_total {
         let reason = format!("message names shard {} of a job with {} shards", message.shard, job.shards_total);
-        return fail(s.jobs.as_ref(), &job, &reason).await;
+        return fail(s, &job, &reason).await;
     }
     if !job.done_shards.contains(&message.shard) {
         s.jobs.mark_running(mandator, job.job_id).await?;
         if let Err(e) = write_part(s, &job, message.shard).await {
             return match e {
-                RunError::Permanent(reason) => fail(s.jobs.as_ref(), &job, &reason).await,
+                RunError::Permanent(reason) => fail(s, &job, &reason).await,
                 transient => Err(transient),
             };
         }
@@ -104,15 +105,38 @@ pub async fn run_shard(s: &Services, message: &JobMessage, now: DateTime<Utc>) -
         return Ok(RunOutcome::ShardDone);
     }
     match finalize(s, &job).await {
-        Err(RunError::Permanent(reason)) => fail(s.jobs.as_ref(), &job, &reason).await,
+        Err(RunError::Permanent(reason)) => fail(s, &job, &reason).await,
         other => other,
     }
 }
 
-async fn fail(jobs: &dyn JobStore, job: &Job, reason: &str) -> Result<RunOutcome, RunError> {
+async fn fail(s: &Services, job: &Job, reason: &str) -> Result<RunOutcome, RunError> {
     tracing::error!(reason, "job failed");
-    jobs.fail(&job.mandator_id, job.job_id, reason).await?;
+    if s.jobs.fail(&job.mandator_id, job.job_id, reason).await? {
+        let failed = Job { status: JobStatus::Failed, error: Some(reason.to_owned()), ..job.clone() };
+        call_back(&s.callbacks, &failed).await;
+    }
     Err(RunError::Permanent(reason.to_owned()))
+}
+
+/// Calls the job's callback URL, if it has one, once the job's final state is durable. Only the
+/// run whose write made the job final calls, so a redelivered message does not call again. A
+/// callback that cannot be delivered after its retries is logged: the result stays readable
+/// by polling, and the message's work is done either way.
+async fn call_back(callbacks: &Callbacks, job: &Job) {
+    if job.callback_url.is_some() {
+        // Failures are logged by `job_final`.
+        let _ = callbacks.job_final(job).await;
+    }
+}
+
+/// [`call_back`] for a job known by its id only: reads it first.
+async fn call_back_by_id(jobs: &dyn JobStore, callbacks: &Callbacks, job: &JobRef) {
+    match jobs.get(&job.mandator_id, job.job_id).await {
+        Ok(Some(job)) => call_back(callbacks, &job).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "cannot read the failed job to call back"),
+    }
 }
 
 /// Streams one shard's users and writes the entries of those the segment selects, one JSON line
@@ -186,6 +210,8 @@ pub async fn finalize(s: &Services, job: &Job) -> Result<RunOutcome, RunError> {
     let completed = s.jobs.complete(job, summary).await?;
     if completed {
         tracing::info!(total_elements = summary.total_elements, "job completed");
+        let done = Job { status: JobStatus::Completed, result: Some(summary), ..job.clone() };
+        call_back(&s.callbacks, &done).await;
     }
     Ok(RunOutcome::Completed { total_elements: summary.total_elements })
 }
@@ -275,7 +301,7 @@ pub async fn process_message(
         Err(e) => {
             tracing::error!(error = %e, receive_count, "undecodable message");
             if let Some(job) = JobRef::from_body(body) {
-                fail_named(s.jobs.as_ref(), &job, "a work message of the job cannot be decoded").await;
+                fail_named(s, &job, "a work message of the job cannot be decoded").await;
             }
             return Disposition::Retry;
         }
@@ -283,7 +309,7 @@ pub async fn process_message(
     if message.segment_type != worker_type {
         tracing::error!(expected = %worker_type, got = %message.segment_type, "message on the wrong queue");
         let job = JobRef { mandator_id: message.mandator_id, job_id: message.job_id };
-        fail_named(s.jobs.as_ref(), &job, "a work message of the job reached the wrong worker").await;
+        fail_named(s, &job, "a work message of the job reached the wrong worker").await;
         return Disposition::Retry;
     }
     match run_shard(s, &message, now).await {
@@ -292,7 +318,7 @@ pub async fn process_message(
             tracing::error!(error = %e, cause = ?std::error::Error::source(&e), receive_count, "giving up on the shard");
             let reason = format!("shard {} failed {receive_count} times; last error: {e}", message.shard);
             let job = JobRef { mandator_id: message.mandator_id, job_id: message.job_id };
-            fail_named(s.jobs.as_ref(), &job, &reason).await;
+            fail_named(s, &job, &reason).await;
             Disposition::Retry
         }
         Err(RunError::Transient(e)) => {
@@ -304,9 +330,12 @@ pub async fn process_message(
 
 /// Marks a job FAILED, logging (not returning) a failure to do so: the message is left to be
 /// retried or dead-lettered either way, and the dead-letter handler tries again.
-async fn fail_named(jobs: &dyn JobStore, job: &JobRef, reason: &str) {
-    match jobs.fail(&job.mandator_id, job.job_id, reason).await {
-        Ok(true) => tracing::error!(job_id = %job.job_id, reason, "job failed"),
+async fn fail_named(s: &Services, job: &JobRef, reason: &str) {
+    match s.jobs.fail(&job.mandator_id, job.job_id, reason).await {
+        Ok(true) => {
+            tracing::error!(job_id = %job.job_id, reason, "job failed");
+            call_back_by_id(s.jobs.as_ref(), &s.callbacks, job).await;
+        }
         Ok(false) => {}
         Err(e) => tracing::error!(job_id = %job.job_id, error = %e, "marking the job FAILED failed"),
     }
@@ -339,7 +368,7 @@ pub const DEAD_LETTER_REASON: &str = "a work message of the job kept failing and
 /// Handles one message of a dead-letter queue: marks the job it names FAILED (a no-op when it is
 /// final already). `Retry` only when the job store could not be reached; a message that names
 /// no job is logged and acknowledged, as retrying it cannot help.
-pub async fn dead_letter(jobs: &dyn JobStore, body: &str) -> Disposition {
+pub async fn dead_letter(jobs: &dyn JobStore, callbacks: &Callbacks, body: &str) -> Disposition {
     let Some(job) = JobRef::from_body(body) else {
         tracing::error!(bytes = body.len(), "a dead letter names no job; dropped");
         return Disposition::Ack;
@@ -348,6 +377,7 @@ pub async fn dead_letter(jobs: &dyn JobStore, body: &str) -> Disposition {
         Ok(changed) => {
             if changed {
                 tracing::error!(mandator_id = %job.mandator_id, job_id = %job.job_id, "job failed: its message was dead-lettered");
+                call_back_by_id(jobs, callbacks, &job).await;
             }
             Disposition::Ack
         }
@@ -359,11 +389,11 @@ pub async fn dead_letter(jobs: &dyn JobStore, body: &str) -> Disposition {
 }
 
 /// The SQS handler of the dead-letter Lambda (every DLQ is its event source).
-pub async fn handle_dead_letters(jobs: &dyn JobStore, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_dead_letters(jobs: &dyn JobStore, callbacks: &Callbacks, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for record in event.records {
         let body = record.body.as_deref().unwrap_or_default();
-        if dead_letter(jobs, body).await == Disposition::Retry {
+        if dead_letter(jobs, callbacks, body).await == Disposition::Retry {
             response.batch_item_failures.push(batch_item_failure(record.message_id.clone().unwrap_or_default()));
         }
     }
@@ -384,16 +414,19 @@ pub async fn run_lambda(worker_type: SegmentType) -> Result<(), lambda_http::Err
     .await
 }
 
-/// The whole `main` of the dead-letter Lambda: only the Jobs table (`JOBS_TABLE`) is needed.
+/// The whole `main` of the dead-letter Lambda: only the Jobs table (`JOBS_TABLE`) is needed (the
+/// jobs and the mandators' callback secrets).
 pub async fn run_dead_letter_lambda() -> Result<(), lambda_http::Error> {
     use lambda_http::lambda_runtime::{LambdaEvent, run, service_fn};
     lambda_http::tracing::init_default_subscriber();
     let table = crate::config::required(crate::adapters::aws::JOBS_TABLE_VAR)?;
     let clients = crate::adapters::aws::AwsClients::from_env().await;
-    let jobs = crate::adapters::aws::DynamoJobs::new(clients.dynamodb.clone(), table);
+    let jobs = crate::adapters::aws::DynamoJobs::new(clients.dynamodb.clone(), table.clone());
+    let secrets = crate::adapters::aws::DynamoCallbackSecrets::new(clients.dynamodb.clone(), table);
+    let callbacks = Callbacks::http(std::sync::Arc::new(secrets), crate::callbacks::CallbackPolicy::strict());
     run(service_fn(|event: LambdaEvent<SqsEvent>| {
-        let jobs = &jobs;
-        async move { Ok::<_, lambda_http::Error>(handle_dead_letters(jobs, event.payload).await) }
+        let (jobs, callbacks) = (&jobs, &callbacks);
+        async move { Ok::<_, lambda_http::Error>(handle_dead_letters(jobs, callbacks, event.payload).await) }
     }))
     .await
 }

@@ -31,6 +31,7 @@ pub fn aws_services(clients: &aws::AwsClients, resources: &aws::AwsResources, co
         queue: Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
         config,
         faults: faults::FaultPlan::default(),
+        callbacks: aws_callbacks(clients, resources),
     }
 }
 
@@ -45,10 +46,11 @@ pub fn embedded_services(
     let services = Services {
         accounts: store.clone(),
         jobs: store.clone(),
-        results: store,
+        results: store.clone(),
         queue: Arc::new(queue),
         config,
         faults: faults::FaultPlan::default(),
+        callbacks: crate::callbacks::Callbacks::http(store, crate::callbacks::CallbackPolicy::strict()),
     };
     (services, receiver)
 }

@@ -31,6 +31,8 @@ pub struct Services {
     pub config: ServiceConfig,
     /// Crashes armed by tests at the worker's recovery points; empty otherwise.
     pub faults: crate::adapters::faults::FaultPlan,
+    /// The callback URL policy, the mandators' signing secrets and the notifier (DESIGN §8).
+    pub callbacks: crate::callbacks::Callbacks,
 }
 
 /// Parses a path's segment type and checks the caller may use it.
@@ -96,14 +98,11 @@ pub async fn create_job_with_key(
         return Err(AppError::SegmentTypeNotAvailable(segment_type));
     }
     if let Some(url) = &request.callback_url {
-        // The URL policy first (https, every resolved address public: DESIGN §8), so a URL that
-        // would never be called is named as such. Then refused rather than accepted and never
-        // called: a client must not wait for a callback the workers do not send yet.
-        crate::callbacks::validate_callback_url(&crate::callbacks::CallbackPolicy::strict(), url).await?;
-        return Err(AppError::InvalidField(FieldError::new(
-            "callbackURL",
-            "is not supported by this deployment yet; poll GET /segments/{segmentType}/{jobId}",
-        )));
+        // https, and every address the host resolves to public (DESIGN §8); checked again before
+        // every delivery attempt.
+        s.callbacks.validate(url).await?;
+        // The signing secret exists before the job does, so the workers only ever read it.
+        s.callbacks.secrets.secret(&caller.mandator).await?;
     }
     let hash = request_hash(&request);
     let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(1);

@@ -173,13 +173,15 @@ fn earliest_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(1900, 1, 1).expect("a valid constant date")
 }
 
-/// https only, with a host; the resolved address is checked when the callback is sent.
+/// The form of the URL: absolute, web scheme, a host, no credentials. Whether it may be called
+/// (https only in production, every resolved address public) is the callback policy's to say,
+/// at job creation and before every delivery (`crate::callbacks::policy`).
 fn check_callback_url(s: &str) -> Result<String, &'static str> {
     if s.len() > MAX_URL_LEN {
         return Err("must be at most 2048 characters");
     }
     let uri: http::Uri = s.parse().map_err(|_| "must be an absolute https URL")?;
-    if uri.scheme_str() != Some("https") {
+    if !matches!(uri.scheme_str(), Some("https" | "http")) {
         return Err("must use https");
     }
     match uri.host() {
@@ -291,7 +293,7 @@ mod tests {
         assert_eq!(field_of(parse(hb, r#"{"accountType":"checking","threshold":1,"asOf":"2024-06-16"}"#)), "asOf");
         assert_eq!(field_of(parse(hb, r#"{"accountType":"checking","threshold":1,"asOf":"2024-6-1"}"#)), "asOf");
         assert_eq!(
-            field_of(parse(hb, r#"{"accountType":"checking","threshold":1,"callbackURL":"http://x.example"}"#)),
+            field_of(parse(hb, r#"{"accountType":"checking","threshold":1,"callbackURL":"ftp://x.example"}"#)),
             "callbackURL"
         );
     }
