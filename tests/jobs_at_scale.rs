@@ -357,6 +357,33 @@ async fn idempotency_keys(env: &Env, sixteen: &MandatorId, other: &MandatorId) {
     assert_eq!(replay["expiresAt"], first["expiresAt"]);
     assert!(env.take_messages().await.is_empty(), "a replay enqueues nothing");
 
+    // The messages taken above are lost (as if the first request had died before enqueueing):
+    // a replay well after the job's creation, with no shard started, enqueues every shard again
+    // and the job completes.
+    let caller = segments_core::http::Caller {
+        mandator: sixteen.clone(),
+        scopes: ALL_TYPE_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let key = segments_core::jobs::IdempotencyKey::parse("order-42").unwrap();
+    let later = Utc::now() + segments_core::app::REQUEUE_AFTER;
+    let replayed = segments_core::app::create_job_with_key(
+        &env.s,
+        &caller,
+        SegmentType::HighBalance,
+        same.as_bytes(),
+        Some(&key),
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(replayed.job_id.to_string(), first["jobId"].as_str().unwrap());
+    let again = env.take_messages().await;
+    assert_eq!(again.len(), 16, "every shard of the stalled job is enqueued again");
+    deliver_all(env, &again).await;
+    let job_id = first["jobId"].as_str().unwrap();
+    assert_eq!(env.job(sixteen, job_id).await.status, JobStatus::Completed);
+    assert_eq!(user_ids(&all_users(&env.s, sixteen.as_str(), HIGH_BALANCE, job_id, 7).await), expected_user_ids());
+
     let (status, problem) = post(env, sixteen, r#"{"accountType":"checking","threshold":101}"#, Some("order-42")).await;
     assert_eq!((status, problem["code"].as_str()), (409, Some("idempotency_key_reused")), "{problem}");
     assert_eq!(problem["field"], "Idempotency-Key");

@@ -42,6 +42,11 @@ pub fn authorize_segment_type(caller: &Caller, segment_type: &str) -> Result<Seg
     Ok(t)
 }
 
+/// How long after its creation a job that no worker has started counts as possibly never
+/// enqueued, so an Idempotency-Key replay enqueues it again: well past the create-job function's
+/// timeout (10 s), and past the time SQS and the workers need to start a queued shard.
+pub const REQUEUE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+
 /// The name of the header that makes a `POST /segments/{segmentType}` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
@@ -117,11 +122,20 @@ pub async fn create_job_with_key(
                 }
                 let existing = s.jobs.get(&caller.mandator, job_id).await?;
                 // The key expires with its job: a live key names a live job.
-                return existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
+                let existing = existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
                     AppError::Unavailable(crate::ports::StoreError::Corrupt(format!(
                         "idempotency key names job {job_id}, which does not exist"
                     )))
-                });
+                })?;
+                if existing.status == JobStatus::Queued && now - existing.created_at >= REQUEUE_AFTER {
+                    // No worker has started it long after its request must have ended: that
+                    // request may have died between storing the job and enqueueing it. Its
+                    // messages again are harmless (a shard is recorded once, parts and results
+                    // have fixed keys); a job that never runs is not.
+                    tracing::warn!(job_id = %existing.job_id, "replayed job still queued; enqueueing its shards again");
+                    s.queue.enqueue_all(&existing.messages()).await?;
+                }
+                return Ok(existing);
             }
         },
     }
