@@ -38,8 +38,8 @@ fn generate_data(dir: &Path, users: u64) -> NaiveDate {
     end
 }
 
-async fn import(sink: &dyn AccountSink, dir: &Path) {
-    let options = ImportOptions { mandator: Some(MandatorId::parse(MANDATOR).unwrap()), shard_count: 4 };
+async fn import(sink: &dyn AccountSink, dir: &Path, shards: u32) {
+    let options = ImportOptions { mandator: Some(MandatorId::parse(MANDATOR).unwrap()), shard_count: shards };
     import_files(sink, &dir.join("accounts.ndjson"), &dir.join("transactions.ndjson"), options, |_| {}).await.unwrap();
 }
 
@@ -64,7 +64,7 @@ fn jobs(end: NaiveDate) -> Vec<(&'static str, String)> {
 
 /// Posts every job, checks they are not ready before a worker ran, lets `drain` run the workers
 /// and returns every job's users.
-async fn run_jobs<F, Fut>(s: &Services, end: NaiveDate, drain: F) -> Vec<(String, Vec<Value>)>
+async fn run_jobs<F, Fut>(s: &Services, end: NaiveDate, shards: u32, drain: F) -> Vec<(String, Vec<Value>)>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = usize>,
@@ -77,9 +77,9 @@ where
     let (status, not_ready) = get_page(s, MANDATOR, t, first, 1, 20).await;
     assert_eq!(status, 404, "{not_ready}");
     assert_eq!(not_ready["status"], "QUEUED");
-    assert_eq!(not_ready["progress"]["shardsTotal"], 4);
+    assert_eq!(not_ready["progress"]["shardsTotal"], shards);
 
-    assert_eq!(drain().await, posted.len() * 4, "one message per shard of every job");
+    assert_eq!(drain().await, posted.len() * shards as usize, "one message per shard of every job");
     let mut results = Vec::new();
     for (t, job_id) in posted {
         let (_, first_page) = get_page(s, MANDATOR, t, &job_id, 1, 1).await;
@@ -113,13 +113,13 @@ fn eur_accounts(dir: &Path) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-async fn through_embedded(dir: &Path, end: NaiveDate) -> Vec<(String, Vec<Value>)> {
+async fn through_embedded(dir: &Path, end: NaiveDate, shards: u32) -> Vec<(String, Vec<Value>)> {
     let store_dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(store_dir.path()).unwrap();
-    import(&store, dir).await;
+    import(&store, dir, shards).await;
     let (s, mut rx) = embedded_services(store, ServiceConfig::default());
     let worker = s.clone();
-    run_jobs(&s, end, move || async move {
+    run_jobs(&s, end, shards, move || async move {
         let mut handled = 0;
         while let Ok(m) = rx.try_recv() {
             let body = serde_json::to_string(&m).unwrap();
@@ -166,43 +166,45 @@ async fn drain_sqs(s: &Services, queue: &SqsQueue, redeliver: bool) -> usize {
     handled
 }
 
-async fn through_moto(dir: &Path, end: NaiveDate) -> Vec<(String, Vec<Value>)> {
+async fn through_moto(dir: &Path, end: NaiveDate, shards: u32, redeliver: bool) -> Vec<(String, Vec<Value>)> {
     let moto = MotoServer::start();
     let clients = moto.clients().await;
     let resources = provision::provision_all(&clients, "pipeline", 5).await.unwrap();
     let s = aws_services(&clients, &resources, ServiceConfig::default());
     let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
-    import(&DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()), dir).await;
+    import(&DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()), dir, shards).await;
     let worker = s.clone();
-    run_jobs(&s, end, move || async move { drain_sqs(&worker, &queue, true).await }).await
+    run_jobs(&s, end, shards, move || async move { drain_sqs(&worker, &queue, redeliver).await }).await
 }
 
 /// 60 users: small on purpose, moto writes a few thousand items per second and queries slowly.
 #[tokio::test(flavor = "multi_thread")]
 async fn all_five_types_are_identical_through_moto_and_the_embedded_store() {
-    compare_adapters(60).await;
+    compare_adapters(60, 4, true).await;
 }
 
-/// The same comparison on 5,000 users (about 800,000 items). Against moto that takes far longer
-/// than a CI run should spend, so it runs on demand:
-/// `cargo test --test pipeline -- --ignored`.
+/// The same comparison on 5,000 users (about 800,000 items over 64 shards; each SQS batch handled
+/// once). Against moto that takes far longer than a CI run should spend, so it runs on demand:
+/// `MOTO_SERVER=.venv/bin/moto_server cargo test --test pipeline -- --ignored` (moto installed by
+/// `tests/run.sh`).
 #[ignore = "runs for many minutes against moto; run on demand"]
 #[tokio::test(flavor = "multi_thread")]
 async fn all_five_types_are_identical_on_five_thousand_users() {
-    compare_adapters(5_000).await;
+    compare_adapters(5_000, 64, false).await;
 }
 
-async fn compare_adapters(users: u64) {
+/// `shards` spreads the data; with `redeliver`, every SQS batch is handled twice.
+async fn compare_adapters(users: u64, shards: u32, redeliver: bool) {
     let data = tempfile::tempdir().unwrap();
     let end = generate_data(data.path(), users);
 
-    let embedded = through_embedded(data.path(), end).await;
+    let embedded = through_embedded(data.path(), end, shards).await;
     check_high_balance_against_reference(data.path(), end, &embedded);
     for (t, users) in &embedded {
         assert!(!users.is_empty(), "{t}: the generated data must put some users in every segment");
     }
 
-    let aws = through_moto(data.path(), end).await;
+    let aws = through_moto(data.path(), end, shards, redeliver).await;
     for ((t, a), (_, e)) in aws.iter().zip(&embedded) {
         assert_eq!(a, e, "{t}: AWS and embedded adapters must give identical users");
     }
