@@ -47,9 +47,9 @@ async fn receiver() -> (String, Deliveries) {
     (url, deliveries)
 }
 
-/// Three users, two with a checking balance above 100.
+/// Three users (balances in cents), two with a checking balance above 100.
 fn items() -> Vec<AccountItem> {
-    [("u-1", 50_00), ("u-2", 150_00), ("u-3", 1_000_00)]
+    [("u-1", 5_000), ("u-2", 15_000), ("u-3", 100_000)]
         .into_iter()
         .map(|(user, cents)| {
             AccountItem::Account(Account {
