@@ -34,6 +34,9 @@ impl Money {
     /// error rather than being rounded away.
     pub fn parse(s: &str) -> Result<Self, MoneyError> {
         let s = s.trim();
+        if let Some(m) = Self::parse_cents(s) {
+            return Ok(m);
+        }
         if s.is_empty() || s.len() > 64 {
             return Err(MoneyError::NotANumber);
         }
@@ -43,6 +46,37 @@ impl Money {
             Decimal::from_str_exact(s).map_err(|_| MoneyError::NotANumber)?
         };
         Self::from_decimal(d)
+    }
+
+    /// The literal form every store and file writes, `-?digits(.d|.dd)?` with at most 16 integer
+    /// digits, read straight into whole cents; `None` for any other form, which [`Money::parse`]
+    /// then reads as a general decimal. Worker reads parse millions of amounts: this skips the
+    /// general decimal parser and its normalization for all of them.
+    fn parse_cents(s: &str) -> Option<Money> {
+        let (negative, digits) = match s.as_bytes() {
+            [b'-', rest @ ..] => (true, rest),
+            all => (false, all),
+        };
+        let (whole, fraction) = match digits.iter().position(|&b| b == b'.') {
+            Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+            None => (digits, &[][..]),
+        };
+        let with_dot = whole.len() != digits.len();
+        if whole.is_empty() || whole.len() > 16 || fraction.len() > 2 || (with_dot && fraction.is_empty()) {
+            return None;
+        }
+        let mut cents: i64 = 0;
+        for &b in whole.iter().chain(fraction) {
+            if !b.is_ascii_digit() {
+                return None;
+            }
+            cents = cents * 10 + i64::from(b - b'0');
+        }
+        if fraction.len() < 2 {
+            cents *= if fraction.is_empty() { 100 } else { 10 };
+        }
+        // 16 integer digits stay below 10^16 units, the range of `Money`.
+        Some(Money::from_cents(if negative { -cents } else { cents }))
     }
 
     /// Wraps a decimal that must already be a whole number of cents.
@@ -275,6 +309,17 @@ mod tests {
             prop_assert_eq!((x + y) + z, x + (y + z));
             prop_assert_eq!(x + y, Money::from_cents(a + b));
             prop_assert_eq!((x - y) + y, x);
+        }
+
+        /// The fast path for plain literals reads exactly what the general decimal parser reads.
+        #[test]
+        fn plain_literals_parse_as_general_decimals(s in "-?[0-9]{1,17}(\\.[0-9]{0,3})?") {
+            let general = if s.contains(['e', 'E']) { None } else { Decimal::from_str_exact(&s).ok() };
+            let expected = general.map(Money::from_decimal);
+            if let Some(fast) = Money::parse_cents(&s) {
+                prop_assert_eq!(Some(Ok(fast)), expected.clone());
+            }
+            prop_assert_eq!(Money::parse(&s).ok(), expected.and_then(Result::ok));
         }
 
         #[test]
