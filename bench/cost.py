@@ -86,8 +86,8 @@ def model(users, items_per_user=298.4, item_bytes=280.0, shards=16, memory_mb=10
 
 
 def recommend(users, **kw):
-    """The cheapest-then-fastest (shards, memory) whose shards finish well inside the timeout
-    (≤ half of it), under the default table quota."""
+    """The fastest (shards, memory, concurrency), then the cheapest of equally fast ones, whose
+    shards finish well inside the timeout (≤ half of it), under the default table quota."""
     best = None
     for shards in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024):
         for memory in (512, 1024, 1769):

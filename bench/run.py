@@ -119,7 +119,7 @@ def compute_comparison(users, scratch, repeats):
 
 def hotpath(data):
     log(f"worker hot path (load {load()}) ...")
-    return json.loads(sh([BENCH, "hotpath", "--data", data, "--params", PARAMS, "--items", "300000", "--repeats", "3"]))
+    return json.loads(sh([BENCH, "hotpath", "--data", data, "--params", PARAMS, "--items", "200000", "--repeats", "2"]))
 
 
 def shard_memory(data, transactions, segment_type):
@@ -369,8 +369,8 @@ def cost_section(items_per_user, item_bytes, items_per_second):
         r = cost.recommend(users, **kw)
         rec.append(f"- {users:,} users: {r['shards']} shards, MaximumConcurrency {r['concurrency']}, "
                    f"{r['memoryMb']} MB → about {r['wallSeconds'] / 60:.1f} min, ${r['totalUsd']:.3f} per job.")
-    rows.append("Cheapest setting per size among those whose shards finish within half the Lambda timeout "
-                "(`cost.recommend`):")
+    rows.append("Fastest setting per size (then the cheapest of equally fast ones) among those whose shards "
+                "finish within half the Lambda timeout (`cost.recommend`):")
     rows.append("")
     rows.extend(rec)
     rows.append("")
