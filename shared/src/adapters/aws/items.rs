@@ -498,7 +498,9 @@ mod tests {
             assert_eq!(parse_date("d", text), Ok(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()));
             assert_eq!(iso_date(text.as_bytes()), NaiveDate::parse_from_str(text, "%Y-%m-%d").ok());
         }
-        for bad in ["2023-02-29", "2024-13-01", "2024-00-10", "2024-01-32", "2024-1-01", "20240101", "2024/01/01", "", "x"] {
+        for bad in
+            ["2023-02-29", "2024-13-01", "2024-00-10", "2024-01-32", "2024-1-01", "20240101", "2024/01/01", "", "x"]
+        {
             assert_eq!(iso_date(bad.as_bytes()), None, "{bad}");
             assert_eq!(parse_date("d", bad).is_err(), NaiveDate::parse_from_str(bad, "%Y-%m-%d").is_err(), "{bad}");
         }
