@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
-use segments_core::domain::{AccountHistory, MandatorId, SegmentType, Transaction, UserData, UserId};
+use segments_core::domain::{AccountHistory, MandatorId, SegmentType, UserData, UserId};
 use segments_core::records::{AccountRecord, TransactionRecord};
 use segments_core::segments::{SegmentRequest, SegmentSpec};
 use serde_json::Value;
@@ -164,16 +164,7 @@ impl UserReader {
                 self.next_transaction = Some(t);
                 break;
             }
-            let account_id = t.account_id;
-            let transaction = Transaction {
-                transaction_id: t.transaction_id,
-                booking_date: t.booking_date,
-                amount: t.amount,
-                currency: t.currency,
-                counterpart_name: t.counterpart_name,
-                purpose: t.purpose,
-                labels: t.labels,
-            };
+            let (_, _, account_id, transaction) = t.into_parts();
             if user.accounts[at].account.account_id != account_id {
                 at = match user.accounts.iter().position(|h| h.account.account_id == account_id) {
                     Some(i) => i,

@@ -69,7 +69,8 @@ impl AccountRecord {
 }
 
 impl TransactionRecord {
-    pub fn into_item(self) -> (MandatorId, AccountItem) {
+    /// The record's owner (mandator, user, account) and the transaction itself.
+    pub fn into_parts(self) -> (MandatorId, UserId, AccountId, Transaction) {
         let transaction = Transaction {
             transaction_id: self.transaction_id,
             booking_date: self.booking_date,
@@ -79,8 +80,12 @@ impl TransactionRecord {
             purpose: self.purpose,
             labels: self.labels,
         };
-        let item = AccountItem::Transaction { user_id: self.user_id, account_id: self.account_id, transaction };
-        (self.mandator_id, item)
+        (self.mandator_id, self.user_id, self.account_id, transaction)
+    }
+
+    pub fn into_item(self) -> (MandatorId, AccountItem) {
+        let (mandator_id, user_id, account_id, transaction) = self.into_parts();
+        (mandator_id, AccountItem::Transaction { user_id, account_id, transaction })
     }
 
     pub fn from_transaction(mandator_id: MandatorId, user_id: UserId, account_id: AccountId, t: Transaction) -> Self {

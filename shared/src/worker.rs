@@ -124,10 +124,8 @@ async fn fail(s: &Services, job: &Job, reason: &str) -> Result<RunOutcome, RunEr
 /// callback that cannot be delivered after its retries is logged: the result stays readable
 /// by polling, and the message's work is done either way.
 async fn call_back(callbacks: &Callbacks, job: &Job) {
-    if job.callback_url.is_some() {
-        // Failures are logged by `job_final`.
-        let _ = callbacks.job_final(job).await;
-    }
+    // Nothing happens without a URL; failures are logged by `job_final`.
+    let _ = callbacks.job_final(job).await;
 }
 
 /// [`call_back`] for a job known by its id only: reads it first.
