@@ -34,4 +34,6 @@ export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export CFN_LINT="$PWD/.venv/bin/cfn-lint"
 export SAM_CLI="$PWD/.venv/sam/bin/sam"
 
-cargo test --workspace --all-targets --locked "$@"
+# `--tests`: unit tests of every library and binary that has them (`test = true`) and the
+# integration tests; binaries whose tests live in their library are not linked a second time.
+cargo test --workspace --tests --locked "$@"
