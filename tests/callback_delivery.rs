@@ -29,6 +29,7 @@ use serde_json::{Value, json};
 use support::contract::unique_mandator;
 use support::flows::ALL_TYPE_SCOPES;
 use support::moto::MotoServer;
+use support::queues::take_bodies;
 
 type Deliveries = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
@@ -196,18 +197,5 @@ async fn callbacks_through_dynamodb_s3_and_sqs() {
     s.callbacks = Callbacks::http(Arc::new(secrets), CallbackPolicy::allow_insecure_loopback_for_tests());
     let sink = DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone());
     let queue = SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone());
-    scenario(&s, &sink, || async {
-        let mut out = Vec::new();
-        loop {
-            let messages = queue.receive(SegmentType::HighBalance, 10, 0).await.unwrap();
-            if messages.is_empty() {
-                return out;
-            }
-            for m in messages {
-                queue.delete(SegmentType::HighBalance, &m.receipt_handle).await.unwrap();
-                out.push(m.body);
-            }
-        }
-    })
-    .await;
+    scenario(&s, &sink, || take_bodies(&queue, SegmentType::HighBalance)).await;
 }

@@ -27,6 +27,7 @@ use serde_json::Value;
 use support::contract::unique_mandator;
 use support::flows::{ALL_TYPE_SCOPES, all_users, get_page};
 use support::moto::MotoServer;
+use support::queues::{self, Record, take_bodies};
 use tokio::sync::Mutex;
 
 const HIGH_BALANCE: &str = "highBalance";
@@ -93,19 +94,7 @@ impl Env {
                 }
                 out
             }
-            Queue::Sqs { queue, .. } => {
-                let mut out = Vec::new();
-                loop {
-                    let messages = queue.receive(SegmentType::HighBalance, 10, 0).await.unwrap();
-                    if messages.is_empty() {
-                        return out;
-                    }
-                    for m in messages {
-                        queue.delete(SegmentType::HighBalance, &m.receipt_handle).await.unwrap();
-                        out.push(m.body);
-                    }
-                }
-            }
+            Queue::Sqs { queue, .. } => take_bodies(queue, SegmentType::HighBalance).await,
         }
     }
 
@@ -585,17 +574,13 @@ async fn dead_letter_fails_a_running_job(env: &Env, sixteen: &MandatorId) {
 }
 
 fn sqs_event(records: &[(String, String, u32)]) -> lambda_http::aws_lambda_events::event::sqs::SqsEvent {
-    let records: Vec<Value> = records
-        .iter()
-        .map(|(id, body, count)| {
-            serde_json::json!({
-                "messageId": id, "receiptHandle": format!("rh-{id}"), "body": body,
-                "attributes": {"ApproximateReceiveCount": count.to_string()},
-                "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "eu-central-1"
-            })
-        })
-        .collect();
-    serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
+    let handles: Vec<String> = records.iter().map(|(id, _, _)| format!("rh-{id}")).collect();
+    queues::sqs_event(records.iter().zip(&handles).map(|((id, body, count), handle)| Record {
+        message_id: id,
+        receipt_handle: handle,
+        body,
+        receive_count: *count,
+    }))
 }
 
 /// Every scenario, on one store, each with its own mandators.

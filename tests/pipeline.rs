@@ -21,6 +21,7 @@ use segments_core::worker::{Disposition, process_message};
 use serde_json::Value;
 use support::flows::{all_users, as_reference, get_page, post_job, reference_high_balance};
 use support::moto::MotoServer;
+use support::queues::{Record, sqs_event};
 
 const MANDATOR: &str = "bank-pipeline";
 
@@ -142,18 +143,13 @@ async fn drain_sqs(s: &Services, queue: &SqsQueue, redeliver: bool) -> usize {
             if messages.is_empty() {
                 break;
             }
-            let records: Vec<Value> = messages
-                .iter()
-                .map(|m| {
-                    serde_json::json!({
-                        "messageId": m.message_id, "receiptHandle": m.receipt_handle, "body": m.body,
-                        "attributes": {"ApproximateReceiveCount": m.receive_count.to_string()},
-                        "messageAttributes": {}, "eventSource": "aws:sqs", "awsRegion": "eu-central-1"
-                    })
-                })
-                .collect();
             for _ in 0..if redeliver { 2 } else { 1 } {
-                let event = serde_json::from_value(serde_json::json!({ "Records": records })).unwrap();
+                let event = sqs_event(messages.iter().map(|m| Record {
+                    message_id: &m.message_id,
+                    receipt_handle: &m.receipt_handle,
+                    body: &m.body,
+                    receive_count: m.receive_count,
+                }));
                 let response = segments_core::worker::handle_sqs_batch(s, t, event).await;
                 assert!(response.batch_item_failures.is_empty(), "{t}");
             }

@@ -3,3 +3,4 @@
 pub mod contract;
 pub mod flows;
 pub mod moto;
+pub mod queues;
