@@ -102,10 +102,11 @@ def compute_comparison(users, scratch, repeats):
     for d in (rust_dir, duck1_dir, duckn_dir):
         shutil.rmtree(d, ignore_errors=True)
     nproc = os.cpu_count() or 1
-    rust, duck1, duckn = [], [], []
+    rust, duck1, duckn, read = [], [], [], []
     for i in range(repeats):
         log(f"[{users} users] run {i + 1}/{repeats}: service (1 core), DuckDB threads=1, DuckDB threads={nproc} (load {load()})")
         rust.append(timed_json([BENCH, "compute", "--data", data, "--params", PARAMS, "--out", rust_dir]))
+        read.append(timed_json([BENCH, "read", "--data", data]))
         for threads, runs, d in ((1, duck1, duck1_dir), (nproc, duckn, duckn_dir)):
             runs.append(timed_json([sys.executable, os.path.join(HERE, "duckdb_segments.py"), "--data", data,
                                     "--params", PARAMS, "--out", d, "--threads", str(threads)]))
@@ -113,7 +114,7 @@ def compute_comparison(users, scratch, repeats):
         "DuckDB threads=1": compare.compare(rust_dir, duck1_dir),
         f"DuckDB threads={nproc}": compare.compare(rust_dir, duckn_dir),
     }
-    return {"users": users, "data": summary, "service": rust, "duckdb1": duck1, "duckdbAll": duckn,
+    return {"users": users, "data": summary, "service": rust, "read": read, "duckdb1": duck1, "duckdbAll": duckn,
             "checks": checks, "nproc": nproc, "load": load()}
 
 
@@ -288,6 +289,8 @@ def report(env, comparisons, hot, memories, requests, start, sizes, costs):
         w(f"Runs (best of {len(c['service'])}): service {', '.join(fmt_s(x['seconds']) for x in c['service'])}; "
           f"DuckDB threads=1 {', '.join(fmt_s(x['seconds']) for x in c['duckdb1'])}; "
           f"DuckDB threads=all {', '.join(fmt_s(x['seconds']) for x in c['duckdbAll'])}. "
+          f"Reading and parsing the files into users alone (`segments-bench read`, best of "
+          f"{len(c['read'])}): {fmt_s(best_of(c['read'])['seconds'])} of the service's {fmt_s(r['seconds'])}. "
           f"DuckDB phases of its best all-cores run: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in dn["phases"].items()) + f". Load at the end: {c['load']}.")
         w("")

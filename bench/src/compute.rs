@@ -27,6 +27,31 @@ pub struct ComputeReport {
     pub seconds: f64,
 }
 
+/// What [`read`] reports.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadReport {
+    pub users: u64,
+    pub accounts: u64,
+    pub transactions: u64,
+    /// Wall time of reading and parsing both files into users.
+    pub seconds: f64,
+}
+
+/// Reads every user of the data set, as [`run`] does, and computes nothing.
+pub fn read(data: &Path) -> anyhow::Result<ReadReport> {
+    let started = Instant::now();
+    let mut reader = UserReader::open(data)?;
+    let mut order = Ordered::default();
+    while let Some(user) = reader.next_user()? {
+        order.check(&user.user_id)?;
+        std::hint::black_box(&user);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let Counts { users, accounts, transactions } = reader.counts();
+    Ok(ReadReport { users, accounts, transactions, seconds })
+}
+
 pub fn run(data: &Path, specs: &[(SegmentType, SegmentSpec)], out: &Path) -> anyhow::Result<ComputeReport> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let started = Instant::now();

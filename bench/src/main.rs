@@ -40,6 +40,13 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Read and parse a generated data set into users, one at a time, and compute nothing: the
+    /// part of `compute` that is not the segment computations and the writing of results.
+    Read {
+        /// Directory with accounts.ndjson and transactions.ndjson (`segments generate`).
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Items per second of the worker's hot path on one core: DynamoDB Query pages through the
     /// SDK and the worker's adapter into each segment computation.
     Hotpath {
@@ -83,6 +90,7 @@ fn main() -> anyhow::Result<()> {
             let specs = data::load_specs(&inputs.params, today)?;
             serde_json::to_value(compute::run(&inputs.data, &specs, &out).context("compute path")?)?
         }
+        Command::Read { data } => serde_json::to_value(compute::read(&data).context("reading")?)?,
         Command::Hotpath { inputs, items, repeats } => {
             let specs = data::load_specs(&inputs.params, today)?;
             let report = one_core_runtime()?.block_on(hotpath::rates(&inputs.data, &specs, items, repeats))?;
