@@ -20,6 +20,7 @@ pub struct AccountRecord {
     pub account_type: AccountType,
     pub currency: Currency,
     pub balance: Money,
+    #[serde(deserialize_with = "crate::domain::date::deserialize")]
     pub balance_date: NaiveDate,
 }
 
@@ -31,6 +32,7 @@ pub struct TransactionRecord {
     pub user_id: UserId,
     pub account_id: AccountId,
     pub transaction_id: TransactionId,
+    #[serde(deserialize_with = "crate::domain::date::deserialize")]
     pub booking_date: NaiveDate,
     pub amount: Money,
     pub currency: Currency,

@@ -28,8 +28,12 @@ fn check_id(s: &str) -> Result<(), IdError> {
     if s.len() > MAX_ID_LEN {
         return Err(IdError::TooLong);
     }
-    match s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@' | '+' | '='))) {
-        Some(c) => Err(IdError::InvalidChar(c)),
+    // Every allowed character is ASCII, so the first byte that is not allowed starts a character.
+    match s
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'@' | b'+' | b'=')))
+    {
+        Some(at) => Err(IdError::InvalidChar(s[at..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER))),
         None => Ok(()),
     }
 }

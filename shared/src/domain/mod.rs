@@ -1,5 +1,6 @@
 //! Typed domain values and the account data model (DESIGN §4, §5).
 
+pub mod date;
 mod ids;
 mod model;
 mod money;

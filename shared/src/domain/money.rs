@@ -203,7 +203,7 @@ impl<'de> Deserialize<'de> for Money {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Only JSON numbers: a string "5000" is a type error, like any other wrong type.
         let n = serde_json::Number::deserialize(d)?;
-        Money::parse(&n.to_string()).map_err(serde::de::Error::custom)
+        Money::parse(n.as_str()).map_err(serde::de::Error::custom)
     }
 }
 
@@ -237,9 +237,21 @@ impl Serialize for Currency {
 
 impl<'de> Deserialize<'de> for Currency {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Currency::parse(&s)
-            .ok_or_else(|| serde::de::Error::custom("must be an ISO 4217 code of three upper-case letters"))
+        struct CurrencyVisitor;
+
+        impl serde::de::Visitor<'_> for CurrencyVisitor {
+            type Value = Currency;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Currency, E> {
+                Currency::parse(s).ok_or_else(|| E::custom("must be an ISO 4217 code of three upper-case letters"))
+            }
+        }
+
+        d.deserialize_str(CurrencyVisitor)
     }
 }
 
