@@ -1,5 +1,5 @@
-"""The five segment types of DESIGN §4 in SQL, run by DuckDB over the NDJSON files of
-`segments generate`, written as one NDJSON result per type. Written from DESIGN §4 alone, as an
+"""The five segment types of docs/semantics.md in SQL, run by DuckDB over the NDJSON files of
+`segments generate`, written as one NDJSON result per type. Written from docs/semantics.md alone, as an
 independent second implementation; bench/run.py compares its results with the service's.
 
 Usage: duckdb_segments.py --data DIR --params bench/params.json --out DIR --threads N

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
-use segments_core::adapters::embedded::{EmbeddedStore, LocalLinks};
-use segments_core::adapters::{self, aws};
-use segments_core::app::Services;
+use segments_embedded::{EmbeddedStore, LocalLinks};
+use segments_aws as aws;
+use segments_core::usecases::Services;
 use segments_core::config::ServiceConfig;
 use segments_core::domain::MandatorId;
-use segments_core::generate::{self, GenerateConfig};
-use segments_core::import::{self, ImportOptions};
+use crate::generate::{self, GenerateConfig};
+use segments_core::usecases::import::{self, ImportOptions};
 use segments_core::ports::{AccountSink, AccountSource};
-use segments_core::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
+use segments_core::domain::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
 
 use crate::progress::Progress;
 use crate::server::{Gateway, router};
@@ -119,7 +119,7 @@ pub struct GenerateArgs {
 
 #[derive(Debug, Args)]
 pub struct ImportArgs {
-    /// accounts.ndjson: one account per line (DESIGN §5).
+    /// accounts.ndjson: one account per line (docs/data.md).
     #[arg(long)]
     pub accounts: PathBuf,
     /// transactions.ndjson: one transaction per line; each must belong to an account of the file.
@@ -358,11 +358,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let resources = aws::AwsResources::from_env()?;
         let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
         let clients = aws::AwsClients::from_env().await;
-        let services = adapters::aws_services(&clients, &resources, config.clone());
-        let segments = adapters::aws_segments_services(&clients, &resources, &segments_table, services.clone());
-        let jobs_api = adapters::aws_jobs_api_services(&clients, &resources, services.clone());
+        let services = aws::services(&clients, &resources, config.clone());
+        let segments = aws::segments_api(&clients, &resources, &segments_table, config.clone());
+        let jobs_api = aws::jobs_api(&clients, &resources, config.clone());
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
-        crate::workers::spawn_sqs_pollers(services.clone(), queue, resources.queue_urls.keys().copied().collect());
+        crate::workers::spawn_sqs_pollers(services.runner(), queue, resources.queue_urls.keys().copied().collect());
         if a.demo {
             seed_demo(services.accounts.as_ref(), None, &a).await?;
         }
@@ -373,11 +373,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             seed_demo(&store, Some(&store), &a).await?;
         }
         let unfinished = store.unfinished_jobs().await?;
-        let (services, receiver) = adapters::embedded_services(store.clone(), config.clone());
-        let segments = adapters::embedded_segments_services(store.clone(), services.clone());
+        let (services, receiver) = segments_embedded::wiring::services(store.clone(), config.clone());
+        let segments = segments_embedded::wiring::segments_api(store.clone(), &services);
         let links = Arc::new(LocalLinks::new(store.clone(), url.clone()));
-        let jobs_api = adapters::embedded_jobs_api_services(store, services.clone(), links.clone());
-        crate::workers::spawn_embedded_pool(services.clone(), receiver, a.workers);
+        let jobs_api = segments_embedded::wiring::jobs_api(store, &services, links.clone());
+        crate::workers::spawn_embedded_pool(services.runner(), receiver, a.workers);
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
-use segments_core::adapters::embedded::{LinkError, LocalLinks};
-use segments_core::app::jobs_api::JobsApiServices;
-use segments_core::app::{AppError, Services};
+use segments_embedded::{LinkError, LocalLinks};
+use segments_core::usecases::jobs_api::JobsApiServices;
+use segments_core::usecases::{AppError, Services};
 use segments_core::http::{MAX_BODY_BYTES, problem_response};
-use segments_core::segments_api::app::SegmentsServices;
+use segments_core::usecases::segments::SegmentsServices;
 
 use crate::token::Signer;
 
@@ -135,7 +135,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         router = router.route(route.path, on(filter, handler));
     }
     router
-        .route(&format!("{}{{*key}}", segments_core::adapters::embedded::LINK_PATH), axum::routing::get(serve_link))
+        .route(&format!("{}{{*key}}", segments_embedded::LINK_PATH), axum::routing::get(serve_link))
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)
@@ -145,8 +145,8 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
     match to_lambda(&gw, req).await {
         Ok(event) => {
             let result = match function {
-                Function::CreateJob => create_job::handle(&gw.services, event).await,
-                Function::GetResult => get_result::handle(&gw.services, event).await,
+                Function::CreateJob => create_job::handle(&gw.services.intake(), event).await,
+                Function::GetResult => get_result::handle(&gw.services.reader(), event).await,
                 Function::SegmentsApi => segments_api::handle(&gw.segments, event).await,
                 Function::JobsApi => jobs_api::handle(&gw.jobs_api, event).await,
             };

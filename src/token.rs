@@ -31,7 +31,7 @@ pub enum TokenError {
     Invalid(#[from] jsonwebtoken::errors::Error),
 }
 
-/// Every scope of DESIGN §8.
+/// Every scope of docs/security.md.
 pub fn all_scopes() -> Vec<String> {
     let mut scopes: Vec<String> = SegmentType::ALL.iter().map(|t| t.scope()).collect();
     scopes.extend(["segments/definitions.read", "segments/definitions.write", "segments/usage.read"].map(String::from));

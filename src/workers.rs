@@ -5,39 +5,39 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use segments_core::adapters::aws::SqsQueue;
-use segments_core::app::Services;
+use segments_aws::SqsQueue;
 use segments_core::domain::SegmentType;
 use segments_core::jobs::JobMessage;
-use segments_core::worker::{Disposition, dead_letter, process_message};
+use segments_core::usecases::dead_letter::dead_letter;
+use segments_core::usecases::run_shard::{Disposition, ShardRunner, process_message};
 use tokio::sync::{Mutex, mpsc};
 
 /// Runs `concurrency` workers over the in-process queue. A message whose run fails is delivered
 /// again after a backoff, counting deliveries like SQS does; after the last allowed delivery it
 /// takes the dead-letter path of the Lambdas: its job is marked FAILED.
-pub fn spawn_embedded_pool(services: Services, receiver: mpsc::UnboundedReceiver<JobMessage>, concurrency: usize) {
+pub fn spawn_embedded_pool(runner: ShardRunner, receiver: mpsc::UnboundedReceiver<JobMessage>, concurrency: usize) {
     let receiver = Arc::new(Mutex::new(receiver));
     for _ in 0..concurrency.max(1) {
-        let services = services.clone();
+        let runner = runner.clone();
         let receiver = receiver.clone();
         tokio::spawn(async move {
             loop {
                 let Some(message) = receiver.lock().await.recv().await else { return };
-                deliver_until_done(&services, &message).await;
+                deliver_until_done(&runner, &message).await;
             }
         });
     }
 }
 
-async fn deliver_until_done(services: &Services, message: &JobMessage) {
+async fn deliver_until_done(runner: &ShardRunner, message: &JobMessage) {
     let Ok(body) = serde_json::to_string(message) else { return };
     let mut receive_count = 1;
     loop {
-        match process_message(services, message.segment_type, &body, receive_count, chrono::Utc::now()).await {
+        match process_message(runner, message.segment_type, &body, receive_count, chrono::Utc::now()).await {
             Disposition::Ack => return,
-            Disposition::Retry if receive_count >= services.config.max_receive_count => {
+            Disposition::Retry if receive_count >= runner.config.max_receive_count => {
                 tracing::error!(job_id = %message.job_id, shard = message.shard, "message dead-lettered after the last delivery");
-                while dead_letter(services.jobs.as_ref(), &services.callbacks, &body).await == Disposition::Retry {
+                while dead_letter(runner.jobs.as_ref(), &runner.callbacks, &body).await == Disposition::Retry {
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
                 return;
@@ -52,9 +52,9 @@ async fn deliver_until_done(services: &Services, message: &JobMessage) {
 
 /// Polls every configured SQS queue and runs what arrives; deletes a message only once its work
 /// is durable (the worker acknowledged it).
-pub fn spawn_sqs_pollers(services: Services, queue: Arc<SqsQueue>, types: Vec<SegmentType>) {
+pub fn spawn_sqs_pollers(runner: ShardRunner, queue: Arc<SqsQueue>, types: Vec<SegmentType>) {
     for segment_type in types {
-        let services = services.clone();
+        let runner = runner.clone();
         let queue = queue.clone();
         tokio::spawn(async move {
             loop {
@@ -68,7 +68,7 @@ pub fn spawn_sqs_pollers(services: Services, queue: Arc<SqsQueue>, types: Vec<Se
                 };
                 for m in messages {
                     let disposition =
-                        process_message(&services, segment_type, &m.body, m.receive_count, chrono::Utc::now()).await;
+                        process_message(&runner, segment_type, &m.body, m.receive_count, chrono::Utc::now()).await;
                     if disposition == Disposition::Ack
                         && let Err(e) = queue.delete(segment_type, &m.receipt_handle).await
                     {

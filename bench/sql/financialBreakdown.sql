@@ -1,4 +1,4 @@
--- financialBreakdown (DESIGN §4): per label group and month of the window, the signed total and
+-- financialBreakdown (docs/semantics.md): per label group and month of the window, the signed total and
 -- count of the transactions having a label of includeLabels and none of excludeLabels; over the
 -- N monthly totals (empty months are 0) total, average, minimum, maximum, median and population
 -- standard deviation, derived values rounded half-even to cents. All statistics in integer cents.

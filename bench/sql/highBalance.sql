@@ -1,4 +1,4 @@
--- highBalance (DESIGN §4): accounts of the type (and currency) whose balance at the end of asOf,
+-- highBalance (docs/semantics.md): accounts of the type (and currency) whose balance at the end of asOf,
 -- balance - Σ amounts with asOf < bookingDate <= balanceDate, is strictly above the threshold.
 COPY (
     WITH candidates AS (

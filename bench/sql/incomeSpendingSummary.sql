@@ -1,4 +1,4 @@
--- incomeSpendingSummary (DESIGN §4): per account, incoming (amount > 0) and outgoing (amount < 0)
+-- incomeSpendingSummary (docs/semantics.md): per account, incoming (amount > 0) and outgoing (amount < 0)
 -- counts and sums of the transactions with dateFrom <= bookingDate <= dateTo; zero amounts count
 -- in neither; users with at least one counted transaction.
 COPY (

@@ -1,4 +1,4 @@
--- insuranceSpending (DESIGN §4): outgoing transactions of the window carrying an insurance label,
+-- insuranceSpending (docs/semantics.md): outgoing transactions of the window carrying an insurance label,
 -- grouped by (account, provider key, type).
 COPY (
     WITH payments AS (

@@ -1,4 +1,4 @@
--- lowBalance (DESIGN §4): every month of the window has a day whose end-of-day balance is
+-- lowBalance (docs/semantics.md): every month of the window has a day whose end-of-day balance is
 -- strictly below the threshold; amount = the lowest end-of-day balance of the window.
 -- End of day d: balance - (Σ amounts with d < bookingDate <= balanceDate)
 --             = balance - (Σ amounts booked up to balanceDate) + (Σ amounts booked up to min(d, balanceDate)).

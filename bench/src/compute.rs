@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use segments_core::domain::SegmentType;
-use segments_core::segments::SegmentSpec;
+use segments_core::rules::SegmentSpec;
 use serde::Serialize;
 
 use crate::data::{Counts, Ordered, UserReader};

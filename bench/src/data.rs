@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use segments_core::domain::{AccountHistory, MandatorId, SegmentType, UserData, UserId};
-use segments_core::records::{AccountRecord, TransactionRecord};
-use segments_core::segments::{SegmentRequest, SegmentSpec};
+use segments_core::domain::records::{AccountRecord, TransactionRecord};
+use segments_core::rules::{SegmentRequest, SegmentSpec};
 use serde_json::Value;
 
 /// The five computations of a benchmark run, in the order of [`SegmentType::ALL`].
@@ -82,7 +82,7 @@ impl Lines {
 }
 
 /// The users of a data set in userId order, each with its accounts and their transactions, read
-/// from both files at once: the generator writes both in userId order (DESIGN §5 files as
+/// from both files at once: the generator writes both in userId order (docs/data.md files as
 /// `segments generate` writes them), so one user is held at a time.
 pub struct UserReader {
     accounts: Lines,

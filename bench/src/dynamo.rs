@@ -3,7 +3,7 @@
 //! returns it. The worker's own adapter ([`DynamoAccounts`]) reads from it, so what is measured is
 //! exactly the worker's hot path: SDK response parsing, item decoding, user assembly, computing.
 //!
-//! Pages hold items in the AccountData layout of DESIGN §6 (pk, sk and the attributes the adapter
+//! Pages hold items in the AccountData layout of docs/storage.md (pk, sk and the attributes the adapter
 //! writes) up to DynamoDB's 1 MB limit of item data, with item sizes counted by DynamoDB's rules.
 
 use std::collections::VecDeque;

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::TryStreamExt;
-use segments_core::adapters::aws::DynamoAccounts;
+use segments_aws::DynamoAccounts;
 use segments_core::domain::{MandatorId, SegmentType};
 use segments_core::ports::AccountSource;
-use segments_core::segments::SegmentSpec;
+use segments_core::rules::SegmentSpec;
 use serde::Serialize;
 
 use crate::data::UserReader;

@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn provision(prefix: &str) -> anyhow::Result<serde_json::Value> {
-    use segments_core::adapters::aws::{self, AwsClients, provision};
+    use segments_aws::{self as aws, AwsClients, provision};
     let clients = AwsClients::from_env().await;
     let resources = provision::provision_all(&clients, prefix, 3).await?;
     let segments_table = provision::segments_table_name(prefix);

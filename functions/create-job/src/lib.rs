@@ -1,4 +1,4 @@
-//! `POST /segments/{segmentType}`: validates the body (DESIGN §3), stores the job QUEUED and
+//! `POST /segments/{segmentType}`: validates the body (docs/api.md), stores the job QUEUED and
 //! enqueues one message per shard; answers `202 {jobId, status, expiresAt}`. With an
 //! `Idempotency-Key` header, a repeat of the same request answers the same job (its current
 //! status), and another request under the key answers 409.
@@ -6,34 +6,36 @@
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use segments_core::app::{self, AppError, Services};
-use segments_core::http::{Caller, json_body, json_response, problem_response, segment_type_param};
+use segments_core::domain::date::timestamp;
+use segments_core::http::{json_body, json_response, problem_response, segment_type_param};
+use segments_core::usecases::create_job::{self, IDEMPOTENCY_KEY_HEADER, JobIntake};
+use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 
-pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+pub async fn handle(s: &JobIntake, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     Ok(match create(s, &req).await {
         Ok(response) => response,
         Err(e) => problem_response(&e),
     })
 }
 
-async fn create(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
+async fn create(s: &JobIntake, req: &Request) -> Result<Response<Body>, AppError> {
     let caller = Caller::from_request(req, &s.config.mandator_claim)?;
-    let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
+    let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
     let body = json_body(req)?;
-    let key = match req.headers().get(app::IDEMPOTENCY_KEY_HEADER) {
+    let key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {
         None => None,
-        Some(value) => Some(app::parse_idempotency_key(value.to_str().map_err(|_| {
-            AppError::InvalidParameter(segments_core::segments::body::FieldError::new(
-                app::IDEMPOTENCY_KEY_HEADER,
+        Some(value) => Some(create_job::parse_idempotency_key(value.to_str().map_err(|_| {
+            AppError::InvalidParameter(segments_core::rules::body::FieldError::new(
+                IDEMPOTENCY_KEY_HEADER,
                 "must consist of visible ASCII characters",
             ))
         })?)?),
     };
-    let job = app::create_job_with_key(s, &caller, segment_type, body, key.as_ref(), Utc::now()).await?;
+    let job = create_job::create_job_with_key(s, &caller, segment_type, body, key.as_ref(), Utc::now()).await?;
     let answer = serde_json::json!({
         "jobId": job.job_id,
         "status": job.status.as_str(),
-        "expiresAt": app::timestamp(job.expires_at),
+        "expiresAt": timestamp(job.expires_at),
     });
     let mut response = json_response(StatusCode::ACCEPTED, &answer);
     if let Ok(location) = format!("/segments/{}/{}", segment_type, job.job_id).parse() {
@@ -45,11 +47,13 @@ async fn create(s: &Services, req: &Request) -> Result<Response<Body>, AppError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use segments_core::adapters::{embedded::EmbeddedStore, embedded_services};
+    use segments_core::usecases::Services;
+    use segments_embedded::EmbeddedStore;
+    use segments_embedded::wiring::services as embedded_services;
     use segments_core::config::ServiceConfig;
     use segments_core::domain::{JobId, MandatorId};
     use segments_core::jobs::JobStatus;
-    use segments_core::testing::{create_job_request, status_and_json};
+    use segments_core::http::testing::{create_job_request, status_and_json};
 
     const HB: &str = "segments/highBalance";
 
@@ -60,7 +64,7 @@ mod tests {
         mandator: Option<&str>,
         scopes: &[&str],
     ) -> (u16, serde_json::Value) {
-        let response = handle(s, create_job_request(segment_type, body, mandator, scopes)).await.unwrap();
+        let response = handle(&s.intake(), create_job_request(segment_type, body, mandator, scopes)).await.unwrap();
         status_and_json(response)
     }
 
@@ -162,13 +166,13 @@ mod tests {
         ];
         for event in events {
             let req = lambda_http::request::from_str(event).unwrap();
-            let (status, body) = status_and_json(handle(&s, req).await.unwrap());
+            let (status, body) = status_and_json(handle(&s.intake(), req).await.unwrap());
             assert_eq!(status, 202, "{body}");
             assert!(rx.try_recv().is_ok());
         }
         let unknown =
             lambda_http::request::from_str(include_str!("../../../events/create-job-unknown-type.json")).unwrap();
-        let (status, problem) = status_and_json(handle(&s, unknown).await.unwrap());
+        let (status, problem) = status_and_json(handle(&s.intake(), unknown).await.unwrap());
         assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_segment_type")));
     }
 }

@@ -3,6 +3,7 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let services = segments_core::adapters::aws_services_from_env().await?;
-    run(service_fn(|event| create_job::handle(&services, event))).await
+    let (clients, resources, config) = segments_aws::from_env().await?;
+    let intake = segments_aws::intake(&clients, &resources, config);
+    run(service_fn(|event| create_job::handle(&intake, event))).await
 }

@@ -1,8 +1,10 @@
 //! The dead-letter handler: every DLQ of the work queues is its event source. A message lands
 //! there after failing `maxReceiveCount` times; its job is marked FAILED with the reason, so a
-//! poller gets 422 instead of waiting forever (DESIGN §7).
+//! poller gets 422 instead of waiting forever (docs/jobs.md).
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    segments_core::worker::run_dead_letter_lambda().await
+    lambda_runtime::tracing::init_default_subscriber();
+    let (jobs, callbacks) = segments_aws::dead_letters_from_env().await?;
+    segments_core::sqs::serve_dead_letters(&jobs, &callbacks).await
 }

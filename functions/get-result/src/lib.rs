@@ -5,26 +5,27 @@
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use segments_core::app::{self, AppError, Services};
-use segments_core::http::{Caller, json_response, path_param, problem_response, query_u32, segment_type_param};
+use segments_core::usecases::read_result::{ResultReader, get_result};
+use segments_core::usecases::{AppError, Caller, authorize_segment_type};
+use segments_core::http::{json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::jobs::MAX_PER_PAGE;
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
 
-pub async fn handle(s: &Services, req: Request) -> Result<Response<Body>, lambda_http::Error> {
+pub async fn handle(s: &ResultReader, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     Ok(match get(s, &req).await {
         Ok(response) => response,
         Err(e) => problem_response(&e),
     })
 }
 
-async fn get(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
+async fn get(s: &ResultReader, req: &Request) -> Result<Response<Body>, AppError> {
     let caller = Caller::from_request(req, &s.config.mandator_claim)?;
-    let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
+    let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
     let page = query_u32(req, "page", 1, 1, u32::MAX)?;
     let per_page = query_u32(req, "perPage", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)?;
     let job_id = path_param(req, "jobId").unwrap_or_default();
-    let result = app::get_result(s, &caller, segment_type, &job_id, page, per_page, Utc::now()).await?;
+    let result = get_result(s, &caller, segment_type, &job_id, page, per_page, Utc::now()).await?;
     Ok(json_response(StatusCode::OK, &result))
 }
 
@@ -32,14 +33,16 @@ async fn get(s: &Services, req: &Request) -> Result<Response<Body>, AppError> {
 mod tests {
     use super::*;
     use chrono::{Duration, NaiveDate};
-    use segments_core::adapters::{embedded::EmbeddedStore, embedded_services};
-    use segments_core::app::write_result;
+    use segments_core::usecases::Services;
+    use segments_embedded::EmbeddedStore;
+    use segments_embedded::wiring::services as embedded_services;
+    use segments_core::usecases::read_result::write_result;
     use segments_core::config::ServiceConfig;
     use segments_core::domain::{AccountType, MandatorId, Money};
     use segments_core::jobs::Job;
-    use segments_core::segments::SegmentParams;
-    use segments_core::segments::params::HighBalanceParams;
-    use segments_core::testing::{get_result_request, status_and_json};
+    use segments_core::rules::SegmentParams;
+    use segments_core::rules::params::HighBalanceParams;
+    use segments_core::http::testing::{get_result_request, status_and_json};
 
     const HB: &str = "segments/highBalance";
 
@@ -86,7 +89,7 @@ mod tests {
         query: &[(&str, &str)],
         mandator: &str,
     ) -> (u16, serde_json::Value) {
-        status_and_json(handle(&f.s, get_result_request(t, job_id, query, Some(mandator), &[HB])).await.unwrap())
+        status_and_json(handle(&f.s.reader(), get_result_request(t, job_id, query, Some(mandator), &[HB])).await.unwrap())
     }
 
     #[tokio::test]
@@ -153,7 +156,7 @@ mod tests {
             assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")), "{job_id} {mandator}");
         }
         let req = get_result_request("lowBalance", &id, &[], Some("bank-1"), &["segments/lowBalance"]);
-        let (status, problem) = status_and_json(handle(&f.s, req).await.unwrap());
+        let (status, problem) = status_and_json(handle(&f.s.reader(), req).await.unwrap());
         assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")));
     }
 
@@ -196,10 +199,10 @@ mod tests {
         let job = completed(&f, "bank-1", 1).await;
         let req =
             get_result_request("highBalance", &job.job_id.to_string(), &[], Some("bank-1"), &["segments/lowBalance"]);
-        let (status, problem) = status_and_json(handle(&f.s, req).await.unwrap());
+        let (status, problem) = status_and_json(handle(&f.s.reader(), req).await.unwrap());
         assert_eq!((status, problem["code"].as_str()), (403, Some("insufficient_scope")));
         let req = get_result_request("highBalance", &job.job_id.to_string(), &[], None, &[]);
-        let (status, _) = status_and_json(handle(&f.s, req).await.unwrap());
+        let (status, _) = status_and_json(handle(&f.s.reader(), req).await.unwrap());
         assert_eq!(status, 401);
     }
 
@@ -214,7 +217,7 @@ mod tests {
             include_str!("../../../events/get-result-financial-breakdown.json"),
         ] {
             let req = lambda_http::request::from_str(event).unwrap();
-            let (status, problem) = status_and_json(handle(&f.s, req).await.unwrap());
+            let (status, problem) = status_and_json(handle(&f.s.reader(), req).await.unwrap());
             // The recorded job does not exist here: the type was understood, the job is unknown.
             assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")), "{problem}");
         }

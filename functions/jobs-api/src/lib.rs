@@ -1,4 +1,4 @@
-//! The job endpoints beyond create and read (DESIGN §3):
+//! The job endpoints beyond create and read (docs/api.md):
 //!
 //! - `GET /segments/{segmentType}?limit&cursor`: the caller's live jobs of the type, newest first;
 //! - `GET /segments/{segmentType}/{jobId}/export`: 302 to a short-lived link of the whole result
@@ -8,11 +8,11 @@
 use chrono::Utc;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
-use segments_core::app::jobs_api::{self, DEFAULT_LIST_LIMIT, JobsApiServices, MAX_LIST_LIMIT};
-use segments_core::app::{self, AppError};
-use segments_core::http::{Caller, json_response, path_param, problem_response, query_u32, segment_type_param};
+use segments_core::usecases::jobs_api::{self, DEFAULT_LIST_LIMIT, JobsApiServices, MAX_LIST_LIMIT};
+use segments_core::usecases::{AppError, Caller, authorize_segment_type};
+use segments_core::http::{json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::ports::StoreError;
-use segments_core::segments::body::FieldError;
+use segments_core::rules::body::FieldError;
 
 pub async fn handle(s: &JobsApiServices, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     Ok(match route(s, &req).await {
@@ -57,18 +57,18 @@ async fn route(s: &JobsApiServices, req: &Request) -> Result<Response<Body>, App
     if req.method() != lambda_http::http::Method::GET {
         return Err(AppError::MethodNotAllowed);
     }
-    let caller = Caller::from_request(req, &s.core.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.config.mandator_claim)?;
     let now = Utc::now();
     match endpoint {
         Endpoint::List => {
-            let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
+            let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
             let limit = query_u32(req, "limit", DEFAULT_LIST_LIMIT, 1, MAX_LIST_LIMIT)?;
             let cursor = query_one(req, "cursor")?;
             let list = jobs_api::list_jobs(s, &caller, segment_type, cursor.as_deref(), limit, now).await?;
             Ok(json_response(StatusCode::OK, &list))
         }
         Endpoint::Export { job_id } => {
-            let segment_type = app::authorize_segment_type(&caller, &segment_type_param(req))?;
+            let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
             let url = jobs_api::export_link(s, &caller, segment_type, &job_id, now).await?;
             let location = header::HeaderValue::from_str(&url).map_err(|_| {
                 AppError::Unavailable(StoreError::Corrupt("the export link is not a valid header value".into()))

@@ -3,6 +3,7 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let services = segments_core::adapters::aws_jobs_api_services_from_env().await?;
+    let (clients, resources, config) = segments_aws::from_env().await?;
+    let services = segments_aws::jobs_api(&clients, &resources, config);
     run(service_fn(|event| jobs_api::handle(&services, event))).await
 }

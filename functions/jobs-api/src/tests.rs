@@ -2,10 +2,10 @@
 //! the workspace's `tests/job_endpoints.rs`.
 
 use super::*;
-use segments_core::adapters::embedded::{EmbeddedStore, LocalLinks};
-use segments_core::adapters::{embedded_jobs_api_services, embedded_services};
+use segments_embedded::{EmbeddedStore, LocalLinks};
+use segments_embedded::wiring::{jobs_api as embedded_jobs_api_services, services as embedded_services};
 use segments_core::config::ServiceConfig;
-use segments_core::testing::{ApiRequest, status_and_json};
+use segments_core::http::testing::{ApiRequest, status_and_json};
 use std::sync::Arc;
 
 fn services() -> (tempfile::TempDir, JobsApiServices) {
@@ -13,7 +13,7 @@ fn services() -> (tempfile::TempDir, JobsApiServices) {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let (core, _rx) = embedded_services(store.clone(), ServiceConfig::default());
     let links = Arc::new(LocalLinks::new(store.clone(), "http://127.0.0.1:1"));
-    (dir, embedded_jobs_api_services(store, core, links))
+    (dir, embedded_jobs_api_services(store, &core, links))
 }
 
 fn request(method: &'static str, path: &str, query: Vec<(&'static str, &'static str)>, scopes: &[&str]) -> Request {

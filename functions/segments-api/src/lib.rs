@@ -1,16 +1,16 @@
-//! The segments management API (DESIGN §1): one function behind every route under
+//! The segments management API (docs/architecture.md): one function behind every route under
 //! `/v1/organizations/{organizationId}/…/segments` and
 //! `/v1/organizations/{organizationId}/accounts/{accountId}/segments`. It reads the route from the
-//! method, the path parameters and the path's last literal, checks the scope (DESIGN §8) and
+//! method, the path parameters and the path's last literal, checks the scope (docs/security.md) and
 //! calls the use case.
 
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
-use segments_core::app::AppError;
-use segments_core::http::{Caller, json_body, json_response, path_param, problem_response};
-use segments_core::segments_api::app::{self, SegmentsServices};
-use segments_core::segments_api::body::{ListQuery, paging};
+use segments_core::usecases::{AppError, Caller};
+use segments_core::http::{json_body, json_response, path_param, problem_response};
+use segments_core::usecases::segments::{self, SegmentsServices};
+use segments_core::usecases::segments::body::{ListQuery, paging};
 
 pub async fn handle(s: &SegmentsServices, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     Ok(match route(s, &req).await {
@@ -62,7 +62,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, AppError> {
-    let caller = Caller::from_request(req, &s.core.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.intake.config.mandator_claim)?;
     let organization = path_param(req, "organizationId").unwrap_or_default();
     let ledger = path_param(req, "ledgerId");
     let segment = path_param(req, "segmentId");
@@ -81,14 +81,14 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
     if !allowed {
         return Err(AppError::MethodNotAllowed);
     }
-    let target = app::authorize(&caller, &organization, ledger.as_deref(), write)?;
+    let target = segments::authorize(&caller, &organization, ledger.as_deref(), write)?;
     let id = segment.unwrap_or_default();
     let q = query(req);
     let invalid = AppError::InvalidParameter;
     let now = Utc::now();
     Ok(match (kind, method) {
         (Resource::Collection, Method::POST) => {
-            let view = app::create(s, &target, json_body(req)?, now).await?;
+            let view = segments::create(s, &target, json_body(req)?, now).await?;
             let mut response = json_response(StatusCode::CREATED, &view);
             if let Ok(location) = format!("{}/{}", req.uri().path().trim_end_matches('/'), view.id).parse() {
                 response.headers_mut().insert(header::LOCATION, location);
@@ -97,13 +97,13 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
         }
         (Resource::Collection, _) => {
             let list_query = ListQuery::parse(pairs(&q)).map_err(invalid)?;
-            json_response(StatusCode::OK, &app::list(s, &target, &list_query).await?)
+            json_response(StatusCode::OK, &segments::list(s, &target, &list_query).await?)
         }
         (Resource::Count, _) => {
             let list_query =
                 ListQuery::parse(pairs(&q).filter(|(k, _)| !matches!(*k, "limit" | "page" | "sort_order")))
                     .map_err(invalid)?;
-            let n = app::count(s, &target, &list_query).await?;
+            let n = segments::count(s, &target, &list_query).await?;
             let mut response = empty(StatusCode::NO_CONTENT);
             if let Ok(value) = n.to_string().parse() {
                 response.headers_mut().insert("x-total-count", value);
@@ -111,27 +111,27 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
             response
         }
         (Resource::Item, Method::PATCH) => {
-            json_response(StatusCode::OK, &app::patch(s, &target, &id, json_body(req)?, now).await?)
+            json_response(StatusCode::OK, &segments::patch(s, &target, &id, json_body(req)?, now).await?)
         }
         (Resource::Item, Method::DELETE) => {
-            app::delete(s, &target, &id, now).await?;
+            segments::delete(s, &target, &id, now).await?;
             empty(StatusCode::NO_CONTENT)
         }
-        (Resource::Item, _) => json_response(StatusCode::OK, &app::get(s, &target, &id, now).await?),
+        (Resource::Item, _) => json_response(StatusCode::OK, &segments::get(s, &target, &id, now).await?),
         (Resource::Members, Method::PUT) => {
-            json_response(StatusCode::OK, &app::change_members(s, &target, &id, json_body(req)?).await?)
+            json_response(StatusCode::OK, &segments::change_members(s, &target, &id, json_body(req)?).await?)
         }
         (Resource::Members, _) => {
             let (limit, page) = paging(pairs(&q)).map_err(invalid)?;
-            json_response(StatusCode::OK, &app::list_members(s, &target, &id, limit, page).await?)
+            json_response(StatusCode::OK, &segments::list_members(s, &target, &id, limit, page).await?)
         }
         (Resource::Refresh, _) => {
-            let (view, _started) = app::refresh(s, &caller, &target, &id, now).await?;
+            let (view, _started) = segments::refresh(s, &caller, &target, &id, now).await?;
             let settled = view.last_refresh.as_ref().is_some_and(|r| {
                 matches!(
                     r.status,
-                    segments_core::segments_api::RefreshState::Applied
-                        | segments_core::segments_api::RefreshState::Failed
+                    segments_core::domain::segment::RefreshState::Applied
+                        | segments_core::domain::segment::RefreshState::Failed
                 )
             });
             json_response(if settled { StatusCode::OK } else { StatusCode::ACCEPTED }, &view)
@@ -139,7 +139,7 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
         (Resource::AccountSegments, _) => {
             let (limit, page) = paging(pairs(&q)).map_err(invalid)?;
             let account = account.unwrap_or_default();
-            json_response(StatusCode::OK, &app::account_segments(s, &target, &account, limit, page).await?)
+            json_response(StatusCode::OK, &segments::account_segments(s, &target, &account, limit, page).await?)
         }
     })
 }

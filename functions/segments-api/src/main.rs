@@ -3,6 +3,8 @@ use lambda_http::{Error, run, service_fn};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
-    let services = segments_core::adapters::aws_segments_services_from_env().await?;
+    let (clients, resources, config) = segments_aws::from_env().await?;
+    let table = segments_aws::segments_table_from_env()?;
+    let services = segments_aws::segments_api(&clients, &resources, &table, config);
     run(service_fn(|event| segments_api::handle(&services, event))).await
 }

@@ -1,9 +1,10 @@
 //! Handler tests over the embedded store, from recorded API Gateway v2 events.
 
 use super::*;
-use segments_core::adapters::{embedded::EmbeddedStore, embedded_segments_services, embedded_services};
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::{segments_api as embedded_segments_services, services as embedded_services};
 use segments_core::config::ServiceConfig;
-use segments_core::testing::{ApiRequest, status_and_json};
+use segments_core::http::testing::{ApiRequest, status_and_json};
 
 /// `(method, body, mandator, scopes, status, code)`.
 type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [&'a str], u16, &'a str);
@@ -14,7 +15,7 @@ fn services() -> (tempfile::TempDir, SegmentsServices) {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let (core, _rx) = embedded_services(store.clone(), ServiceConfig::default());
-    (dir, embedded_segments_services(store, core))
+    (dir, embedded_segments_services(store, &core))
 }
 
 async fn call(
@@ -87,11 +88,11 @@ async fn refusals_are_problems_with_stable_codes() {
 }
 
 /// Account items of the demo mandator, as the importer writes them.
-fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::records::AccountItem> {
+fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::domain::records::AccountItem> {
     use segments_core::domain::{Account, AccountId, AccountType, Currency, Money, UserId};
     ids.iter()
         .map(|(user, account)| {
-            segments_core::records::AccountItem::Account(Account {
+            segments_core::domain::records::AccountItem::Account(Account {
                 user_id: UserId::parse(user).unwrap(),
                 account_id: AccountId::parse(account).unwrap(),
                 account_type: AccountType::Checking,
@@ -106,12 +107,12 @@ fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::records::AccountIte
 #[tokio::test]
 async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
     use segments_core::ports::{AccountSink, SegmentStore};
-    use segments_core::segments_api::{Segment, SegmentId, Status};
+    use segments_core::domain::segment::{Segment, SegmentId, Status};
 
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let (core, _rx) = embedded_services(store.clone(), ServiceConfig::default());
-    let s = embedded_segments_services(store.clone(), core);
+    let s = embedded_segments_services(store.clone(), &core);
 
     let create = lambda_http::request::from_str(include_str!("../../../events/segments-create-dynamic.json")).unwrap();
     let (status, created) = status_and_json(handle(&s, create).await.unwrap());

@@ -2,5 +2,7 @@ use segments_core::domain::SegmentType;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    segments_core::worker::run_lambda(SegmentType::IncomeSpendingSummary).await
+    lambda_runtime::tracing::init_default_subscriber();
+    let (clients, resources, config) = segments_aws::from_env().await?;
+    segments_core::sqs::serve_worker(segments_aws::runner(&clients, &resources, config), SegmentType::IncomeSpendingSummary).await
 }

@@ -1,0 +1,181 @@
+//! DynamoDB, S3 and SQS adapters behind the [`segments_core::ports`].
+//!
+//! - [`DynamoAccounts`]: the AccountData table ([`AccountSource`](segments_core::ports::AccountSource),
+//!   [`AccountSink`](segments_core::ports::AccountSink), [`AccountDirectory`](segments_core::ports::AccountDirectory));
+//!   one Query stream per shard (docs/storage.md), one directory item per account.
+//! - [`DynamoJobs`]: the Jobs table ([`JobStore`](segments_core::ports::JobStore)); every state change is
+//!   a conditional write, so redelivered messages change nothing (docs/jobs.md).
+//! - [`S3Results`]: result objects ([`ResultStore`](segments_core::ports::ResultStore)).
+//! - [`SqsQueue`]: one work queue per segment type ([`JobQueue`](segments_core::ports::JobQueue)), plus the
+//!   receive/delete calls of the local runner that polls SQS.
+//! - [`provision`]: creates the tables, bucket and queues for local setups and tests; the SAM
+//!   template is the deployable truth.
+//!
+//! The SDK clients are built once per process ([`AwsClients`]) and the resource names come from
+//! the environment ([`AwsResources`]); the wiring functions put adapters together into the
+//! contexts the use cases take.
+//!
+//! Cargo features `dynamodb`, `s3` and `sqs` each compile the adapters of one service and its SDK,
+//! so a Lambda function links only the SDKs it calls; `provision` needs all three.
+
+#[cfg(feature = "dynamodb")]
+mod accounts;
+#[cfg(feature = "dynamodb")]
+mod callback_secrets;
+#[cfg(feature = "dynamodb")]
+mod catalog;
+mod clients;
+#[cfg(feature = "dynamodb")]
+mod items;
+#[cfg(feature = "dynamodb")]
+mod jobs;
+#[cfg(feature = "s3")]
+mod links;
+#[cfg(feature = "provision")]
+pub mod provision;
+#[cfg(feature = "sqs")]
+mod queue;
+#[cfg(feature = "s3")]
+mod results;
+#[cfg(feature = "dynamodb")]
+mod retry;
+#[cfg(feature = "dynamodb")]
+mod segments;
+mod wiring;
+
+use std::collections::BTreeMap;
+
+#[cfg(feature = "dynamodb")]
+pub use accounts::DynamoAccounts;
+#[cfg(feature = "dynamodb")]
+pub use callback_secrets::{CALLBACK_SECRET_ATTRIBUTE, CALLBACK_SECRET_SORT_KEY, DynamoCallbackSecrets};
+#[cfg(feature = "dynamodb")]
+pub use catalog::DynamoCatalog;
+pub use clients::AwsClients;
+#[cfg(feature = "dynamodb")]
+pub use items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
+#[cfg(feature = "dynamodb")]
+pub use jobs::DynamoJobs;
+#[cfg(feature = "s3")]
+pub use links::S3Links;
+#[cfg(feature = "sqs")]
+pub use queue::{ReceivedMessage, SqsQueue};
+#[cfg(feature = "s3")]
+pub use results::S3Results;
+#[cfg(feature = "dynamodb")]
+pub use segments::DynamoSegments;
+pub use wiring::*;
+
+use segments_core::config::{ConfigError, required};
+use segments_core::domain::SegmentType;
+
+/// Names of the AWS resources the service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsResources {
+    /// The AccountData table (docs/storage.md).
+    pub account_table: String,
+    /// The Jobs table.
+    pub jobs_table: String,
+    /// The results bucket.
+    pub results_bucket: String,
+    /// The work queue of each segment type. A function that only reads results needs none.
+    pub queue_urls: BTreeMap<SegmentType, String>,
+}
+
+pub const ACCOUNT_DATA_TABLE_VAR: &str = "ACCOUNT_DATA_TABLE";
+pub const JOBS_TABLE_VAR: &str = "JOBS_TABLE";
+pub const RESULTS_BUCKET_VAR: &str = "RESULTS_BUCKET";
+/// The Segments table of the management API (only the segments API reads it).
+pub const SEGMENTS_TABLE_VAR: &str = "SEGMENTS_TABLE";
+
+impl AwsResources {
+    /// `ACCOUNT_DATA_TABLE`, `JOBS_TABLE` and `RESULTS_BUCKET` (required), and for each segment type
+    /// `{TYPE}_QUEUE_URL`, e.g. `HIGH_BALANCE_QUEUE_URL` (optional each: a worker or reader does not
+    /// send to every queue).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let mut queue_urls = BTreeMap::new();
+        for &segment_type in SegmentType::ALL {
+            if let Ok(url) = required(&Self::queue_url_var(segment_type)) {
+                queue_urls.insert(segment_type, url);
+            }
+        }
+        Ok(AwsResources {
+            account_table: required(ACCOUNT_DATA_TABLE_VAR)?,
+            jobs_table: required(JOBS_TABLE_VAR)?,
+            results_bucket: required(RESULTS_BUCKET_VAR)?,
+            queue_urls,
+        })
+    }
+
+    /// The environment variable holding the queue URL of a segment type: `HIGH_BALANCE_QUEUE_URL`.
+    pub fn queue_url_var(segment_type: SegmentType) -> String {
+        format!("{}_QUEUE_URL", segment_type.env_stem())
+    }
+
+    /// The queue URL of a segment type, when configured.
+    pub fn queue_url(&self, segment_type: SegmentType) -> Option<&str> {
+        self.queue_urls.get(&segment_type).map(String::as_str)
+    }
+
+    /// The variables [`AwsResources::from_env`] reads, with these values: for starting functions
+    /// or a runner against provisioned resources.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let mut vars = vec![
+            (ACCOUNT_DATA_TABLE_VAR.to_owned(), self.account_table.clone()),
+            (JOBS_TABLE_VAR.to_owned(), self.jobs_table.clone()),
+            (RESULTS_BUCKET_VAR.to_owned(), self.results_bucket.clone()),
+        ];
+        vars.extend(self.queue_urls.iter().map(|(t, url)| (Self::queue_url_var(*t), url.clone())));
+        vars
+    }
+}
+
+/// All AWS adapters over one set of clients and resources.
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+#[derive(Debug, Clone)]
+pub struct AwsAdapters {
+    pub accounts: DynamoAccounts,
+    pub jobs: DynamoJobs,
+    pub results: S3Results,
+    pub queue: SqsQueue,
+}
+
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+impl AwsAdapters {
+    pub fn new(clients: &AwsClients, resources: &AwsResources) -> Self {
+        AwsAdapters {
+            accounts: DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()),
+            jobs: DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone()),
+            results: S3Results::new(clients.s3.clone(), resources.results_bucket.clone()),
+            queue: SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_url_variables_follow_the_segment_type() {
+        assert_eq!(AwsResources::queue_url_var(SegmentType::HighBalance), "HIGH_BALANCE_QUEUE_URL");
+        assert_eq!(
+            AwsResources::queue_url_var(SegmentType::IncomeSpendingSummary),
+            "INCOME_SPENDING_SUMMARY_QUEUE_URL"
+        );
+    }
+
+    #[test]
+    fn env_vars_name_every_configured_resource() {
+        let resources = AwsResources {
+            account_table: "acc".into(),
+            jobs_table: "jobs".into(),
+            results_bucket: "bucket".into(),
+            queue_urls: BTreeMap::from([(SegmentType::LowBalance, "http://q".to_owned())]),
+        };
+        let vars = resources.env_vars();
+        assert!(vars.contains(&("JOBS_TABLE".to_owned(), "jobs".to_owned())));
+        assert!(vars.contains(&("LOW_BALANCE_QUEUE_URL".to_owned(), "http://q".to_owned())));
+        assert_eq!(vars.len(), 4);
+    }
+}

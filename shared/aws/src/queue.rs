@@ -1,0 +1,181 @@
+//! The work queues in SQS: one per segment type, each with its own worker function. Besides the
+//! [`JobQueue`] port it offers the receive and delete calls of a runner that polls SQS itself.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
+use tracing::instrument;
+
+use segments_core::domain::SegmentType;
+use segments_core::jobs::JobMessage;
+use segments_core::ports::{JobQueue, StoreError};
+
+/// SQS returns at most 10 messages per receive.
+const MAX_RECEIVE_BATCH: u32 = 10;
+/// SQS long polls at most 20 seconds.
+const MAX_WAIT_SECONDS: u32 = 20;
+/// SendMessageBatch takes at most 10 messages.
+const MAX_SEND_BATCH: usize = 10;
+/// Attempts of a batch whose entries SQS failed on its side (not the sender's fault).
+const SEND_ATTEMPTS: usize = 3;
+
+/// A message taken from a queue; it comes back after its visibility timeout unless deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceivedMessage {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    /// How often the message has been received, this time included.
+    pub receive_count: u32,
+}
+
+/// The work queues by segment type.
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_urls: BTreeMap<SegmentType, String>,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_urls: BTreeMap<SegmentType, String>) -> Self {
+        SqsQueue { client, queue_urls }
+    }
+
+    fn url(&self, segment_type: SegmentType) -> Result<&str, StoreError> {
+        self.queue_urls.get(&segment_type).map(String::as_str).ok_or_else(|| {
+            StoreError::unavailable(
+                format!("queueing work of type {segment_type}"),
+                format!("no queue URL is configured for {segment_type} (set {}_QUEUE_URL)", segment_type.env_stem()),
+            )
+        })
+    }
+
+    /// Receives up to `max` messages (at most 10) of a segment type's queue, waiting up to
+    /// `wait_seconds` (at most 20) for the first one.
+    #[instrument(skip_all, fields(segment_type = %segment_type, max = max, wait_seconds = wait_seconds))]
+    pub async fn receive(
+        &self,
+        segment_type: SegmentType,
+        max: u32,
+        wait_seconds: u32,
+    ) -> Result<Vec<ReceivedMessage>, StoreError> {
+        let url = self.url(segment_type)?;
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(max.clamp(1, MAX_RECEIVE_BATCH) as i32)
+            .wait_time_seconds(wait_seconds.min(MAX_WAIT_SECONDS) as i32)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::unavailable(format!("receiving from the {segment_type} queue"), e.into_service_error())
+            })?;
+        out.messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| {
+                let receive_count = m
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(1);
+                match (m.message_id, m.receipt_handle) {
+                    (Some(message_id), Some(receipt_handle)) => Ok(ReceivedMessage {
+                        message_id,
+                        receipt_handle,
+                        body: m.body.unwrap_or_default(),
+                        receive_count,
+                    }),
+                    _ => Err(StoreError::Corrupt(format!(
+                        "a message of the {segment_type} queue has no id or receipt handle"
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// Sends one batch (at most 10 messages of one type), retrying the entries SQS failed on its
+    /// side; entries are named by their index in `bodies`.
+    async fn send_batch(&self, segment_type: SegmentType, bodies: &[String]) -> Result<(), StoreError> {
+        let url = self.url(segment_type)?;
+        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        for attempt in 1..=SEND_ATTEMPTS {
+            let entries = pending
+                .iter()
+                .map(|&i| {
+                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(&bodies[i]).build().map_err(
+                        |e| StoreError::Corrupt(format!("a message of the {segment_type} queue cannot be built: {e}")),
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await.map_err(
+                |e| StoreError::unavailable(format!("queueing on the {segment_type} queue"), e.into_service_error()),
+            )?;
+            if let Some(fault) = out.failed.iter().find(|f| f.sender_fault) {
+                return Err(StoreError::Corrupt(format!(
+                    "the {segment_type} queue refused a message: {} {}",
+                    fault.code,
+                    fault.message.as_deref().unwrap_or_default()
+                )));
+            }
+            pending = out.failed.iter().filter_map(|f| f.id.parse().ok()).collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tracing::warn!(attempt, failed = pending.len(), %segment_type, "SQS failed part of a batch; resending it");
+        }
+        Err(StoreError::unavailable(
+            format!("queueing on the {segment_type} queue"),
+            format!("{} message(s) still failed after {SEND_ATTEMPTS} attempts", pending.len()),
+        ))
+    }
+
+    /// Deletes a received message: its work is durable.
+    #[instrument(skip_all, fields(segment_type = %segment_type))]
+    pub async fn delete(&self, segment_type: SegmentType, receipt_handle: &str) -> Result<(), StoreError> {
+        let url = self.url(segment_type)?;
+        self.client.delete_message().queue_url(url).receipt_handle(receipt_handle).send().await.map_err(|e| {
+            StoreError::unavailable(format!("deleting from the {segment_type} queue"), e.into_service_error())
+        })?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobQueue for SqsQueue {
+    #[instrument(skip_all, fields(mandator_id = %message.mandator_id, job_id = %message.job_id, segment_type = %message.segment_type))]
+    async fn enqueue(&self, message: &JobMessage) -> Result<(), StoreError> {
+        let url = self.url(message.segment_type)?;
+        let body = serde_json::to_string(message)
+            .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
+        self.client.send_message().queue_url(url).message_body(body).send().await.map_err(|e| {
+            StoreError::unavailable(
+                format!("queueing job {} on the {} queue", message.job_id, message.segment_type),
+                e.into_service_error(),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// SendMessageBatch, 10 messages a call (it needs the `sqs:SendMessage` permission).
+    #[instrument(skip_all, fields(messages = messages.len()))]
+    async fn enqueue_all(&self, messages: &[JobMessage]) -> Result<(), StoreError> {
+        let mut by_type: BTreeMap<SegmentType, Vec<String>> = BTreeMap::new();
+        for message in messages {
+            let body = serde_json::to_string(message)
+                .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
+            by_type.entry(message.segment_type).or_default().push(body);
+        }
+        for (segment_type, bodies) in by_type {
+            for batch in bodies.chunks(MAX_SEND_BATCH) {
+                self.send_batch(segment_type, batch).await?;
+            }
+        }
+        Ok(())
+    }
+}

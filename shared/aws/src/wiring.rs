@@ -1,0 +1,138 @@
+//! The contexts the use cases take, put together from the AWS adapters. A Lambda function's
+//! `main` reads [`from_env`] once per cold start and builds the one context its handler needs;
+//! each builder exists only when the features of the SDKs it calls are on.
+
+use std::sync::Arc;
+
+use segments_core::config::{ServiceConfig, required};
+use segments_core::ports::BoxError;
+#[cfg(feature = "dynamodb")]
+use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
+
+use super::{AwsClients, AwsResources};
+#[allow(unused_imports)]
+use super::*;
+
+/// The SDK clients, resource names and settings of a function, from its environment. Honours
+/// `AWS_ENDPOINT_URL`, so the same binary talks to AWS or to a local emulator.
+pub async fn from_env() -> Result<(AwsClients, AwsResources, ServiceConfig), BoxError> {
+    let config = ServiceConfig::from_env()?;
+    let resources = AwsResources::from_env()?;
+    Ok((AwsClients::from_env().await, resources, config))
+}
+
+/// Callbacks with the secrets in the Jobs table `jobs_table`, delivered over HTTP under the
+/// strict policy.
+#[cfg(feature = "dynamodb")]
+pub fn callbacks(clients: &AwsClients, jobs_table: &str) -> Callbacks {
+    let secrets = Arc::new(DynamoCallbackSecrets::new(clients.dynamodb.clone(), jobs_table.to_owned()));
+    Callbacks::http(secrets, CallbackPolicy::strict())
+}
+
+/// What creating a job takes: AccountData and Jobs tables, the work queues.
+#[cfg(all(feature = "dynamodb", feature = "sqs"))]
+pub fn intake(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    config: ServiceConfig,
+) -> segments_core::usecases::create_job::JobIntake {
+    segments_core::usecases::create_job::JobIntake {
+        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        queue: Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        callbacks: callbacks(clients, &resources.jobs_table),
+        config,
+    }
+}
+
+/// What reading results takes: the Jobs table and the results bucket.
+#[cfg(all(feature = "dynamodb", feature = "s3"))]
+pub fn reader(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    config: ServiceConfig,
+) -> segments_core::usecases::read_result::ResultReader {
+    segments_core::usecases::read_result::ResultReader {
+        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        config,
+    }
+}
+
+/// What a worker takes: AccountData and Jobs tables, the results bucket, callbacks.
+#[cfg(all(feature = "dynamodb", feature = "s3"))]
+pub fn runner(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    config: ServiceConfig,
+) -> segments_core::usecases::run_shard::ShardRunner {
+    segments_core::usecases::run_shard::ShardRunner {
+        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        callbacks: callbacks(clients, &resources.jobs_table),
+        config,
+    }
+}
+
+/// What the job endpoints (list, export, usage) take: the Jobs table and links into the
+/// results bucket.
+#[cfg(all(feature = "dynamodb", feature = "s3"))]
+pub fn jobs_api(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    config: ServiceConfig,
+) -> segments_core::usecases::jobs_api::JobsApiServices {
+    segments_core::usecases::jobs_api::JobsApiServices {
+        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        catalog: Arc::new(DynamoCatalog::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        links: Arc::new(S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
+        config,
+    }
+}
+
+/// What the segments API takes: job creation and results (a refresh runs a job), the Segments
+/// table `segments_table` and the account directory in the AccountData table.
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+pub fn segments_api(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    segments_table: &str,
+    config: ServiceConfig,
+) -> segments_core::usecases::segments::SegmentsServices {
+    segments_core::usecases::segments::SegmentsServices {
+        intake: intake(clients, resources, config.clone()),
+        reader: reader(clients, resources, config),
+        segments: Arc::new(DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
+        directory: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+    }
+}
+
+/// The Segments table's name from `SEGMENTS_TABLE`.
+pub fn segments_table_from_env() -> Result<String, BoxError> {
+    Ok(required(SEGMENTS_TABLE_VAR)?)
+}
+
+/// Every port over AWS: for a process that runs every use case (the local runner with `--aws`,
+/// the tests).
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+pub fn services(clients: &AwsClients, resources: &AwsResources, config: ServiceConfig) -> segments_core::usecases::Services {
+    segments_core::usecases::Services {
+        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        queue: Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        callbacks: callbacks(clients, &resources.jobs_table),
+        config,
+    }
+}
+
+/// What the dead-letter handler takes: only the Jobs table (`JOBS_TABLE`), for the jobs and the
+/// mandators' callback secrets.
+#[cfg(feature = "dynamodb")]
+pub async fn dead_letters_from_env() -> Result<(DynamoJobs, Callbacks), BoxError> {
+    let table = required(JOBS_TABLE_VAR)?;
+    let clients = AwsClients::from_env().await;
+    let jobs = DynamoJobs::new(clients.dynamodb.clone(), table.clone());
+    Ok((jobs, callbacks(&clients, &table)))
+}

@@ -1,0 +1,79 @@
+//! Configuration read from the environment once per cold start. A missing or malformed variable
+//! is named in the error.
+
+use std::env;
+use std::str::FromStr;
+
+use crate::jobs::{DEFAULT_CHUNK_SIZE, MAX_PER_PAGE};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {0} is required")]
+    Missing(String),
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid { name: String, reason: String },
+}
+
+/// Reads a required variable.
+pub fn required(name: &str) -> Result<String, ConfigError> {
+    match env::var(name) {
+        Ok(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(ConfigError::Missing(name.to_owned())),
+    }
+}
+
+/// Reads an optional variable, parsed, with a default.
+pub fn parsed_or<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env::var(name) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim().parse().map_err(|e: T::Err| ConfigError::Invalid { name: name.to_owned(), reason: e.to_string() })
+        }
+        _ => Ok(default),
+    }
+}
+
+/// Settings of the application itself, independent of where data is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    /// The verified token claim that names the mandator (docs/security.md).
+    pub mandator_claim: String,
+    /// Users per result chunk; at least the largest page.
+    pub chunk_size: u32,
+    /// Receives of a message after which its job is marked FAILED instead of retried again. Keep
+    /// it equal to the queue's `maxReceiveCount`, so the job fails before the message goes to
+    /// the DLQ.
+    pub max_receive_count: u32,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig { mandator_claim: "client_id".to_owned(), chunk_size: DEFAULT_CHUNK_SIZE, max_receive_count: 5 }
+    }
+}
+
+impl ServiceConfig {
+    /// `MANDATOR_CLAIM` (default `client_id`), `RESULT_CHUNK_SIZE` (default 1000, at least 500),
+    /// `MAX_RECEIVE_COUNT` (default 5).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let d = ServiceConfig::default();
+        let chunk_size = parsed_or("RESULT_CHUNK_SIZE", d.chunk_size)?;
+        if chunk_size < MAX_PER_PAGE {
+            return Err(ConfigError::Invalid {
+                name: "RESULT_CHUNK_SIZE".into(),
+                reason: format!("must be at least {MAX_PER_PAGE}, the largest page"),
+            });
+        }
+        let max_receive_count = parsed_or("MAX_RECEIVE_COUNT", d.max_receive_count)?;
+        if max_receive_count == 0 {
+            return Err(ConfigError::Invalid { name: "MAX_RECEIVE_COUNT".into(), reason: "must be at least 1".into() });
+        }
+        Ok(ServiceConfig {
+            mandator_claim: parsed_or("MANDATOR_CLAIM", d.mandator_claim)?,
+            chunk_size,
+            max_receive_count,
+        })
+    }
+}

@@ -1,0 +1,332 @@
+//! The segments management API (docs/architecture.md): named segments — clusters of accounts a bank tags to
+//! apply benefits and conditions — at organization or ledger level, their membership, and dynamic
+//! segments whose membership is refreshed from a financial-segment job.
+//!
+//! - this module: the segment record and its typed values;
+//! - `usecases::segments::body`: request bodies and query parameters turned into those values,
+//!   once, at the edge;
+//! - `usecases::segments`: the use cases over the segment store and account directory ports.
+//!
+//! The organization of every path is the caller's mandator (docs/security.md): a path naming another
+//! organization is answered like an unknown segment, so nothing about other tenants leaks.
+//!
+//! Accounts are referenced by their bare `accountId`: an accountId is unique within a mandator.
+//! The account data is keyed by user (`U#{userId}#A#{accountId}`, docs/storage.md), so the importer
+//! also records, per account, the user holding it (the account directory, one item per account:
+//! `M#{mandatorId}#ACCOUNT#{accountId}` on AWS), and refuses a file that gives an accountId to a
+//! second user of the mandator — within the file or against the directory — reporting the line as
+//! bad and writing nothing. A membership change resolves its ids through that directory in batches of
+//! point reads; ids the directory does not know are refused with 422, naming them. Answers show
+//! each member as `{accountId, userId}`. Account data written before the directory existed is
+//! found again after importing its files once more (imports are upserts).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::domain::{AccountId, JobId, MandatorId, SegmentType, UserId};
+
+/// Longest segment name, in characters.
+pub const MAX_NAME_CHARS: usize = 256;
+/// Longest status description, in characters.
+pub const MAX_DESCRIPTION_CHARS: usize = 256;
+/// Longest metadata key, in characters.
+pub const MAX_METADATA_KEY_CHARS: usize = 100;
+/// Longest metadata string value (or number text), in characters.
+pub const MAX_METADATA_VALUE_CHARS: usize = 2000;
+/// Most accounts one membership change may name (`add` and `remove` together).
+pub const MAX_MEMBERSHIP_CHANGE: usize = 1000;
+/// Page size bounds of the list endpoints.
+pub const DEFAULT_LIMIT: u32 = 10;
+pub const MAX_LIMIT: u32 = 100;
+
+/// A segment's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SegmentId(uuid::Uuid);
+
+impl SegmentId {
+    pub fn new() -> Self {
+        SegmentId(uuid::Uuid::now_v7())
+    }
+
+    /// Any UUID text; an unknown id is simply not found.
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(s).ok().map(SegmentId)
+    }
+}
+
+impl Default for SegmentId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A ledger of the organization. Same character rules as every other identifier, so it can sit in
+/// storage keys.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LedgerId(String);
+
+impl LedgerId {
+    pub fn parse(s: &str) -> Option<Self> {
+        // The identifier rules of the domain: reuse them rather than restate them.
+        UserId::parse(s).ok().map(|_| LedgerId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a segment lives: the organization itself or one of its ledgers. Names are unique per scope.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    Organization,
+    Ledger(LedgerId),
+}
+
+impl Scope {
+    pub fn ledger(&self) -> Option<&LedgerId> {
+        match self {
+            Scope::Organization => None,
+            Scope::Ledger(l) => Some(l),
+        }
+    }
+
+    /// The scope's part of storage keys: `ORG` or `L#{ledgerId}` (ledger ids never contain `#`).
+    pub fn key(&self) -> String {
+        match self {
+            Scope::Organization => "ORG".to_owned(),
+            Scope::Ledger(l) => format!("L#{}", l.as_str()),
+        }
+    }
+}
+
+/// What a store's list of segments selects: the live segments of one scope, created within
+/// `[from, to)` when `created` is given, ordered by (createdAt, id), newest first when
+/// `newest_first`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentQuery {
+    pub scope: Scope,
+    pub created: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub newest_first: bool,
+}
+
+impl SegmentQuery {
+    /// Every live segment of the scope, oldest first.
+    pub fn scope(scope: Scope) -> Self {
+        SegmentQuery { scope, created: None, newest_first: false }
+    }
+
+    /// Whether a segment is one the query selects (the embedded store filters with this).
+    pub fn selects(&self, segment: &Segment) -> bool {
+        !segment.is_deleted()
+            && segment.scope() == self.scope
+            && self.created.is_none_or(|(from, to)| segment.created_at >= from && segment.created_at < to)
+    }
+}
+
+/// `status.code` of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusCode {
+    Active,
+    Inactive,
+    Pending,
+    Suspended,
+}
+
+impl StatusCode {
+    pub const ALL: &'static [StatusCode] =
+        &[StatusCode::Active, StatusCode::Inactive, StatusCode::Pending, StatusCode::Suspended];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusCode::Active => "ACTIVE",
+            StatusCode::Inactive => "INACTIVE",
+            StatusCode::Pending => "PENDING",
+            StatusCode::Suspended => "SUSPENDED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+    }
+
+    /// Whether accounts may be tagged with a segment in this status.
+    pub fn accepts_members(self) -> bool {
+        !matches!(self, StatusCode::Inactive | StatusCode::Suspended)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub code: StatusCode,
+    pub description: Option<String>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status { code: StatusCode::Active, description: None }
+    }
+}
+
+/// A metadata value: flat, never an object or array.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetaValue {
+    String(String),
+    /// The number as written (exact; no float rounding).
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl MetaValue {
+    /// The text a `metadata.<key>=<value>` filter compares with.
+    pub fn filter_text(&self) -> String {
+        match self {
+            MetaValue::String(s) => s.clone(),
+            MetaValue::Number(n) => n.to_string(),
+            MetaValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Serialize for MetaValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            MetaValue::String(v) => v.serialize(s),
+            MetaValue::Number(v) => v.serialize(s),
+            MetaValue::Bool(v) => v.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MetaValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through `Value`: exact numbers survive (an untagged enum would lose them).
+        match serde_json::Value::deserialize(d)? {
+            serde_json::Value::String(v) => Ok(MetaValue::String(v)),
+            serde_json::Value::Number(v) => Ok(MetaValue::Number(v)),
+            serde_json::Value::Bool(v) => Ok(MetaValue::Bool(v)),
+            _ => Err(serde::de::Error::custom("a metadata value is a string, number or boolean")),
+        }
+    }
+}
+
+pub type Metadata = BTreeMap<String, MetaValue>;
+
+/// A dynamic segment's rule: a financial segment whose result's accounts become the membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rule {
+    pub segment_type: SegmentType,
+    /// The request body of `POST /segments/{segmentType}`, as validated JSON text: a refresh
+    /// starts its job with exactly this body.
+    pub parameters: String,
+}
+
+/// An account and its user. Ordered by accountId, which alone identifies the account within a
+/// mandator; the user is shown because the account data is the user's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountRef {
+    pub account_id: AccountId,
+    pub user_id: UserId,
+}
+
+/// Where the last refresh of a dynamic segment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RefreshState {
+    /// The job runs; its result is not applied yet.
+    Pending,
+    /// The job completed and the difference it makes is recorded (`added`, `removed`); it is
+    /// being applied.
+    Applying,
+    /// The result was applied: `added` and `removed` say who entered and who left.
+    Applied,
+    /// The job failed or expired; the membership is unchanged.
+    Failed,
+}
+
+/// The last refresh of a dynamic segment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refresh {
+    pub job_id: JobId,
+    pub state: RefreshState,
+    pub requested_at: DateTime<Utc>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+    pub added: Vec<AccountRef>,
+    pub removed: Vec<AccountRef>,
+    pub error: Option<String>,
+}
+
+/// A segment as stored. `version` rises by one with every change: writes are conditional on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    pub id: SegmentId,
+    pub mandator: MandatorId,
+    pub ledger_id: Option<LedgerId>,
+    pub name: String,
+    pub status: Status,
+    pub metadata: Metadata,
+    pub rule: Option<Rule>,
+    pub refresh: Option<Refresh>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub version: u64,
+}
+
+impl Segment {
+    pub fn scope(&self) -> Scope {
+        match &self.ledger_id {
+            None => Scope::Organization,
+            Some(l) => Scope::Ledger(l.clone()),
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted_at.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_uuid_v7_and_sort_by_creation() {
+        let a = SegmentId::new();
+        let b = SegmentId::new();
+        assert!(a < b);
+        assert_eq!(SegmentId::parse(&a.to_string()), Some(a));
+        assert_eq!(SegmentId::parse("metrics"), None);
+    }
+
+    #[test]
+    fn metadata_numbers_stay_exact() {
+        let v: MetaValue = serde_json::from_str("12345678901234567890.125").unwrap();
+        assert_eq!(v.filter_text(), "12345678901234567890.125");
+        assert_eq!(serde_json::to_string(&v).unwrap(), "12345678901234567890.125");
+        assert!(serde_json::from_str::<MetaValue>("{}").is_err());
+    }
+
+    #[test]
+    fn scope_keys_never_collide() {
+        assert_eq!(Scope::Organization.key(), "ORG");
+        assert_eq!(Scope::Ledger(LedgerId::parse("ORG").unwrap()).key(), "L#ORG");
+        assert!(LedgerId::parse("a#b").is_none());
+    }
+}

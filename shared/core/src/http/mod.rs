@@ -1,0 +1,74 @@
+//! The API edge shared by the HTTP Lambda functions and the local runner: who is calling (from the
+//! API Gateway JWT authorizer context), problem responses and JSON responses.
+
+mod caller;
+mod problem;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+
+pub use problem::{PROBLEM_CODES, Problem, json_response, problem_response};
+
+use lambda_http::{Body, Request, RequestExt};
+
+use crate::usecases::AppError;
+use crate::rules::body::FieldError;
+
+/// Largest request body accepted (the biggest valid body is a few kilobytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The body of a request as bytes, refusing oversized bodies and non-JSON content types.
+pub fn json_body(req: &Request) -> Result<&[u8], AppError> {
+    if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or_default().trim();
+        if !(essence == "application/json" || essence.ends_with("+json")) {
+            return Err(AppError::UnsupportedMediaType);
+        }
+    }
+    let bytes: &[u8] = match req.body() {
+        Body::Empty => &[],
+        Body::Text(s) => s.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    };
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(AppError::BodyTooLarge(MAX_BODY_BYTES));
+    }
+    Ok(bytes)
+}
+
+/// A path parameter set by the route (`{segmentType}`, `{jobId}`).
+pub fn path_param(req: &Request, name: &str) -> Option<String> {
+    req.path_parameters_ref().and_then(|p| p.first(name)).map(str::to_owned)
+}
+
+/// The segment type of a financial-segments request. The catch-all routes carry it as the
+/// `{segmentType}` path parameter; the typed routes (`/segments/highBalance`, …), which exist so
+/// API Gateway can require each type's scope, carry it only in the path: the segment after
+/// `segments`.
+pub fn segment_type_param(req: &Request) -> String {
+    if let Some(t) = path_param(req, "segmentType") {
+        return t;
+    }
+    let mut parts = req.uri().path().split('/');
+    while let Some(part) = parts.next() {
+        if part == "segments" {
+            return parts.next().unwrap_or_default().to_owned();
+        }
+    }
+    String::new()
+}
+
+/// An optional positive integer query parameter within `min..=max`.
+pub fn query_u32(req: &Request, name: &str, default: u32, min: u32, max: u32) -> Result<u32, AppError> {
+    let params = req.query_string_parameters_ref();
+    let Some(values) = params.and_then(|p| p.all(name)) else { return Ok(default) };
+    let invalid =
+        || AppError::InvalidParameter(FieldError::new(name, format!("must be an integer from {min} to {max}")));
+    if values.len() != 1 {
+        return Err(AppError::InvalidParameter(FieldError::new(name, "must be given at most once")));
+    }
+    let n: u32 = values[0].trim().parse().map_err(|_| invalid())?;
+    if (min..=max).contains(&n) { Ok(n) } else { Err(invalid()) }
+}

@@ -1,0 +1,281 @@
+//! The ports of the application: small traits, one purpose each. The AWS adapters and the
+//! embedded adapter implement every one of them, and the same tests run against both.
+//!
+//! They are object-safe (`async_trait`) because the local runner picks the adapters at run time
+//! (`--aws` or the embedded store) and hands them to the same handler code.
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData};
+use crate::jobs::{IdempotencyKey, Job, JobMessage, ResultSummary};
+use crate::domain::records::AccountItem;
+
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Failures of a store or queue, in the terms the application acts on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: the item exists already, or is not in the expected state.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Stored data that cannot be decoded. Retrying will not help.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The backing service failed or could not be reached. Retrying may help.
+    #[error("storage unavailable: {context}")]
+    Unavailable {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    pub fn unavailable(context: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Unavailable { context: context.into(), source: source.into() }
+    }
+
+    /// Whether the same call may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+}
+
+/// Reads a mandator's account data, one shard at a time.
+#[async_trait]
+pub trait AccountSource: Send + Sync {
+    /// The mandator's shard count, or `None` when it has no account data at all.
+    async fn shard_count(&self, mandator: &MandatorId) -> Result<Option<u32>, StoreError>;
+
+    /// The users of one shard, each with all its accounts (ordered by accountId) and their
+    /// transactions (ordered by bookingDate, transactionId), in userId byte order. Streams: at
+    /// most one user is assembled in memory at a time.
+    fn users<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserData, StoreError>>;
+}
+
+/// Writes account data (the importer). A sink is also the directory of the accounts it wrote, so
+/// the importer can refuse an accountId that another user holds before writing anything.
+#[async_trait]
+pub trait AccountSink: AccountDirectory {
+    /// Records the mandator's shard count, or confirms it when already recorded. A different
+    /// recorded count is a `Conflict`: data already placed must not move silently.
+    async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError>;
+
+    /// Writes items (upsert by key). The adapter places each on `shard_of(userId, shard_count)`
+    /// and records each account's user in the account directory (the last write of an accountId
+    /// names its user). AccountIds are unique per mandator; the importer checks that, against the
+    /// file and the directory, before it writes.
+    async fn put_items(&self, mandator: &MandatorId, shard_count: u32, items: &[AccountItem])
+    -> Result<(), StoreError>;
+}
+
+/// What storing a job under an idempotency key found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyClaim {
+    /// The key was free (or had expired): the job is stored and the key names it.
+    Created,
+    /// The key names an earlier, unexpired job; nothing was stored.
+    Existing { job_id: JobId, request_hash: String },
+}
+
+/// The job records, and the records kept beside them: idempotency keys and usage counters.
+#[async_trait]
+pub trait JobStore: Send + Sync {
+    /// Stores a new job; `Conflict` if its id exists already.
+    async fn create(&self, job: &Job) -> Result<(), StoreError>;
+
+    /// Stores a new job and claims `key` for it (with `request_hash`, expiring with the job), in
+    /// one atomic write: of two concurrent calls with one key exactly one creates its job. A key
+    /// whose record has expired (`expiresAt ≤ now`) is free again.
+    async fn create_with_key(
+        &self,
+        job: &Job,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<KeyClaim, StoreError>;
+
+    /// The job, if it exists for this mandator. Keys include the mandator: another mandator's
+    /// job is simply not found.
+    async fn get(&self, mandator: &MandatorId, job_id: JobId) -> Result<Option<Job>, StoreError>;
+
+    /// QUEUED → RUNNING. A no-op in any other state.
+    async fn mark_running(&self, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError>;
+
+    /// Records that `shard`'s part is written: adds it to the job's set of done shards (a
+    /// redelivered message adds nothing) and moves QUEUED → RUNNING, in one conditional write,
+    /// only while the job is not final. Returns the job as it is after the call (a final job
+    /// unchanged), `None` when there is no such job.
+    async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError>;
+
+    /// → COMPLETED with the result summary and +1 on the usage counter of (mandator, month of
+    /// `job.created_at`, segment type), in one atomic conditional write. `Ok(false)` when the job
+    /// was already final (a re-run finalize): nothing changes, the usage is not counted again.
+    async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError>;
+
+    /// → FAILED with a reason, unless already final. `Ok(false)` when it was.
+    async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError>;
+
+    /// The usage counter: completed jobs of the mandator created in `month`, of `segment_type`.
+    async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError>;
+}
+
+/// The bytes of an object, piece by piece.
+pub type ByteStream = BoxStream<'static, Result<Bytes, StoreError>>;
+
+/// An object being written piece by piece. Nothing is visible under its key before `finish`; a
+/// writer dropped unfinished leaves the key as it was.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError>;
+    async fn finish(self: Box<Self>) -> Result<(), StoreError>;
+}
+
+/// Result objects (parts, chunks, manifests, exports) by key.
+#[async_trait]
+pub trait ResultStore: Send + Sync {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError>;
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+
+    /// The object's bytes as a stream, so a reader holds a piece at a time; `None` when missing.
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StoreError>;
+
+    /// Writes an object of any size piece by piece.
+    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
+}
+
+/// The work queue of the workers (one queue per segment type on AWS).
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    async fn enqueue(&self, message: &JobMessage) -> Result<(), StoreError>;
+
+    /// Enqueues every message (SQS: batches of 10). `Err` when any could not be enqueued; some
+    /// may have been.
+    async fn enqueue_all(&self, messages: &[JobMessage]) -> Result<(), StoreError> {
+        for message in messages {
+            self.enqueue(message).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The segments of the management API and their membership (docs/architecture.md, docs/storage.md).
+#[async_trait]
+pub trait SegmentStore: Send + Sync {
+    /// Stores a new segment and claims its name in its scope, in one atomic write: `Conflict`
+    /// when a segment of the scope that is not deleted holds the name (exact comparison), so of
+    /// two concurrent creates with one name exactly one wins.
+    async fn create_segment(&self, segment: &crate::domain::segment::Segment) -> Result<(), StoreError>;
+
+    /// The segment, deleted or not, if it exists for this mandator.
+    async fn get_segment(
+        &self,
+        mandator: &MandatorId,
+        id: crate::domain::segment::SegmentId,
+    ) -> Result<Option<crate::domain::segment::Segment>, StoreError>;
+
+    /// The live segments of the mandator that `query` selects (one scope, optionally a creation
+    /// period), in its order. Reads only that scope (and period), not every segment.
+    async fn list_segments(
+        &self,
+        mandator: &MandatorId,
+        query: &crate::domain::segment::SegmentQuery,
+    ) -> Result<Vec<crate::domain::segment::Segment>, StoreError>;
+
+    /// Replaces `previous` by `next` (same id, `next.version = previous.version + 1`) if the
+    /// stored version is still `previous.version`, in one atomic write that also moves the name
+    /// claim when the name changes and releases it when `next` is deleted. `Conflict` when the
+    /// segment changed meanwhile or the new name is held.
+    async fn replace_segment(
+        &self,
+        previous: &crate::domain::segment::Segment,
+        next: &crate::domain::segment::Segment,
+    ) -> Result<(), StoreError>;
+
+    /// Tags accounts with the segment and untags others. Idempotent: adding a member or removing
+    /// a non-member changes nothing.
+    async fn change_members(
+        &self,
+        mandator: &MandatorId,
+        id: crate::domain::segment::SegmentId,
+        add: &[crate::domain::segment::AccountRef],
+        remove: &[crate::domain::AccountId],
+    ) -> Result<(), StoreError>;
+
+    /// The segment's members, ordered by accountId.
+    async fn members(
+        &self,
+        mandator: &MandatorId,
+        id: crate::domain::segment::SegmentId,
+    ) -> Result<Vec<crate::domain::segment::AccountRef>, StoreError>;
+
+    /// How many members the segment has.
+    async fn member_count(&self, mandator: &MandatorId, id: crate::domain::segment::SegmentId) -> Result<u64, StoreError>;
+
+    /// The segments (deleted ones included) having the account as a member, each with the
+    /// account's user as it was recorded when the account was tagged.
+    async fn segments_of_account(
+        &self,
+        mandator: &MandatorId,
+        account: &crate::domain::AccountId,
+    ) -> Result<Vec<(crate::domain::segment::SegmentId, crate::domain::UserId)>, StoreError>;
+}
+
+/// Which accounts exist in a mandator's account data, and whose they are. AccountIds are unique
+/// per mandator (the importer refuses a second user for one), so a bare accountId names an account.
+#[async_trait]
+pub trait AccountDirectory: Send + Sync {
+    /// The user of each account of `accounts` that exists for the mandator; unknown ones are
+    /// absent from the answer.
+    async fn account_users(
+        &self,
+        mandator: &MandatorId,
+        accounts: &[crate::domain::AccountId],
+    ) -> Result<std::collections::BTreeMap<crate::domain::AccountId, crate::domain::UserId>, StoreError>;
+}
+
+/// A page of a mandator's jobs of one type, newest first (`GET /segments/{segmentType}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    /// At most the requested number of live jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Whether live jobs of the type older than the last one exist.
+    pub more: bool,
+}
+
+/// Lists a mandator's jobs (the job records of [`JobStore`], read in key order).
+#[async_trait]
+pub trait JobCatalog: Send + Sync {
+    /// Up to `limit` jobs of `segment_type` of the mandator that have not expired at `now`,
+    /// newest first (job ids are UUIDv7, so key order is creation order), starting after the job
+    /// `before` when given. Only the mandator's own partition is read: `before` is a position in
+    /// it, never a key of another mandator.
+    async fn list_jobs(
+        &self,
+        mandator: &MandatorId,
+        segment_type: crate::domain::SegmentType,
+        before: Option<JobId>,
+        limit: u32,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<JobPage, StoreError>;
+}
+
+/// Short-lived links to result objects, for clients to download them directly.
+#[async_trait]
+pub trait ResultLinks: Send + Sync {
+    /// A URL that lets anyone holding it GET the object `key` for `ttl`, or `None` when there is
+    /// no such object.
+    async fn link(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError>;
+}
+
+/// The per-mandator secrets that sign callbacks (docs/security.md).
+#[async_trait]
+pub trait CallbackSecrets: Send + Sync {
+    /// The mandator's secret, created (32 bytes from a CSPRNG) on first use. Concurrent first
+    /// uses agree on one secret.
+    async fn secret(&self, mandator: &MandatorId) -> Result<crate::domain::CallbackSecret, StoreError>;
+}

@@ -1,0 +1,136 @@
+//! `POST /segments/{segmentType}`: validate the request, store the job QUEUED and enqueue one
+//! message per shard; idempotent under an `Idempotency-Key`.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tracing::instrument;
+
+use super::callbacks::Callbacks;
+use super::{AppError, Caller};
+use crate::config::ServiceConfig;
+use crate::domain::SegmentType;
+use crate::jobs::{IdempotencyKey, Job, JobStatus};
+use crate::ports::{AccountSource, JobQueue, JobStore, KeyClaim};
+use crate::rules::body::FieldError;
+use crate::rules::{SegmentRequest, SegmentSpec};
+
+/// What creating a job needs: the shard count from the account data, the job store, the work
+/// queue and the callback policy and secrets.
+#[derive(Clone)]
+pub struct JobIntake {
+    pub accounts: Arc<dyn AccountSource>,
+    pub jobs: Arc<dyn JobStore>,
+    pub queue: Arc<dyn JobQueue>,
+    /// The callback URL policy and the mandators' signing secrets (docs/security.md).
+    pub callbacks: Callbacks,
+    pub config: ServiceConfig,
+}
+
+/// How long after its creation a job that no worker has started counts as possibly never
+/// enqueued, so an Idempotency-Key replay enqueues it again: well past the create-job function's
+/// timeout (10 s), and past the time SQS and the workers need to start a queued shard.
+pub const REQUEUE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The name of the header that makes a `POST /segments/{segmentType}` idempotent.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
+/// Parses an `Idempotency-Key` header value (400 naming the header when invalid).
+pub fn parse_idempotency_key(value: &str) -> Result<IdempotencyKey, AppError> {
+    IdempotencyKey::parse(value)
+        .map_err(|reason| AppError::InvalidParameter(FieldError::new(IDEMPOTENCY_KEY_HEADER, reason)))
+}
+
+/// The SHA-256 (hex) of a request in canonical form — segment type, `asOf`, the parsed parameters
+/// and the callback URL — so two bodies that mean the same (`5000` and `5000.00`, fields in any
+/// order) match under one idempotency key.
+pub fn request_hash(request: &SegmentRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let canonical = serde_json::json!({
+        "segmentType": request.params.segment_type(),
+        "asOf": request.as_of,
+        "parameters": request.params,
+        "callbackURL": request.callback_url,
+    });
+    let digest = Sha256::digest(canonical.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `POST /segments/{segmentType}`: validate, store the job QUEUED, enqueue one message per shard.
+///
+/// With an idempotency key, the job and the key's claim are stored in one atomic write: a repeat
+/// of the same request (same hash) answers the job the key names, without enqueueing anything;
+/// another request under the key is a 409. A mandator without account data gets a job of one
+/// (empty) shard, which completes with no users like any other.
+#[instrument(skip_all, fields(mandator_id = %caller.mandator, segment_type = %segment_type))]
+pub async fn create_job(
+    s: &JobIntake,
+    caller: &Caller,
+    segment_type: SegmentType,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Job, AppError> {
+    create_job_with_key(s, caller, segment_type, body, None, now).await
+}
+
+/// [`create_job`] under an optional idempotency key.
+#[instrument(skip_all, fields(mandator_id = %caller.mandator, segment_type = %segment_type))]
+pub async fn create_job_with_key(
+    s: &JobIntake,
+    caller: &Caller,
+    segment_type: SegmentType,
+    body: &[u8],
+    idempotency_key: Option<&IdempotencyKey>,
+    now: DateTime<Utc>,
+) -> Result<Job, AppError> {
+    let request = SegmentRequest::parse(segment_type, body, now.date_naive())?;
+    if !SegmentSpec::is_available(segment_type) {
+        return Err(AppError::SegmentTypeNotAvailable(segment_type));
+    }
+    if let Some(url) = &request.callback_url {
+        // https, and every address the host resolves to public (docs/security.md); checked again before
+        // every delivery attempt.
+        s.callbacks.validate(url).await?;
+        // The signing secret exists before the job does, so the workers only ever read it.
+        s.callbacks.secrets.secret(&caller.mandator).await?;
+    }
+    let hash = request_hash(&request);
+    let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(1);
+    let job = Job::new(caller.mandator.clone(), request.as_of, request.params, request.callback_url, shards, now);
+    match idempotency_key {
+        None => s.jobs.create(&job).await?,
+        Some(key) => match s.jobs.create_with_key(&job, key, &hash, now).await? {
+            KeyClaim::Created => {}
+            KeyClaim::Existing { job_id, request_hash } => {
+                if request_hash != hash {
+                    return Err(AppError::IdempotencyKeyReused);
+                }
+                let existing = s.jobs.get(&caller.mandator, job_id).await?;
+                // The key expires with its job: a live key names a live job.
+                let existing = existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
+                    AppError::Unavailable(crate::ports::StoreError::Corrupt(format!(
+                        "idempotency key names job {job_id}, which does not exist"
+                    )))
+                })?;
+                if existing.status == JobStatus::Queued && now - existing.created_at >= REQUEUE_AFTER {
+                    // No worker has started it long after its request must have ended: that
+                    // request may have died between storing the job and enqueueing it. Its
+                    // messages again are harmless (a shard is recorded once, parts and results
+                    // have fixed keys); a job that never runs is not.
+                    tracing::warn!(job_id = %existing.job_id, "replayed job still queued; enqueueing its shards again");
+                    s.queue.enqueue_all(&existing.messages()).await?;
+                }
+                return Ok(existing);
+            }
+        },
+    }
+    if let Err(e) = s.queue.enqueue_all(&job.messages()).await {
+        // The job must not stay QUEUED forever with shards no message will ever compute.
+        if let Err(fail) = s.jobs.fail(&job.mandator_id, job.job_id, "could not be enqueued").await {
+            tracing::error!(job_id = %job.job_id, error = %fail, "marking an unqueued job FAILED failed too");
+        }
+        return Err(e.into());
+    }
+    tracing::info!(job_id = %job.job_id, shards, "job queued");
+    Ok(job)
+}

@@ -1,0 +1,498 @@
+//! Request bodies and query parameters of the segments API, turned into typed values once.
+//! Unknown fields are refused, like everywhere else in the API: a misspelled field never passes
+//! silently.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Map, Value};
+
+use crate::domain::segment::{
+    MAX_DESCRIPTION_CHARS, MAX_MEMBERSHIP_CHANGE, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
+    MetaValue, Rule, Status, StatusCode,
+};
+use crate::domain::{AccountId, SegmentType};
+use crate::rules::SegmentRequest;
+use crate::rules::body::{BodyError, FieldError, MalformedBody};
+
+/// A validated `POST …/segments` body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSegment {
+    pub name: String,
+    pub status: Status,
+    pub metadata: Vec<(String, MetaValue)>,
+    pub rule: Option<Rule>,
+}
+
+/// A validated `PATCH …/segments/{segmentId}` body. `None`: leave unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PatchSegment {
+    pub name: Option<String>,
+    pub status: Option<Status>,
+    /// Keys to set (`Some`) or remove (`None`); the others stay.
+    pub metadata: Option<Vec<(String, Option<MetaValue>)>>,
+    /// `Some(None)`: remove the rule.
+    pub rule: Option<Option<Rule>>,
+}
+
+/// A validated `PUT …/segments/{segmentId}/accounts` body: bare accountIds, each list sorted and
+/// without repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipChange {
+    pub add: Vec<AccountId>,
+    pub remove: Vec<AccountId>,
+}
+
+fn object(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(MalformedBody("a JSON object body is required".into()).into());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(MalformedBody("request body must be a JSON object".into()).into()),
+        Err(e) => Err(MalformedBody(format!("request body is not valid JSON: {e}")).into()),
+    }
+}
+
+fn refuse_unknown(map: &Map<String, Value>, prefix: &str) -> Result<(), FieldError> {
+    match map.keys().next() {
+        Some(k) => Err(FieldError::new(format!("{prefix}{k}"), "is not a known field")),
+        None => Ok(()),
+    }
+}
+
+fn name(v: Value) -> Result<String, FieldError> {
+    match v {
+        Value::String(s) if s.trim().is_empty() => Err(FieldError::new("name", "must not be blank")),
+        Value::String(s) if s.chars().count() > MAX_NAME_CHARS => {
+            Err(FieldError::new("name", format!("must be at most {MAX_NAME_CHARS} characters")))
+        }
+        Value::String(s) => Ok(s),
+        _ => Err(FieldError::new("name", "must be a string")),
+    }
+}
+
+fn status(v: Value) -> Result<Status, FieldError> {
+    let Value::Object(mut m) = v else { return Err(FieldError::new("status", "must be an object")) };
+    let code = match m.remove("code") {
+        None | Some(Value::Null) => StatusCode::Active,
+        Some(Value::String(s)) => StatusCode::parse(&s).ok_or_else(|| {
+            let valid: Vec<&str> = StatusCode::ALL.iter().map(|c| c.as_str()).collect();
+            FieldError::new("status.code", format!("must be one of {}", valid.join(", ")))
+        })?,
+        Some(_) => return Err(FieldError::new("status.code", "must be a string")),
+    };
+    let description = match m.remove("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.chars().count() > MAX_DESCRIPTION_CHARS => {
+            return Err(FieldError::new(
+                "status.description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(FieldError::new("status.description", "must be a string")),
+    };
+    refuse_unknown(&m, "status.")?;
+    Ok(Status { code, description })
+}
+
+/// Metadata entries; `null` values only where `allow_null` (PATCH removes those keys).
+fn metadata(v: Value, allow_null: bool) -> Result<Vec<(String, Option<MetaValue>)>, FieldError> {
+    let Value::Object(m) = v else { return Err(FieldError::new("metadata", "must be an object")) };
+    let mut out = Vec::with_capacity(m.len());
+    for (key, value) in m {
+        let field = format!("metadata.{key}");
+        if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
+            return Err(FieldError::new(field, format!("keys must be 1 to {MAX_METADATA_KEY_CHARS} characters")));
+        }
+        let too_long = |text: &str| text.chars().count() > MAX_METADATA_VALUE_CHARS;
+        let value = match value {
+            Value::Null if allow_null => None,
+            Value::String(s) if !too_long(&s) => Some(MetaValue::String(s)),
+            Value::Number(n) if !too_long(&n.to_string()) => Some(MetaValue::Number(n)),
+            Value::Bool(b) => Some(MetaValue::Bool(b)),
+            Value::String(_) | Value::Number(_) => {
+                return Err(FieldError::new(field, format!("must be at most {MAX_METADATA_VALUE_CHARS} characters")));
+            }
+            _ => return Err(FieldError::new(field, "must be a string, number or boolean (metadata is flat)")),
+        };
+        out.push((key, value));
+    }
+    Ok(out)
+}
+
+/// Whether a segment type's result lists accounts per user (`accounts: [{accountId, …}]`), so that
+/// it can define a membership. financialBreakdown lists label groups per user, no accounts.
+pub fn lists_accounts(t: SegmentType) -> bool {
+    match t {
+        SegmentType::HighBalance
+        | SegmentType::LowBalance
+        | SegmentType::IncomeSpendingSummary
+        | SegmentType::InsuranceSpending => true,
+        SegmentType::FinancialBreakdown => false,
+    }
+}
+
+/// A rule, validated exactly like a `POST /segments/{segmentType}` body, and limited to the types
+/// whose result lists accounts (the membership is made of accounts).
+fn rule(v: Value, today: NaiveDate) -> Result<Option<Rule>, FieldError> {
+    let mut m = match v {
+        Value::Null => return Ok(None),
+        Value::Object(m) => m,
+        _ => return Err(FieldError::new("rule", "must be an object or null")),
+    };
+    let segment_type: SegmentType = match m.remove("segmentType") {
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| FieldError::new("rule.segmentType", format!("must be one of {}", SegmentType::names())))?,
+        None | Some(Value::Null) => return Err(FieldError::new("rule.segmentType", "is required")),
+        Some(_) => return Err(FieldError::new("rule.segmentType", "must be a string")),
+    };
+    if !lists_accounts(segment_type) {
+        let allowed: Vec<&str> =
+            SegmentType::ALL.iter().copied().filter(|t| lists_accounts(*t)).map(SegmentType::as_str).collect();
+        return Err(FieldError::new(
+            "rule.segmentType",
+            format!(
+                "cannot be {segment_type}: its result lists label groups per user, not accounts, so it cannot \
+                 define a membership of accounts; use one of {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let parameters = match m.remove("parameters") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(p @ Value::Object(_)) => p,
+        Some(_) => return Err(FieldError::new("rule.parameters", "must be an object")),
+    };
+    refuse_unknown(&m, "rule.")?;
+    let text = parameters.to_string();
+    SegmentRequest::parse(segment_type, text.as_bytes(), today).map_err(|e| match e {
+        BodyError::Field(f) => FieldError::new(format!("rule.parameters.{}", f.field), f.message),
+        BodyError::Malformed(m) => FieldError::new("rule.parameters", m.0),
+    })?;
+    Ok(Some(Rule { segment_type, parameters: text }))
+}
+
+impl CreateSegment {
+    pub fn parse(body: &[u8], today: NaiveDate) -> Result<Self, BodyError> {
+        let mut m = object(body)?;
+        let name = match m.remove("name") {
+            None | Some(Value::Null) => return Err(FieldError::new("name", "is required").into()),
+            Some(v) => name(v)?,
+        };
+        let status = match m.remove("status") {
+            None | Some(Value::Null) => Status::default(),
+            Some(v) => status(v)?,
+        };
+        let metadata = match m.remove("metadata") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(v) => metadata(v, false)?.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect(),
+        };
+        let rule = match m.remove("rule") {
+            None => None,
+            Some(v) => rule(v, today)?,
+        };
+        refuse_unknown(&m, "")?;
+        Ok(CreateSegment { name, status, metadata, rule })
+    }
+}
+
+impl PatchSegment {
+    pub fn parse(body: &[u8], today: NaiveDate) -> Result<Self, BodyError> {
+        let mut m = object(body)?;
+        let name = match m.remove("name") {
+            None => None,
+            Some(Value::Null) => return Err(FieldError::new("name", "cannot be removed").into()),
+            Some(v) => Some(name(v)?),
+        };
+        let status = match m.remove("status") {
+            None => None,
+            Some(Value::Null) => return Err(FieldError::new("status", "cannot be removed").into()),
+            Some(v) => Some(status(v)?),
+        };
+        let metadata = match m.remove("metadata") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(metadata(v, true)?),
+        };
+        let rule = match m.remove("rule") {
+            None => None,
+            Some(v) => Some(rule(v, today)?),
+        };
+        refuse_unknown(&m, "")?;
+        Ok(PatchSegment { name, status, metadata, rule })
+    }
+}
+
+fn account_list(v: Option<Value>, field: &str) -> Result<Vec<AccountId>, FieldError> {
+    let items = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err(FieldError::new(field, "must be an array of accountIds (strings)")),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let Value::String(id) = item else { return Err(FieldError::new(at, "must be an accountId (a string)")) };
+        out.push(AccountId::parse(&id).map_err(|e| FieldError::new(at, e.to_string()))?);
+    }
+    Ok(out)
+}
+
+impl MembershipChange {
+    pub fn parse(body: &[u8]) -> Result<Self, BodyError> {
+        let mut m = object(body)?;
+        let mut add = account_list(m.remove("add"), "add")?;
+        let mut remove = account_list(m.remove("remove"), "remove")?;
+        refuse_unknown(&m, "")?;
+        if add.len() + remove.len() > MAX_MEMBERSHIP_CHANGE {
+            return Err(FieldError::new(
+                "add",
+                format!("add and remove may name at most {MAX_MEMBERSHIP_CHANGE} accounts together"),
+            )
+            .into());
+        }
+        add.sort();
+        add.dedup();
+        remove.sort();
+        remove.dedup();
+        if let Some(both) = add.iter().find(|a| remove.binary_search(a).is_ok()) {
+            return Err(FieldError::new("remove", format!("names account {both} that add names too")).into());
+        }
+        Ok(MembershipChange { add, remove })
+    }
+}
+
+/// Ascending or descending creation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// Filters and paging of `GET …/segments` (and the `X-Total-Count` of `HEAD …/metrics/count`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub page: u32,
+    pub sort_order: SortOrder,
+    /// `createdAt` within `[from, to)`.
+    pub created: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub metadata: Vec<(String, String)>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        ListQuery {
+            limit: crate::domain::segment::DEFAULT_LIMIT,
+            page: 1,
+            sort_order: SortOrder::Asc,
+            created: None,
+            metadata: Vec::new(),
+        }
+    }
+}
+
+impl ListQuery {
+    /// From the query parameters (each at most once). Unknown parameters are refused.
+    pub fn parse<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, FieldError> {
+        let mut q = ListQuery::default();
+        let mut seen = std::collections::BTreeSet::new();
+        let (mut start, mut end) = (None, None);
+        for (key, value) in params {
+            if !seen.insert(key.to_owned()) {
+                return Err(FieldError::new(key, "must be given at most once"));
+            }
+            let int = |min: u32, max: u32| {
+                value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| FieldError::new(key, format!("must be an integer from {min} to {max}")))
+            };
+            let date = || {
+                NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
+                    .map_err(|_| FieldError::new(key, "must be a date YYYY-MM-DD"))
+            };
+            match key {
+                "limit" => q.limit = int(1, crate::domain::segment::MAX_LIMIT)?,
+                "page" => q.page = int(1, u32::MAX)?,
+                "sort_order" => {
+                    q.sort_order = match value.to_ascii_lowercase().as_str() {
+                        "asc" => SortOrder::Asc,
+                        "desc" => SortOrder::Desc,
+                        _ => return Err(FieldError::new(key, "must be asc or desc")),
+                    }
+                }
+                "start_date" => start = Some(date()?),
+                "end_date" => end = Some(date()?),
+                _ => match key.strip_prefix("metadata.") {
+                    Some(k) if !k.is_empty() => q.metadata.push((k.to_owned(), value.to_owned())),
+                    _ => return Err(FieldError::new(key, "is not a known parameter")),
+                },
+            }
+        }
+        q.created = match (start, end) {
+            (None, None) => None,
+            (Some(s), Some(e)) if s <= e => {
+                let from = s.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
+                let to = e.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
+                match (from, to) {
+                    (Some(f), Some(t)) => Some((f, t)),
+                    _ => return Err(FieldError::new("end_date", "is out of range")),
+                }
+            }
+            (Some(_), Some(_)) => return Err(FieldError::new("end_date", "must not be before start_date")),
+            (Some(_), None) => return Err(FieldError::new("end_date", "is required with start_date")),
+            (None, Some(_)) => return Err(FieldError::new("start_date", "is required with end_date")),
+        };
+        Ok(q)
+    }
+}
+
+/// Paging of the member list: `limit` and `page` only.
+pub fn paging<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(u32, u32), FieldError> {
+    let q = ListQuery::parse(
+        params
+            .into_iter()
+            .map(|(k, v)| match k {
+                "limit" | "page" => Ok((k, v)),
+                _ => Err(FieldError::new(k, "is not a known parameter")),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    )?;
+    Ok((q.limit, q.page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2025, 6, 1).unwrap()
+    }
+
+    fn field(e: BodyError) -> String {
+        match e {
+            BodyError::Field(f) => f.field,
+            BodyError::Malformed(m) => panic!("malformed: {}", m.0),
+        }
+    }
+
+    #[test]
+    fn given_a_minimal_body_then_status_is_active_and_there_is_no_rule() {
+        let c = CreateSegment::parse(br#"{"name":"VIP"}"#, today()).unwrap();
+        assert_eq!((c.name.as_str(), c.status.code, c.rule), ("VIP", StatusCode::Active, None));
+    }
+
+    #[test]
+    fn bad_create_bodies_name_the_field() {
+        let long = "x".repeat(257);
+        let cases = [
+            (r#"{}"#.to_owned(), "name"),
+            (format!(r#"{{"name":"{long}"}}"#), "name"),
+            (r#"{"name":"a","status":{"code":"GONE"}}"#.to_owned(), "status.code"),
+            (r#"{"name":"a","metadata":{"k":{"x":1}}}"#.to_owned(), "metadata.k"),
+            (r#"{"name":"a","metadata":{"k":null}}"#.to_owned(), "metadata.k"),
+            (r#"{"name":"a","rule":{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":"x"}}}"#.to_owned(), "rule.parameters.threshold"),
+            (r#"{"name":"a","rule":{"segmentType":"financialBreakdown","parameters":{}}}"#.to_owned(), "rule.segmentType"),
+            (r#"{"name":"a","rule":{"segmentType":"insuranceSpending","parameters":{"durationInMonth":0}}}"#.to_owned(), "rule.parameters.durationInMonth"),
+            (r#"{"name":"a","color":"red"}"#.to_owned(), "color"),
+        ];
+        for (body, f) in cases {
+            assert_eq!(field(CreateSegment::parse(body.as_bytes(), today()).unwrap_err()), f, "{body}");
+        }
+    }
+
+    #[test]
+    fn a_rule_is_validated_like_a_job_and_kept_verbatim() {
+        let c = CreateSegment::parse(
+            br#"{"name":"rich","rule":{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":5000}}}"#,
+            today(),
+        )
+        .unwrap();
+        let rule = c.rule.unwrap();
+        assert_eq!(rule.segment_type, SegmentType::HighBalance);
+        assert_eq!(rule.parameters, r#"{"accountType":"checking","threshold":5000}"#);
+    }
+
+    #[test]
+    fn patch_distinguishes_absent_null_and_set() {
+        let p = PatchSegment::parse(br#"{"metadata":{"a":null,"b":1},"rule":null}"#, today()).unwrap();
+        assert_eq!(p.name, None);
+        assert_eq!(p.rule, Some(None));
+        let m = p.metadata.unwrap();
+        assert_eq!(m[0], ("a".to_owned(), None));
+        assert!(PatchSegment::parse(br#"{}"#, today()).unwrap().metadata.is_none());
+    }
+
+    #[test]
+    fn membership_changes_take_bare_account_ids_bounded_and_consistent() {
+        let ok = MembershipChange::parse(br#"{"add":["a2","a1","a1"],"remove":["a3"]}"#).unwrap();
+        let ids = |v: &[&str]| v.iter().map(|s| AccountId::parse(s).unwrap()).collect::<Vec<_>>();
+        assert_eq!((ok.add, ok.remove), (ids(&["a1", "a2"]), ids(&["a3"])));
+        assert_eq!(field(MembershipChange::parse(br#"{"add":["a1"],"remove":["a1"]}"#).unwrap_err()), "remove");
+        let many: Vec<String> = (0..1001).map(|i| format!(r#""a{i}""#)).collect();
+        let body = format!(r#"{{"add":[{}]}}"#, many.join(","));
+        assert_eq!(field(MembershipChange::parse(body.as_bytes()).unwrap_err()), "add");
+        let split = format!(r#"{{"add":[{}],"remove":[{}]}}"#, many[..500].join(","), many[500..].join(","));
+        assert_eq!(field(MembershipChange::parse(split.as_bytes()).unwrap_err()), "add");
+        let limit = format!(r#"{{"add":[{}]}}"#, many[..1000].join(","));
+        assert_eq!(MembershipChange::parse(limit.as_bytes()).unwrap().add.len(), 1000);
+        assert_eq!(field(MembershipChange::parse(br#"{"add":["a#1"]}"#).unwrap_err()), "add[0]");
+        assert_eq!(
+            field(MembershipChange::parse(br#"{"remove":[{"userId":"u1","accountId":"a1"}]}"#).unwrap_err()),
+            "remove[0]"
+        );
+        assert_eq!(field(MembershipChange::parse(br#"{"add":"a1"}"#).unwrap_err()), "add");
+        assert_eq!(field(MembershipChange::parse(br#"{"add":[],"users":[]}"#).unwrap_err()), "users");
+    }
+
+    #[test]
+    fn rules_of_every_type_listing_accounts_are_accepted_and_financial_breakdown_is_refused() {
+        let bodies = [
+            (SegmentType::HighBalance, r#"{"accountType":"checking","threshold":5000}"#),
+            (SegmentType::LowBalance, r#"{"threshold":100,"durationInMonth":3}"#),
+            (SegmentType::IncomeSpendingSummary, r#"{"dateFrom":"2025-01-01","dateTo":"2025-03-31"}"#),
+            (SegmentType::InsuranceSpending, r#"{"durationInMonth":12}"#),
+        ];
+        for (t, parameters) in bodies {
+            let body = format!(r#"{{"name":"n","rule":{{"segmentType":"{t}","parameters":{parameters}}}}}"#);
+            let rule = CreateSegment::parse(body.as_bytes(), today()).unwrap().rule.unwrap();
+            let stored: Value = serde_json::from_str(&rule.parameters).unwrap();
+            assert_eq!((rule.segment_type, stored), (t, serde_json::from_str::<Value>(parameters).unwrap()));
+        }
+        let refused = CreateSegment::parse(
+            br#"{"name":"n","rule":{"segmentType":"financialBreakdown","parameters":{"labelGroups":["RENT"],"durationInMonth":3}}}"#,
+            today(),
+        )
+        .unwrap_err();
+        match refused {
+            BodyError::Field(f) => {
+                assert_eq!(f.field, "rule.segmentType");
+                assert!(f.message.contains("not accounts"), "{}", f.message);
+            }
+            BodyError::Malformed(m) => panic!("malformed: {}", m.0),
+        }
+    }
+
+    #[test]
+    fn list_queries_are_checked() {
+        let q = ListQuery::parse([("limit", "5"), ("sort_order", "desc"), ("metadata.tier", "gold")]).unwrap();
+        assert_eq!((q.limit, q.sort_order, q.metadata.len()), (5, SortOrder::Desc, 1));
+        for bad in [
+            vec![("limit", "0")],
+            vec![("limit", "101")],
+            vec![("page", "0")],
+            vec![("start_date", "2025-01-01")],
+            vec![("start_date", "2025-02-01"), ("end_date", "2025-01-01")],
+            vec![("sort", "asc")],
+        ] {
+            assert!(ListQuery::parse(bad.clone()).is_err(), "{bad:?}");
+        }
+        let q = ListQuery::parse([("start_date", "2025-01-01"), ("end_date", "2025-01-01")]).unwrap();
+        let (from, to) = q.created.unwrap();
+        assert_eq!((to - from).num_hours(), 24);
+    }
+}

@@ -1,0 +1,306 @@
+//! Job records. Every transition is a read-check-write inside one write transaction; redb runs
+//! one write transaction at a time, so the check and the write are atomic like DynamoDB's
+//! conditional updates.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use redb::{Database, ReadableDatabase, ReadableTable};
+use serde::{Deserialize, Serialize};
+
+use super::{EmbeddedStore, IDEMPOTENCY, JOBS, OrUnavailable, USAGE, corrupt, keys};
+use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
+use segments_core::jobs::{IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary, usage_embedded_key};
+use segments_core::ports::{JobStore, KeyClaim, StoreError};
+use segments_core::rules::SegmentParams;
+
+/// A failure reason is kept to this many characters, as on DynamoDB: a message, not a dump.
+const MAX_REASON_CHARS: usize = 2000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredJob {
+    mandator_id: MandatorId,
+    job_id: JobId,
+    segment_type: SegmentType,
+    status: JobStatus,
+    as_of: NaiveDate,
+    // Decoded by the segment type: the parameter shapes of the types overlap.
+    params: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    callback_url: Option<String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    shards_total: u32,
+    #[serde(default)]
+    done_shards: BTreeSet<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    result: Option<ResultSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn encode(job: &Job) -> Result<Vec<u8>, StoreError> {
+    let params = serde_json::to_value(&job.params).map_err(|e| StoreError::unavailable("encoding a job", e))?;
+    let stored = StoredJob {
+        mandator_id: job.mandator_id.clone(),
+        job_id: job.job_id,
+        segment_type: job.segment_type,
+        status: job.status,
+        as_of: job.as_of,
+        params,
+        callback_url: job.callback_url.clone(),
+        created_at: job.created_at,
+        expires_at: job.expires_at,
+        shards_total: job.shards_total,
+        done_shards: job.done_shards.clone(),
+        result: job.result,
+        error: job.error.clone(),
+    };
+    serde_json::to_vec(&stored).map_err(|e| StoreError::unavailable("encoding a job", e))
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Job, StoreError> {
+    let s: StoredJob = serde_json::from_slice(bytes).map_err(|e| corrupt("job", key, e))?;
+    let params = SegmentParams::from_stored(s.segment_type, s.params).map_err(|e| corrupt("job parameters", key, e))?;
+    Ok(Job {
+        mandator_id: s.mandator_id,
+        job_id: s.job_id,
+        segment_type: s.segment_type,
+        status: s.status,
+        as_of: s.as_of,
+        params,
+        callback_url: s.callback_url,
+        created_at: s.created_at,
+        expires_at: s.expires_at,
+        shards_total: s.shards_total,
+        shards_done: s.done_shards.len() as u32,
+        done_shards: s.done_shards,
+        result: s.result,
+        error: s.error,
+    })
+}
+
+/// Applies `change` to the job in one write transaction and commits when it reports a change.
+/// `None` when there is no such job.
+fn update(db: &Database, key: &str, change: impl FnOnce(&mut Job) -> bool) -> Result<Option<bool>, StoreError> {
+    const WHAT: &str = "updating a job";
+    let write = db.begin_write().or_unavailable(WHAT)?;
+    let changed = {
+        let mut table = write.open_table(JOBS).or_unavailable(WHAT)?;
+        let Some(mut job) = table.get(key).or_unavailable(WHAT)?.map(|v| decode(key, v.value())).transpose()? else {
+            return Ok(None);
+        };
+        if !change(&mut job) {
+            return Ok(Some(false));
+        }
+        table.insert(key, encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+        true
+    };
+    write.commit().or_unavailable(WHAT)?;
+    Ok(Some(changed))
+}
+
+/// The messages that finish every QUEUED or RUNNING job, of every mandator: one per shard not
+/// done, or, when all are done, one (of any shard) whose delivery finalizes the job.
+pub(super) fn unfinished(db: &Database) -> Result<Vec<JobMessage>, StoreError> {
+    const WHAT: &str = "listing unfinished jobs";
+    let read = db.begin_read().or_unavailable(WHAT)?;
+    let table = read.open_table(JOBS).or_unavailable(WHAT)?;
+    let mut out = Vec::new();
+    for entry in table.iter().or_unavailable(WHAT)? {
+        let (key, value) = entry.or_unavailable(WHAT)?;
+        let job = decode(key.value(), value.value())?;
+        if job.status.is_final() {
+            continue;
+        }
+        let mut messages = job.messages();
+        if job.all_shards_done() {
+            messages.truncate(1);
+        } else {
+            messages.retain(|m| !job.done_shards.contains(&m.shard));
+        }
+        out.extend(messages);
+    }
+    Ok(out)
+}
+
+/// The record of a claimed idempotency key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredKey {
+    job_id: JobId,
+    request_hash: String,
+    expires_at: DateTime<Utc>,
+}
+
+#[async_trait]
+impl JobStore for EmbeddedStore {
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        let key = keys::job_key(&job.mandator_id, job.job_id);
+        let value = encode(job)?;
+        self.blocking("creating a job", move |db| {
+            const WHAT: &str = "creating a job";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            {
+                let mut table = write.open_table(JOBS).or_unavailable(WHAT)?;
+                if table.get(key.as_str()).or_unavailable(WHAT)?.is_some() {
+                    return Err(StoreError::Conflict(format!("job {key} exists already")));
+                }
+                table.insert(key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
+            }
+            write.commit().or_unavailable(WHAT)
+        })
+        .await
+    }
+
+    async fn get(&self, mandator: &MandatorId, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        let key = keys::job_key(mandator, job_id);
+        self.blocking("reading a job", move |db| {
+            const WHAT: &str = "reading a job";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(JOBS).or_unavailable(WHAT)?;
+            table.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()
+        })
+        .await
+    }
+
+    async fn mark_running(&self, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError> {
+        let key = keys::job_key(mandator, job_id);
+        self.blocking("updating a job", move |db| {
+            update(db, &key, |job| {
+                let queued = job.status == JobStatus::Queued;
+                if queued {
+                    job.status = JobStatus::Running;
+                }
+                queued
+            })
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError> {
+        let key = keys::job_key(mandator, job_id);
+        self.blocking("updating a job", move |db| {
+            const WHAT: &str = "updating a job";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            let job = {
+                let mut table = write.open_table(JOBS).or_unavailable(WHAT)?;
+                let Some(mut job) =
+                    table.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()?
+                else {
+                    return Ok(None);
+                };
+                if !job.status.is_final() && (job.done_shards.insert(shard) || job.status == JobStatus::Queued) {
+                    job.shards_done = job.done_shards.len() as u32;
+                    job.status = JobStatus::Running;
+                    table.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+                }
+                job
+            };
+            write.commit().or_unavailable(WHAT)?;
+            Ok(Some(job))
+        })
+        .await
+    }
+
+    async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError> {
+        let key = keys::job_key(&job.mandator_id, job.job_id);
+        let usage_key = usage_embedded_key(&job.mandator_id, job.usage_month(), job.segment_type);
+        self.blocking("completing a job", move |db| {
+            const WHAT: &str = "completing a job";
+            // One write transaction: the job becomes COMPLETED and the usage counter rises
+            // together, or neither happens.
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            {
+                let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
+                let Some(mut job) =
+                    jobs.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()?
+                else {
+                    return Ok(false);
+                };
+                if job.status.is_final() {
+                    return Ok(false);
+                }
+                job.status = JobStatus::Completed;
+                job.result = Some(result);
+                jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+                let mut usage = write.open_table(USAGE).or_unavailable(WHAT)?;
+                let count = usage.get(usage_key.as_str()).or_unavailable(WHAT)?.map(|v| v.value()).unwrap_or(0);
+                usage.insert(usage_key.as_str(), count + 1).or_unavailable(WHAT)?;
+            }
+            write.commit().or_unavailable(WHAT)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError> {
+        let key = keys::job_key(mandator, job_id);
+        let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
+        self.blocking("updating a job", move |db| {
+            let changed = update(db, &key, |job| {
+                let open = !job.status.is_final();
+                if open {
+                    job.status = JobStatus::Failed;
+                    job.error = Some(reason);
+                }
+                open
+            })?;
+            Ok(changed.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn create_with_key(
+        &self,
+        job: &Job,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        let job_key = keys::job_key(&job.mandator_id, job.job_id);
+        let idem_key = keys::idempotency_key(&job.mandator_id, key);
+        let value = encode(job)?;
+        let claim = StoredKey { job_id: job.job_id, request_hash: request_hash.to_owned(), expires_at: job.expires_at };
+        let claim =
+            serde_json::to_vec(&claim).map_err(|e| StoreError::unavailable("encoding an idempotency key", e))?;
+        self.blocking("creating a job", move |db| {
+            const WHAT: &str = "creating a job";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            {
+                let mut keys_table = write.open_table(IDEMPOTENCY).or_unavailable(WHAT)?;
+                if let Some(existing) = keys_table.get(idem_key.as_str()).or_unavailable(WHAT)? {
+                    let existing: StoredKey = serde_json::from_slice(existing.value())
+                        .map_err(|e| corrupt("idempotency key", &idem_key, e))?;
+                    // An expired key is free again, as on DynamoDB before TTL deletes it.
+                    if existing.expires_at > now {
+                        return Ok(KeyClaim::Existing { job_id: existing.job_id, request_hash: existing.request_hash });
+                    }
+                }
+                let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
+                if jobs.get(job_key.as_str()).or_unavailable(WHAT)?.is_some() {
+                    return Err(StoreError::Conflict(format!("job {job_key} exists already")));
+                }
+                jobs.insert(job_key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
+                keys_table.insert(idem_key.as_str(), claim.as_slice()).or_unavailable(WHAT)?;
+            }
+            write.commit().or_unavailable(WHAT)?;
+            Ok(KeyClaim::Created)
+        })
+        .await
+    }
+
+    async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError> {
+        let key = usage_embedded_key(mandator, month, segment_type);
+        self.blocking("reading usage", move |db| {
+            const WHAT: &str = "reading usage";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(USAGE).or_unavailable(WHAT)?;
+            Ok(table.get(key.as_str()).or_unavailable(WHAT)?.map(|v| v.value()).unwrap_or(0))
+        })
+        .await
+    }
+}

@@ -1,0 +1,148 @@
+//! The embedded adapter: every storage port over one redb database file in a data directory, and
+//! an in-process queue. The local runner uses it when it runs on one machine without AWS; the
+//! same contract tests run against it and against DynamoDB and S3.
+//!
+//! Tables (the embedded counterpart of docs/storage.md):
+//! - `account_data`: `M#{mandator}#S#{shard}#U#{userId}#A#{accountId}[#T#{bookingDate}#{transactionId}]`
+//!   → the rest of the account or transaction, so one range scan per shard yields users in order.
+//! - `shard_counts`: `M#{mandator}` → the mandator's shard count.
+//! - `account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account (the account
+//!   directory; accountIds are unique per mandator).
+//! - `jobs`: `M#{mandator}#JOB#{jobId}` → the job record.
+//! - `idempotency`: `M#{mandator}#IDEM#{key}` → the job the key names, the request's hash and
+//!   the expiry (the job's).
+//! - `usage`: `{mandator}#{YYYY-MM}#{segmentType}` → completed jobs (see [`segments_core::jobs::usage_embedded_key`]),
+//!   raised in the write transaction that completes the job.
+//! - `results`: object key → bytes.
+//!
+//! Values are JSON of small private records: compact enough, readable when debugging, and amounts
+//! stay exact decimal numbers. redb is synchronous, so every call runs on the blocking pool.
+//! Nothing expires here: unlike DynamoDB's TTL and S3's lifecycle rule, expired jobs and results
+//! stay in the file (readers still treat expired jobs as unknown).
+
+mod accounts;
+mod callback_secrets;
+mod catalog;
+mod jobs;
+mod keys;
+mod links;
+mod queue;
+mod results;
+mod segments;
+pub mod wiring;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, DatabaseError, TableDefinition};
+
+use segments_core::jobs::JobMessage;
+use segments_core::ports::StoreError;
+
+pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL};
+pub use queue::EmbeddedQueue;
+
+/// The database file inside the data directory.
+pub const DATABASE_FILE: &str = "segments.redb";
+
+const ACCOUNT_DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("account_data");
+const SHARD_COUNTS: TableDefinition<&str, u32> = TableDefinition::new("shard_counts");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
+const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// Usage counters; the name and key layout are fixed by [`segments_core::jobs::USAGE_TABLE`].
+const USAGE: TableDefinition<&str, u64> = TableDefinition::new(segments_core::jobs::USAGE_TABLE);
+
+/// Page cache of the database. redb's default (1 GiB) is sized for a server; a local run shares
+/// the machine with everything else.
+const CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// A redb database in a data directory, implementing [`AccountSource`](segments_core::ports::AccountSource),
+/// [`AccountSink`](segments_core::ports::AccountSink), [`JobStore`](segments_core::ports::JobStore) and
+/// [`ResultStore`](segments_core::ports::ResultStore). Clones share the open database; it closes when the
+/// last clone (and the last shard stream reading from it) is dropped.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens the store in `dir`, creating the directory and the database file when missing. One
+    /// process at a time may have a data directory open.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::unavailable(format!("cannot create data directory {}", dir.display()), e))?;
+        let path = dir.join(DATABASE_FILE);
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(&path).map_err(|e| {
+            let context = match e {
+                DatabaseError::DatabaseAlreadyOpen => {
+                    format!("{} is already open in another process or store", path.display())
+                }
+                _ => format!("cannot open {}", path.display()),
+            };
+            StoreError::unavailable(context, redb::Error::from(e))
+        })?;
+        // Create every table once, so readers never meet a missing table.
+        let write = db.begin_write().or_unavailable("creating tables")?;
+        {
+            write.open_table(ACCOUNT_DATA).or_unavailable("creating tables")?;
+            write.open_table(SHARD_COUNTS).or_unavailable("creating tables")?;
+            write.open_table(accounts::ACCOUNT_USERS).or_unavailable("creating tables")?;
+            write.open_table(JOBS).or_unavailable("creating tables")?;
+            write.open_table(RESULTS).or_unavailable("creating tables")?;
+            write.open_table(IDEMPOTENCY).or_unavailable("creating tables")?;
+            write.open_table(USAGE).or_unavailable("creating tables")?;
+        }
+        write.commit().or_unavailable("creating tables")?;
+        Ok(EmbeddedStore { db: Arc::new(db), path: Arc::new(path) })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The messages of every job of every mandator that is still QUEUED or RUNNING, so a
+    /// restarted local runner can put them back on its queue (they lived only in memory): one
+    /// per shard not done yet, or one to finalize a job whose shards are all done.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobMessage>, StoreError> {
+        self.blocking("listing unfinished jobs", jobs::unfinished).await
+    }
+
+    /// Runs `work` on the blocking pool: redb's calls block on disk I/O.
+    async fn blocking<T, F>(&self, what: &'static str, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || work(&db)).await.map_err(|e| StoreError::unavailable(what, e))?
+    }
+}
+
+/// Translates redb's errors: a corrupted file is `Corrupt` (retrying will not help), anything
+/// else is `Unavailable`.
+trait OrUnavailable<T> {
+    fn or_unavailable(self, context: &str) -> Result<T, StoreError>;
+}
+
+impl<T, E: Into<redb::Error>> OrUnavailable<T> for Result<T, E> {
+    fn or_unavailable(self, context: &str) -> Result<T, StoreError> {
+        self.map_err(|e| match e.into() {
+            redb::Error::Corrupted(detail) => StoreError::Corrupt(format!("{context}: {detail}")),
+            other => StoreError::unavailable(context, other),
+        })
+    }
+}
+
+fn corrupt(what: &str, key: &str, e: impl fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what} {key:?}: {e}"))
+}

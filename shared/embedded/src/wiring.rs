@@ -1,0 +1,48 @@
+//! The contexts the use cases take, put together from the embedded store: for the local runner
+//! and the tests.
+
+use std::sync::Arc;
+
+use segments_core::config::ServiceConfig;
+use segments_core::jobs::JobMessage;
+use segments_core::usecases::Services;
+use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
+use segments_core::usecases::jobs_api::JobsApiServices;
+use segments_core::usecases::segments::SegmentsServices;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::{EmbeddedQueue, EmbeddedStore, LocalLinks};
+
+/// Every port over the embedded store and an in-process queue, whose receiving end is returned
+/// for the runner's worker pool. Callbacks go out under the strict policy.
+pub fn services(store: EmbeddedStore, config: ServiceConfig) -> (Services, UnboundedReceiver<JobMessage>) {
+    let (queue, receiver) = EmbeddedQueue::new();
+    let store = Arc::new(store);
+    let services = Services {
+        accounts: store.clone(),
+        jobs: store.clone(),
+        results: store.clone(),
+        queue: Arc::new(queue),
+        config,
+        callbacks: Callbacks::http(store, CallbackPolicy::strict()),
+    };
+    (services, receiver)
+}
+
+/// The segments API over the embedded store (the same store as `core`'s).
+pub fn segments_api(store: EmbeddedStore, core: &Services) -> SegmentsServices {
+    let store = Arc::new(store);
+    SegmentsServices { intake: core.intake(), reader: core.reader(), segments: store.clone(), directory: store }
+}
+
+/// The job endpoints over the embedded store (the same store as `core`'s), with links the local
+/// runner serves itself.
+pub fn jobs_api(store: EmbeddedStore, core: &Services, links: Arc<LocalLinks>) -> JobsApiServices {
+    JobsApiServices { jobs: core.jobs.clone(), catalog: Arc::new(store), links, config: core.config.clone() }
+}
+
+/// Callbacks with the secrets in the embedded store. `policy` is strict unless the caller (a test,
+/// or the local runner on an explicit option) decides otherwise.
+pub fn callbacks(store: EmbeddedStore, policy: CallbackPolicy) -> Callbacks {
+    Callbacks::http(Arc::new(store), policy)
+}

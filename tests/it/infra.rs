@@ -1,0 +1,913 @@
+//! The SAM template (`infra/template.yaml`) is the deployable truth (docs/architecture.md). These tests keep
+//! it in step with the code: routes and scopes, one function per function crate with the variables
+//! the code reads, a queue with a dead-letter queue per worker, least-privilege policies, the
+//! tables and the results bucket. They also run the offline linters on it (cfn-lint and
+//! `sam validate --lint`), which `tests/run.sh` installs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use financial_segments::server::{Function, ROUTES};
+use segments_aws::provision::RESULTS_PREFIX;
+use segments_aws::{AwsResources, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
+use segments_core::usecases::jobs_api::USAGE_SCOPE;
+use segments_core::domain::SegmentType;
+use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
+use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
+use serde_json::{Map, Value, json};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const TEMPLATE: &str = "infra/template.yaml";
+
+/// The variables `ServiceConfig::from_env` reads (all optional, with defaults).
+const MANDATOR_CLAIM_VAR: &str = "MANDATOR_CLAIM";
+const MAX_RECEIVE_COUNT_VAR: &str = "MAX_RECEIVE_COUNT";
+
+/// At least this many receives before a message goes to its dead-letter queue.
+const MIN_MAX_RECEIVE_COUNT: u64 = 5;
+/// AWS guidance for SQS event sources: visibility timeout at least 6 x the function timeout.
+const VISIBILITY_PER_TIMEOUT: u64 = 6;
+
+// ---------------------------------------------------------------------------------------------
+// Reading the template
+// ---------------------------------------------------------------------------------------------
+
+/// The template as JSON, with the short-form intrinsics (`!Ref X`, `!GetAtt X.Arn`, `!Sub …`)
+/// turned into their long form (`{"Ref": "X"}`, `{"Fn::GetAtt": ["X", "Arn"]}`, `{"Fn::Sub": …}`).
+fn template() -> Value {
+    let text = std::fs::read_to_string(Path::new(ROOT).join(TEMPLATE)).expect("infra/template.yaml is readable");
+    let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("infra/template.yaml is YAML");
+    to_json(yaml)
+}
+
+fn to_json(value: serde_norway::Value) -> Value {
+    use serde_norway::Value as Yaml;
+    match value {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => json!(b),
+        Yaml::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => json!(u),
+            (None, Some(i)) => json!(i),
+            _ => json!(n.as_f64()),
+        },
+        Yaml::String(s) => json!(s),
+        Yaml::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
+        Yaml::Mapping(entries) => Value::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.as_str().expect("mapping keys are strings").to_owned(), to_json(v)))
+                .collect(),
+        ),
+        Yaml::Tagged(tagged) => {
+            let tag = tagged.tag.to_string();
+            let name = tag.trim_start_matches('!').to_owned();
+            let value = to_json(tagged.value);
+            match name.as_str() {
+                "Ref" => json!({ "Ref": value }),
+                "GetAtt" => {
+                    let parts = match value {
+                        Value::String(s) => {
+                            let (resource, attribute) = s.split_once('.').expect("!GetAtt Resource.Attribute");
+                            json!([resource, attribute])
+                        }
+                        other => other,
+                    };
+                    json!({ "Fn::GetAtt": parts })
+                }
+                _ => json!({ format!("Fn::{name}"): value }),
+            }
+        }
+    }
+}
+
+fn resources(doc: &Value) -> &Map<String, Value> {
+    doc["Resources"].as_object().expect("the template has Resources")
+}
+
+fn resource<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    resources(doc).get(name).unwrap_or_else(|| panic!("no resource {name}"))
+}
+
+fn of_type<'a>(doc: &'a Value, ty: &str) -> Vec<(&'a str, &'a Value)> {
+    resources(doc).iter().filter(|(_, r)| r["Type"] == ty).map(|(n, r)| (n.as_str(), r)).collect()
+}
+
+/// `{"Ref": "X"}` → `X`.
+fn ref_target(v: &Value) -> Option<&str> {
+    v.get("Ref").and_then(Value::as_str)
+}
+
+/// `{"Fn::GetAtt": ["X", "Arn"]}` → `(X, Arn)`.
+fn get_att(v: &Value) -> Option<(&str, &str)> {
+    let parts = v.get("Fn::GetAtt")?.as_array()?;
+    Some((parts.first()?.as_str()?, parts.get(1)?.as_str()?))
+}
+
+fn as_u64(v: &Value, what: &str) -> u64 {
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_else(|| panic!("{what} is a number: {v}"))
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    match v {
+        Value::Array(items) => items.iter().map(|s| s.as_str().expect("a string").to_owned()).collect(),
+        Value::String(s) => BTreeSet::from([s.clone()]),
+        Value::Null => BTreeSet::new(),
+        other => panic!("expected a string or a list of strings: {other}"),
+    }
+}
+
+/// A Lambda function of the template, with the SAM `Globals` applied.
+struct FunctionResource<'a> {
+    name: &'a str,
+    binary: String,
+    properties: &'a Value,
+    globals: &'a Value,
+}
+
+impl FunctionResource<'_> {
+    /// A property of the function, or of `Globals.Function` when the function has none.
+    fn property(&self, key: &str) -> &Value {
+        match &self.properties[key] {
+            Value::Null => &self.globals[key],
+            v => v,
+        }
+    }
+
+    /// The environment: the global variables overlaid with the function's own.
+    fn environment(&self) -> BTreeMap<String, Value> {
+        let mut vars = BTreeMap::new();
+        for source in [&self.globals["Environment"]["Variables"], &self.properties["Environment"]["Variables"]] {
+            if let Some(map) = source.as_object() {
+                vars.extend(map.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        vars
+    }
+
+    fn events(&self, ty: &str) -> Vec<(&str, &Value)> {
+        self.properties["Events"]
+            .as_object()
+            .map(|events| {
+                events.iter().filter(|(_, e)| e["Type"] == ty).map(|(n, e)| (n.as_str(), &e["Properties"])).collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every `(action, resource)` its inline policies allow. Resources are named by their logical
+    /// id (`JobsTable`), or `ResultsBucket/<prefix>*` for objects of the bucket.
+    fn grants(&self) -> BTreeSet<(String, String)> {
+        let mut grants = BTreeSet::new();
+        for policy in self.properties["Policies"].as_array().expect("the function has Policies") {
+            for statement in policy["Statement"].as_array().expect("an inline policy document") {
+                assert_eq!(statement["Effect"], "Allow", "{}: only Allow statements", self.name);
+                for action in strings(&statement["Action"]) {
+                    assert!(!action.contains('*'), "{}: wildcard action {action}", self.name);
+                    let targets = match &statement["Resource"] {
+                        Value::Array(items) => items.clone(),
+                        single => vec![single.clone()],
+                    };
+                    for target in targets {
+                        grants.insert((action.clone(), grant_target(self.name, &target)));
+                    }
+                }
+            }
+        }
+        grants
+    }
+}
+
+/// The properties of the event source mappings that invoke `function`.
+fn event_sources<'a>(doc: &'a Value, function: &str) -> Vec<&'a Value> {
+    of_type(doc, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .map(|(_, r)| &r["Properties"])
+        .filter(|p| ref_target(&p["FunctionName"]) == Some(function))
+        .collect()
+}
+
+fn grant_target(function: &str, target: &Value) -> String {
+    if let Some((resource, "Arn")) = get_att(target) {
+        return resource.to_owned();
+    }
+    if let Some(sub) = target.get("Fn::Sub").and_then(Value::as_str)
+        && let Some(rest) = sub.strip_prefix("${ResultsBucket.Arn}/")
+    {
+        return format!("ResultsBucket/{rest}");
+    }
+    panic!("{function}: a policy resource that is neither a resource ARN nor results objects: {target}")
+}
+
+fn functions(doc: &Value) -> Vec<FunctionResource<'_>> {
+    of_type(doc, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(name, r)| {
+            assert_eq!(r["Metadata"]["BuildMethod"], "rust-cargolambda", "{name}: built with cargo-lambda");
+            let binary = r["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: Metadata.BuildProperties.Binary names the binary"))
+                .to_owned();
+            FunctionResource { name, binary, properties: &r["Properties"], globals: &doc["Globals"]["Function"] }
+        })
+        .collect()
+}
+
+fn function<'a>(all: &'a [FunctionResource<'a>], binary: &str) -> &'a FunctionResource<'a> {
+    all.iter().find(|f| f.binary == binary).unwrap_or_else(|| panic!("no function with binary {binary}"))
+}
+
+fn binary_of(function: Function) -> &'static str {
+    match function {
+        Function::CreateJob => "create-job",
+        Function::GetResult => "get-result",
+        Function::SegmentsApi => "segments-api",
+        Function::JobsApi => "jobs-api",
+    }
+}
+
+fn worker_binary(segment_type: SegmentType) -> String {
+    format!("worker-{}", segment_type.env_stem().to_lowercase().replace('_', "-"))
+}
+
+/// A route of the HTTP API as the template declares it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct TemplateRoute {
+    method: String,
+    path: String,
+    scopes: BTreeSet<String>,
+    binary: String,
+}
+
+fn template_routes(doc: &Value) -> BTreeSet<TemplateRoute> {
+    let authorizer = api_authorizer(doc);
+    let mut routes = BTreeSet::new();
+    for f in functions(doc) {
+        for (event, p) in f.events("HttpApi") {
+            assert_eq!(ref_target(&p["ApiId"]), Some("Api"), "{}.{event}: on the HTTP API", f.name);
+            assert_eq!(p["PayloadFormatVersion"], "2.0", "{}.{event}: payload format 2.0", f.name);
+            assert_eq!(p["Auth"]["Authorizer"], authorizer.as_str(), "{}.{event}: JWT-protected", f.name);
+            routes.insert(TemplateRoute {
+                method: p["Method"].as_str().expect("a method").to_uppercase(),
+                path: p["Path"].as_str().expect("a path").to_owned(),
+                scopes: strings(&p["Auth"]["AuthorizationScopes"]),
+                binary: f.binary.clone(),
+            });
+        }
+    }
+    routes
+}
+
+/// The JWT authorizer of the API, which is also its default authorizer.
+fn api_authorizer(doc: &Value) -> String {
+    let auth = &resource(doc, "Api")["Properties"]["Auth"];
+    let default = auth["DefaultAuthorizer"].as_str().expect("the API has a default authorizer").to_owned();
+    assert!(auth["Authorizers"][&default]["JwtConfiguration"].is_object(), "{default} is a JWT authorizer");
+    default
+}
+
+/// The template route path with a segment type's literal in place of `{segmentType}`.
+fn generic_path(path: &str) -> String {
+    let mut parts: Vec<String> = path.split('/').map(str::to_owned).collect();
+    if parts.len() > 2 && parts[1] == "segments" && parts[2].parse::<SegmentType>().is_ok() {
+        parts[2] = "{segmentType}".to_owned();
+    }
+    parts.join("/")
+}
+
+fn env_name_set(vars: Vec<(String, String)>) -> BTreeSet<String> {
+    vars.into_iter().map(|(name, _)| name).collect()
+}
+
+fn resources_with_queues(types: &[SegmentType]) -> AwsResources {
+    AwsResources {
+        account_table: "account-data".into(),
+        jobs_table: "jobs".into(),
+        results_bucket: "results".into(),
+        queue_urls: types.iter().map(|t| (*t, format!("https://sqs.example/{t}"))).collect(),
+    }
+}
+
+/// The crates under `functions/` that are members of the workspace, by package name.
+fn function_crates() -> BTreeSet<String> {
+    let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).expect("Cargo.toml");
+    manifest
+        .lines()
+        .filter_map(|line| line.trim().trim_end_matches(',').strip_prefix("\"functions/")?.strip_suffix('"'))
+        .map(|dir| {
+            let crate_manifest =
+                std::fs::read_to_string(Path::new(ROOT).join("functions").join(dir).join("Cargo.toml"))
+                    .expect("the function crate's Cargo.toml");
+            crate_manifest
+                .lines()
+                .find_map(|l| l.strip_prefix("name = \"")?.strip_suffix('"').map(str::to_owned))
+                .expect("a package name")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Functions
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_function_crate_has_a_function_with_its_binary() {
+    let doc = template();
+    let crates = function_crates();
+    let binaries: BTreeSet<String> = functions(&doc).iter().map(|f| f.binary.clone()).collect();
+    assert_eq!(binaries, crates);
+    for f in functions(&doc) {
+        assert_eq!(f.property("Runtime"), "provided.al2023", "{}", f.name);
+        assert_eq!(f.property("Architectures"), &json!(["arm64"]), "{}", f.name);
+        assert_eq!(f.property("Handler"), "bootstrap", "{}", f.name);
+        assert_eq!(f.property("Tracing"), "Active", "{}", f.name);
+        assert_eq!(f.property("LoggingConfig")["LogFormat"], "JSON", "{}", f.name);
+        assert_eq!(ref_target(&f.property("LoggingConfig")["ApplicationLogLevel"]), Some("LogLevel"), "{}", f.name);
+        assert_eq!(f.properties["CodeUri"], "..", "{}: built from the workspace root", f.name);
+        let memory = as_u64(&f.properties["MemorySize"], "MemorySize");
+        assert!((128..=10240).contains(&memory), "{}: memory {memory}", f.name);
+        let timeout = as_u64(&f.properties["Timeout"], "Timeout");
+        assert!((1..=900).contains(&timeout), "{}: timeout {timeout}", f.name);
+    }
+}
+
+#[test]
+fn each_function_gets_exactly_the_variables_the_code_reads() {
+    let doc = template();
+    let all = functions(&doc);
+    let base = env_name_set(resources_with_queues(&[]).env_vars());
+    let with = |extra: &[&str], queues: &[SegmentType]| -> BTreeSet<String> {
+        let mut names = base.clone();
+        names.extend(env_name_set(resources_with_queues(queues).env_vars()));
+        names.extend(extra.iter().map(|s| (*s).to_owned()));
+        names
+    };
+    let mut expected = BTreeMap::from([
+        ("create-job".to_owned(), with(&[MANDATOR_CLAIM_VAR], SegmentType::ALL)),
+        ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
+        ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR], &[])),
+        ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
+    ]);
+    for &t in SegmentType::ALL {
+        expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
+    }
+    // The dead-letter handler reads JOBS_TABLE; the other names come with the globals.
+    expected.insert("dlq-handler".to_owned(), with(&[], &[]));
+    for f in &all {
+        let env = f.environment();
+        let names: BTreeSet<String> = env.keys().cloned().collect();
+        assert_eq!(Some(&names), expected.get(&f.binary), "{}: environment", f.name);
+
+        assert_eq!(ref_target(&env["ACCOUNT_DATA_TABLE"]), Some("AccountDataTable"));
+        assert_eq!(ref_target(&env["JOBS_TABLE"]), Some("JobsTable"));
+        assert_eq!(ref_target(&env["RESULTS_BUCKET"]), Some("ResultsBucket"));
+        if let Some(table) = env.get(SEGMENTS_TABLE_VAR) {
+            assert_eq!(ref_target(table), Some("SegmentsTable"));
+        }
+        if let Some(claim) = env.get(MANDATOR_CLAIM_VAR) {
+            assert_eq!(claim, "client_id", "Cognito client-credentials tokens name the client in client_id");
+        }
+    }
+    assert_eq!(resource(&doc, "AccountDataTable")["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(resource(&doc, "JobsTable")["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(resource(&doc, "ResultsBucket")["Type"], "AWS::S3::Bucket");
+
+    // create-job sends each type's job to the queue its worker consumes.
+    let create = function(&all, "create-job").environment();
+    for &t in SegmentType::ALL {
+        let queue = ref_target(&create[&AwsResources::queue_url_var(t)]).expect("a queue reference");
+        let worker = function(&all, &worker_binary(t));
+        let sqs = event_sources(&doc, worker.name).into_iter().next().expect("an event source mapping");
+        assert_eq!(
+            get_att(&sqs["EventSourceArn"]),
+            Some((queue, "Arn")),
+            "{t}: create-job and the worker share the queue"
+        );
+    }
+}
+
+#[test]
+fn each_function_is_granted_only_what_it_uses() {
+    let doc = template();
+    let all = functions(&doc);
+    let grants = |pairs: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+        pairs.iter().map(|(a, r)| ((*a).to_owned(), (*r).to_owned())).collect()
+    };
+    let results = format!("ResultsBucket/{RESULTS_PREFIX}*");
+
+    let mut create = grants(&[
+        ("dynamodb:GetItem", "AccountDataTable"),
+        ("dynamodb:PutItem", "JobsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:UpdateItem", "JobsTable"),
+    ]);
+    let env = function(&all, "create-job").environment();
+    for &t in SegmentType::ALL {
+        let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference");
+        create.insert(("sqs:SendMessage".to_owned(), queue.to_owned()));
+    }
+    assert_eq!(function(&all, "create-job").grants(), create);
+
+    assert_eq!(
+        function(&all, "jobs-api").grants(),
+        grants(&[
+            ("dynamodb:GetItem", "JobsTable"),
+            ("dynamodb:Query", "JobsTable"),
+            ("s3:GetObject", &results),
+            ("s3:ListBucket", "ResultsBucket"),
+        ])
+    );
+
+    assert_eq!(
+        function(&all, "get-result").grants(),
+        grants(&[("dynamodb:GetItem", "JobsTable"), ("s3:GetObject", &results), ("s3:ListBucket", "ResultsBucket")])
+    );
+
+    assert_eq!(
+        function(&all, "segments-api").grants(),
+        grants(&[
+            ("dynamodb:GetItem", "SegmentsTable"),
+            ("dynamodb:Query", "SegmentsTable"),
+            ("dynamodb:PutItem", "SegmentsTable"),
+            ("dynamodb:DeleteItem", "SegmentsTable"),
+            ("dynamodb:BatchWriteItem", "SegmentsTable"),
+            ("dynamodb:BatchGetItem", "AccountDataTable"),
+            ("dynamodb:GetItem", "JobsTable"),
+            ("s3:GetObject", &results),
+            ("s3:ListBucket", "ResultsBucket"),
+        ])
+    );
+
+    for &t in SegmentType::ALL {
+        let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference").to_owned();
+        assert_eq!(
+            function(&all, &worker_binary(t)).grants(),
+            grants(&[
+                ("dynamodb:Query", "AccountDataTable"),
+                ("dynamodb:GetItem", "AccountDataTable"),
+                ("dynamodb:GetItem", "JobsTable"),
+                ("dynamodb:UpdateItem", "JobsTable"),
+                ("s3:PutObject", &results),
+                ("s3:GetObject", &results),
+                ("s3:AbortMultipartUpload", &results),
+                ("s3:ListBucket", "ResultsBucket"),
+                ("sqs:ReceiveMessage", &queue),
+                ("sqs:DeleteMessage", &queue),
+                ("sqs:GetQueueAttributes", &queue),
+            ]),
+            "worker of {t}"
+        );
+    }
+
+    let mut dead_letters = grants(&[("dynamodb:UpdateItem", "JobsTable"), ("dynamodb:GetItem", "JobsTable")]);
+    for dlq in dead_letter_queues(&doc) {
+        for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
+            dead_letters.insert((action.to_owned(), dlq.clone()));
+        }
+    }
+    assert_eq!(function(&all, "dlq-handler").grants(), dead_letters);
+}
+
+/// The dead-letter queue of every work queue.
+fn dead_letter_queues(doc: &Value) -> BTreeSet<String> {
+    of_type(doc, "AWS::SQS::Queue")
+        .into_iter()
+        .filter_map(|(_, q)| get_att(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+        .map(|(dlq, _)| dlq.to_owned())
+        .collect()
+}
+
+#[test]
+fn every_dead_letter_queue_feeds_the_dead_letter_handler() {
+    let doc = template();
+    let all = functions(&doc);
+    let handler = function(&all, "dlq-handler");
+    let sources: BTreeSet<String> = event_sources(&doc, handler.name)
+        .into_iter()
+        .map(|p| {
+            assert!(strings(&p["FunctionResponseTypes"]).contains("ReportBatchItemFailures"));
+            get_att(&p["EventSourceArn"]).expect("a queue ARN").0.to_owned()
+        })
+        .collect();
+    let dlqs = dead_letter_queues(&doc);
+    assert_eq!(dlqs.len(), SegmentType::ALL.len());
+    assert_eq!(sources, dlqs, "every dead-letter queue, and nothing else");
+    assert!(
+        alarm_on(&doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(handler.name)),
+        "an alarm on the handler's errors"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// API, authorizer, scopes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_served_route_is_a_template_route_with_its_scope_and_nothing_else() {
+    check_routes(&template());
+}
+
+fn check_routes(doc: &Value) {
+    let mut expected = BTreeSet::new();
+    for route in ROUTES {
+        let binary = binary_of(route.function).to_owned();
+        if !route.path.contains("{segmentType}") {
+            // The segments management API: reading and writing scopes.
+            let scope = if route.path == "/usage" {
+                USAGE_SCOPE
+            } else if matches!(route.method, "GET" | "HEAD") {
+                READ_SCOPE
+            } else {
+                WRITE_SCOPE
+            };
+            expected.insert(TemplateRoute {
+                method: route.method.to_owned(),
+                path: route.path.to_owned(),
+                scopes: BTreeSet::from([scope.to_owned()]),
+                binary,
+            });
+            continue;
+        }
+        for &t in SegmentType::ALL {
+            expected.insert(TemplateRoute {
+                method: route.method.to_owned(),
+                path: route.path.replace("{segmentType}", t.as_str()),
+                scopes: BTreeSet::from([t.scope()]),
+                binary: binary.clone(),
+            });
+        }
+        // Any other type: still JWT-protected, answered 400 by the function.
+        expected.insert(TemplateRoute {
+            method: route.method.to_owned(),
+            path: route.path.to_owned(),
+            scopes: BTreeSet::new(),
+            binary,
+        });
+    }
+    assert_eq!(template_routes(doc), expected);
+}
+
+#[test]
+fn the_authorizer_trusts_the_user_pool_and_the_app_client() {
+    let doc = template();
+    let name = api_authorizer(&doc);
+    let authorizer = &resource(&doc, "Api")["Properties"]["Auth"]["Authorizers"][&name];
+    assert_eq!(authorizer["IdentitySource"], "$request.header.Authorization");
+    let jwt = &authorizer["JwtConfiguration"];
+    assert_eq!(jwt["issuer"]["Fn::Sub"], "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}");
+    let audience = jwt["audience"].as_array().expect("an audience list");
+    assert!(audience.iter().any(|a| ref_target(a) == Some("ExampleClient")), "the example client is an audience");
+    assert_eq!(resource(&doc, "UserPool")["Type"], "AWS::Cognito::UserPool");
+}
+
+#[test]
+fn the_resource_server_defines_every_scope_and_the_example_client_uses_client_credentials() {
+    let doc = template();
+    let (_, server) =
+        of_type(&doc, "AWS::Cognito::UserPoolResourceServer").into_iter().next().expect("a resource server");
+    let server = &server["Properties"];
+    let identifier = server["Identifier"].as_str().expect("an identifier");
+    assert_eq!(identifier, "segments");
+    let defined: BTreeSet<String> = server["Scopes"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .map(|s| format!("{identifier}/{}", s["ScopeName"].as_str().expect("a scope name")))
+        .collect();
+    let mut expected: BTreeSet<String> = SegmentType::ALL.iter().map(|t| t.scope()).collect();
+    expected
+        .extend(["segments/definitions.read", "segments/definitions.write", "segments/usage.read"].map(String::from));
+    assert_eq!(defined, expected);
+
+    for route in template_routes(&doc) {
+        assert!(route.scopes.is_subset(&defined), "{route:?} uses an undefined scope");
+    }
+
+    let client = &resource(&doc, "ExampleClient")["Properties"];
+    assert_eq!(client["AllowedOAuthFlows"], json!(["client_credentials"]));
+    assert_eq!(client["AllowedOAuthFlowsUserPoolClient"], true);
+    assert_eq!(client["GenerateSecret"], true);
+    let scopes = strings(&client["AllowedOAuthScopes"]);
+    assert!(scopes.is_subset(&defined), "the example client asks for defined scopes only");
+    for &t in SegmentType::ALL {
+        assert!(scopes.contains(&t.scope()), "the example client may use {t}");
+    }
+    assert_eq!(ref_target(&resource(&doc, "UserPoolDomain")["Properties"]["UserPoolId"]), Some("UserPool"));
+}
+
+#[test]
+fn the_openapi_paths_are_the_template_routes() {
+    let doc = template();
+    let text = std::fs::read_to_string(Path::new(ROOT).join("infra/openapi.json")).expect("infra/openapi.json");
+    let openapi: Value = serde_json::from_str(&text).expect("openapi.json is JSON");
+    let mut documented = BTreeSet::new();
+    for (path, item) in openapi["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let deployed: BTreeSet<(String, String)> =
+        template_routes(&doc).into_iter().map(|r| (r.method, generic_path(&r.path))).collect();
+    assert_eq!(documented, deployed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queues and workers
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_worker_consumes_its_own_queue_which_has_a_dead_letter_queue() {
+    check_workers(&template());
+}
+
+fn check_workers(doc: &Value) {
+    let all = functions(doc);
+    let mut queues = BTreeSet::new();
+    for &t in SegmentType::ALL {
+        let worker = function(&all, &worker_binary(t));
+        assert!(
+            worker.events("SQS").is_empty(),
+            "{t}: no SAM SQS event (it would attach a managed policy on every queue)"
+        );
+        let sources = event_sources(doc, worker.name);
+        assert_eq!(sources.len(), 1, "{t}: one event source mapping");
+        let sqs = sources[0];
+        assert!(strings(&sqs["FunctionResponseTypes"]).contains("ReportBatchItemFailures"), "{t}");
+        let batch = as_u64(&sqs["BatchSize"], "BatchSize");
+        assert!((1..=10).contains(&batch), "{t}: batch size {batch}");
+        assert!(!sqs["ScalingConfig"]["MaximumConcurrency"].is_null(), "{t}: maximum concurrency");
+
+        let (queue_name, "Arn") = get_att(&sqs["EventSourceArn"]).expect("the queue's ARN") else {
+            panic!("{t}: queue ARN")
+        };
+        assert!(
+            worker.grants().contains(&("sqs:ReceiveMessage".to_owned(), queue_name.to_owned())),
+            "{t}: the worker's role may poll its queue"
+        );
+        assert!(queues.insert(queue_name.to_owned()), "{t}: its queue is its own");
+        let queue = resource(doc, queue_name);
+        assert_eq!(queue["Type"], "AWS::SQS::Queue");
+        let queue = &queue["Properties"];
+        assert!(queue["FifoQueue"].is_null(), "{t}: a standard queue");
+
+        let timeout = as_u64(&worker.properties["Timeout"], "Timeout");
+        let visibility = as_u64(&queue["VisibilityTimeout"], "VisibilityTimeout");
+        assert!(visibility >= VISIBILITY_PER_TIMEOUT * timeout, "{t}: visibility {visibility} s < 6 x {timeout} s");
+
+        let redrive = &queue["RedrivePolicy"];
+        let (dlq, "Arn") = get_att(&redrive["deadLetterTargetArn"]).expect("a dead-letter queue") else {
+            panic!("{t}: DLQ ARN")
+        };
+        assert_ne!(dlq, queue_name);
+        assert_eq!(resource(doc, dlq)["Type"], "AWS::SQS::Queue");
+        assert!(queues.insert(dlq.to_owned()), "{t}: its dead-letter queue is its own");
+        let max_receive = as_u64(&redrive["maxReceiveCount"], "maxReceiveCount");
+        assert!(max_receive >= MIN_MAX_RECEIVE_COUNT, "{t}: maxReceiveCount {max_receive}");
+        assert_eq!(
+            worker.environment()[MAX_RECEIVE_COUNT_VAR],
+            json!(max_receive.to_string()),
+            "{t}: the worker fails the job on the last receive"
+        );
+
+        assert!(alarm_on(doc, "AWS/SQS", "QueueName", |v| get_att(v) == Some((dlq, "QueueName"))), "{t}: DLQ alarm");
+        assert!(
+            alarm_on(doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(worker.name)),
+            "{t}: worker errors alarm"
+        );
+    }
+}
+
+fn alarm_on(doc: &Value, namespace: &str, dimension: &str, matches: impl Fn(&Value) -> bool) -> bool {
+    of_type(doc, "AWS::CloudWatch::Alarm").into_iter().any(|(_, alarm)| {
+        let p = &alarm["Properties"];
+        p["Namespace"] == namespace
+            && p["Dimensions"]
+                .as_array()
+                .is_some_and(|ds| ds.iter().any(|d| d["Name"] == dimension && matches(&d["Value"])))
+            && p["AlarmActions"].as_array().is_some_and(|a| !a.is_empty())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage
+// ---------------------------------------------------------------------------------------------
+
+fn assert_table(doc: &Value, name: &str) -> Value {
+    let table = &resource(doc, name)["Properties"];
+    assert_eq!(table["BillingMode"], "PAY_PER_REQUEST", "{name}: on demand");
+    assert_eq!(
+        table["KeySchema"],
+        json!([{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}, {"AttributeName": SORT_KEY, "KeyType": "RANGE"}]),
+        "{name}"
+    );
+    assert_eq!(
+        table["AttributeDefinitions"],
+        json!([{"AttributeName": PARTITION_KEY, "AttributeType": "S"}, {"AttributeName": SORT_KEY, "AttributeType": "S"}]),
+        "{name}"
+    );
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true, "{name}");
+    assert_eq!(table["SSESpecification"]["SSEEnabled"], true, "{name}");
+    table.clone()
+}
+
+#[test]
+fn the_tables_have_the_code_keys_and_the_jobs_expire() {
+    let doc = template();
+    assert_table(&doc, "AccountDataTable");
+    assert_table(&doc, "SegmentsTable");
+    let jobs = assert_table(&doc, "JobsTable");
+    assert_eq!(jobs["TimeToLiveSpecification"], json!({"AttributeName": JOBS_TTL_ATTRIBUTE, "Enabled": true}));
+}
+
+#[test]
+fn the_results_bucket_is_private_encrypted_tls_only_and_expires_results() {
+    check_bucket(&template());
+}
+
+fn check_bucket(doc: &Value) {
+    let bucket = &resource(doc, "ResultsBucket")["Properties"];
+    let rules = bucket["LifecycleConfiguration"]["Rules"].as_array().expect("lifecycle rules");
+    let rule = rules.iter().find(|r| r["Prefix"] == RESULTS_PREFIX).expect("a rule on the results prefix");
+    assert_eq!(rule["Status"], "Enabled");
+    assert_eq!(as_u64(&rule["ExpirationInDays"], "ExpirationInDays"), RESULT_RETENTION_DAYS.unsigned_abs());
+    assert!(as_u64(&rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], "days") >= 1);
+
+    let block = &bucket["PublicAccessBlockConfiguration"];
+    for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
+        assert_eq!(block[flag], true, "{flag}");
+    }
+    let sse = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"];
+    assert!(sse["SSEAlgorithm"].is_string(), "encrypted at rest");
+
+    let (_, policy) = of_type(doc, "AWS::S3::BucketPolicy")
+        .into_iter()
+        .find(|(_, p)| ref_target(&p["Properties"]["Bucket"]) == Some("ResultsBucket"))
+        .expect("a bucket policy");
+    let tls_only =
+        policy["Properties"]["PolicyDocument"]["Statement"].as_array().expect("statements").iter().any(|s| {
+            s["Effect"] == "Deny"
+                && s["Condition"]["Bool"]["aws:SecureTransport"] == "false"
+                && s["Resource"].as_array().is_some_and(|r| r.len() == 2)
+        });
+    assert!(tls_only, "the bucket policy denies requests without TLS, on the bucket and its objects");
+}
+
+#[test]
+fn parameters_and_outputs_are_declared() {
+    let doc = template();
+    for parameter in ["Stage", "ShardCount", "LogLevel"] {
+        assert!(doc["Parameters"][parameter].is_object(), "parameter {parameter}");
+    }
+    for output in ["ApiUrl", "TokenUrl", "ExampleClientId"] {
+        assert!(doc["Outputs"][output]["Value"].is_object(), "output {output}");
+    }
+    assert_eq!(doc["Transform"], "AWS::Serverless-2016-10-31");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn fixtures() -> BTreeMap<String, Value> {
+    let dir = Path::new(ROOT).join("events");
+    std::fs::read_dir(&dir)
+        .expect("events/")
+        .map(|entry| entry.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| {
+            let name = p.file_name().expect("a file name").to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).expect("a readable fixture");
+            (name.clone(), serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}")))
+        })
+        .collect()
+}
+
+#[test]
+fn the_event_fixtures_are_requests_of_template_routes_and_messages_of_every_worker() {
+    let doc = template();
+    let routes: BTreeSet<String> =
+        template_routes(&doc).into_iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    let mut requested = BTreeSet::new();
+    let mut messaged = BTreeSet::new();
+    for (name, event) in fixtures() {
+        if let Some(route_key) = event["routeKey"].as_str() {
+            assert!(routes.contains(route_key), "{name}: {route_key} is not a route of the template");
+            assert_eq!(event["requestContext"]["routeKey"], route_key, "{name}");
+            assert_eq!(event["version"], "2.0", "{name}");
+            requested.insert(route_key.to_owned());
+        } else {
+            let records = event["Records"].as_array().unwrap_or_else(|| panic!("{name}: an API or SQS event"));
+            for record in records {
+                assert_eq!(record["eventSource"], "aws:sqs", "{name}");
+                let body = record["body"].as_str().expect("a body");
+                let message: JobMessage = serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
+                messaged.insert(message.segment_type);
+            }
+        }
+    }
+    for route in template_routes(&doc) {
+        if SegmentType::ALL.iter().any(|t| route.scopes.contains(&t.scope())) {
+            let key = format!("{} {}", route.method, route.path);
+            assert!(requested.contains(&key), "no fixture in events/ for {key}");
+        }
+    }
+    let every: BTreeSet<SegmentType> = SegmentType::ALL.iter().copied().collect();
+    assert_eq!(messaged, every, "an SQS fixture per worker");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offline linters
+// ---------------------------------------------------------------------------------------------
+
+/// The tool from `var` (exported by tests/run.sh) or its place in the repository's virtualenv.
+fn tool(var: &str, fallback: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| Path::new(ROOT).join(fallback));
+    assert!(path.is_file(), "{} not found: run tests/run.sh, which installs it and exports {var}", path.display());
+    path
+}
+
+fn run(mut command: Command) {
+    let output = command.current_dir(ROOT).output().expect("the linter starts");
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn cfn_lint_accepts_the_template() {
+    let mut command = Command::new(tool("CFN_LINT", ".venv/bin/cfn-lint"));
+    command.arg(TEMPLATE);
+    run(command);
+}
+
+#[test]
+fn sam_validate_lint_accepts_the_template() {
+    let mut command = Command::new(tool("SAM_CLI", ".venv/sam/bin/sam"));
+    command
+        .args(["validate", "--lint", "--template", TEMPLATE])
+        .env("SAM_CLI_TELEMETRY", "0")
+        .env("AWS_DEFAULT_REGION", "eu-central-1");
+    run(command);
+}
+
+/// The checks above can fail: each is run on a copy of the template with one fact removed.
+#[test]
+fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed() {
+    let doc = template();
+    let fails = |check: fn(&Value), mutated: Value| std::panic::catch_unwind(move || check(&mutated)).is_err();
+    assert!(
+        !fails(check_routes, doc.clone()) && !fails(check_workers, doc.clone()) && !fails(check_bucket, doc.clone())
+    );
+
+    let http_events = |doc: &mut Value| -> Vec<(String, String)> {
+        let mut found = Vec::new();
+        for (name, r) in doc["Resources"].as_object().unwrap() {
+            for (event, e) in r["Properties"]["Events"].as_object().into_iter().flatten() {
+                if e["Type"] == "HttpApi" {
+                    found.push((name.clone(), event.clone()));
+                }
+            }
+        }
+        found
+    };
+
+    let mut no_route = doc.clone();
+    let (function, event) = http_events(&mut no_route).into_iter().next().expect("an HTTP route");
+    no_route["Resources"][&function]["Properties"]["Events"].as_object_mut().unwrap().remove(&event);
+    assert!(fails(check_routes, no_route), "a removed route is caught");
+
+    let mut no_scope = doc.clone();
+    let scoped = http_events(&mut no_scope)
+        .into_iter()
+        .find(|(f, e)| {
+            doc["Resources"][f]["Properties"]["Events"][e]["Properties"]["Auth"]["AuthorizationScopes"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+        })
+        .expect("a scoped route");
+    no_scope["Resources"][&scoped.0]["Properties"]["Events"][&scoped.1]["Properties"]["Auth"]["AuthorizationScopes"] =
+        json!([]);
+    assert!(fails(check_routes, no_scope), "a removed scope is caught");
+
+    let mut no_dlq = doc.clone();
+    let queue = no_dlq["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| r["Type"] == "AWS::SQS::Queue" && !r["Properties"]["RedrivePolicy"].is_null())
+        .map(|(name, _)| name.clone())
+        .expect("a queue with a DLQ");
+    no_dlq["Resources"][&queue]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy");
+    assert!(fails(check_workers, no_dlq), "a removed DLQ is caught");
+
+    let mut longer = doc.clone();
+    for rule in
+        longer["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"].as_array_mut().unwrap()
+    {
+        rule["ExpirationInDays"] = json!(30);
+    }
+    assert!(fails(check_bucket, longer), "a retention other than 14 days is caught");
+}

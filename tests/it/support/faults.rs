@@ -1,0 +1,170 @@
+//! Crash injection for the tests of the worker's recovery. The job store and the result store are
+//! wrapped so that a run fails as if its process had died at one point — right after the shard's
+//! part is written, right after the shard is recorded, or in the middle of finalize (chunks and
+//! export written, manifest not) — leaving exactly the state written so far. The redelivered
+//! message must then finish the job with the same result.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
+use segments_core::jobs::{IdempotencyKey, Job, ResultSummary};
+use segments_core::ports::{ByteStream, JobStore, KeyClaim, ObjectWriter, ResultStore, StoreError};
+use segments_core::usecases::Services;
+
+/// Where a run can be made to crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CrashPoint {
+    /// The shard's part is in the result store; the shard is not recorded on the job.
+    AfterPartWrite,
+    /// The shard is recorded; a finalize it would start has not begun.
+    AfterShardRecord,
+    /// Finalize has written the chunks and the export but not the manifest, and has not completed
+    /// the job.
+    MidFinalize,
+}
+
+/// The crashes armed for the coming runs. Clones share the plan.
+#[derive(Debug, Clone, Default)]
+pub struct FaultPlan {
+    armed: Arc<Mutex<Vec<CrashPoint>>>,
+}
+
+impl FaultPlan {
+    /// Arms one crash at `point`: the next run that reaches it fails there.
+    pub fn crash_once(&self, point: CrashPoint) {
+        self.armed.lock().unwrap_or_else(PoisonError::into_inner).push(point);
+    }
+
+    /// Whether every armed crash has happened.
+    pub fn all_fired(&self) -> bool {
+        self.armed.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Consumes a crash armed at `point`, if any: the error the dying process leaves behind.
+    fn fire(&self, point: CrashPoint) -> Result<(), StoreError> {
+        let mut armed = self.armed.lock().unwrap_or_else(PoisonError::into_inner);
+        match armed.iter().position(|p| *p == point) {
+            Some(i) => {
+                armed.remove(i);
+                Err(StoreError::unavailable(format!("injected crash {point:?}"), "the process died"))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// `services` with its job and result stores wrapped to crash where `plan` says.
+pub fn with_faults(services: Services, plan: &FaultPlan) -> Services {
+    Services {
+        jobs: Arc::new(CrashingJobs { inner: services.jobs.clone(), plan: plan.clone() }),
+        results: Arc::new(CrashingResults { inner: services.results.clone(), plan: plan.clone() }),
+        ..services
+    }
+}
+
+/// A job store that crashes right after recording a shard.
+struct CrashingJobs {
+    inner: Arc<dyn JobStore>,
+    plan: FaultPlan,
+}
+
+#[async_trait]
+impl JobStore for CrashingJobs {
+    async fn create(&self, job: &Job) -> Result<(), StoreError> {
+        self.inner.create(job).await
+    }
+
+    async fn create_with_key(
+        &self,
+        job: &Job,
+        key: &IdempotencyKey,
+        request_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KeyClaim, StoreError> {
+        self.inner.create_with_key(job, key, request_hash, now).await
+    }
+
+    async fn get(&self, mandator: &MandatorId, job_id: JobId) -> Result<Option<Job>, StoreError> {
+        self.inner.get(mandator, job_id).await
+    }
+
+    async fn mark_running(&self, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError> {
+        self.inner.mark_running(mandator, job_id).await
+    }
+
+    async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError> {
+        let job = self.inner.record_shard(mandator, job_id, shard).await?;
+        self.plan.fire(CrashPoint::AfterShardRecord)?;
+        Ok(job)
+    }
+
+    async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError> {
+        self.inner.complete(job, result).await
+    }
+
+    async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError> {
+        self.inner.fail(mandator, job_id, reason).await
+    }
+
+    async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError> {
+        self.inner.usage(mandator, month, segment_type).await
+    }
+}
+
+/// A result store that crashes right after a shard's part is written, and before a manifest is.
+struct CrashingResults {
+    inner: Arc<dyn ResultStore>,
+    plan: FaultPlan,
+}
+
+fn is_part(key: &str) -> bool {
+    key.contains("/parts/")
+}
+
+fn is_manifest(key: &str) -> bool {
+    key.ends_with("/manifest.json")
+}
+
+#[async_trait]
+impl ResultStore for CrashingResults {
+    async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        if is_manifest(key) {
+            self.plan.fire(CrashPoint::MidFinalize)?;
+        }
+        self.inner.put(key, body).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StoreError> {
+        self.inner.get_stream(key).await
+    }
+
+    async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        let inner = self.inner.writer(key).await?;
+        if is_part(key) { Ok(Box::new(CrashingPartWriter { inner, plan: self.plan.clone() })) } else { Ok(inner) }
+    }
+}
+
+/// A part's writer whose `finish` makes the part durable, then crashes.
+struct CrashingPartWriter {
+    inner: Box<dyn ObjectWriter>,
+    plan: FaultPlan,
+}
+
+#[async_trait]
+impl ObjectWriter for CrashingPartWriter {
+    async fn write(&mut self, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner.write(bytes).await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.finish().await?;
+        self.plan.fire(CrashPoint::AfterPartWrite)
+    }
+}

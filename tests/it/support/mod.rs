@@ -1,0 +1,5 @@
+pub mod contract;
+pub mod faults;
+pub mod flows;
+pub mod moto;
+pub mod queues;

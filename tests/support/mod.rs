@@ -1,6 +1,0 @@
-#![allow(dead_code)]
-
-pub mod contract;
-pub mod flows;
-pub mod moto;
-pub mod queues;
