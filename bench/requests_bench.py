@@ -24,36 +24,15 @@ USERS = 40
 SHARDS = 2
 MANDATOR = "demo-bank"  # the mandator `segments serve` mints its printed token for
 
+# The project's moto launcher (tests/moto_launcher.py: patches and serving), with every request
+# counted around its application.
 LAUNCHER = r'''
 import collections, json, math, sys, threading
-from werkzeug.serving import make_server
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+sys.path.insert(0, sys.argv[1])
+import moto_launcher
 
-from moto.dynamodb.models.table import Table
-
-# moto gathers and sorts every item of a table for each Query page, then keeps the queried
-# partition's: same results, but a paginated read gets slower with the whole table. Give a
-# primary-key Query the items of its partition only (as the project's moto test launcher does).
-local = threading.local()
-original_query, original_all_items = Table.query, Table.all_items
-
-def query(self, hash_key, *args, **kwargs):
-    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
-    local.partition = (self, hash_key) if index_name is None and hash_key is not None else None
-    try:
-        return original_query(self, hash_key, *args, **kwargs)
-    finally:
-        local.partition = None
-
-def all_items(self):
-    p = getattr(local, "partition", None)
-    if p is not None and p[0] is self and self.range_key_attr is not None:
-        return list(self.items.get(p[1], {}).values())
-    return original_all_items(self)
-
-Table.query, Table.all_items = query, all_items
-
-backend = DomainDispatcherApplication(create_backend_app)
+moto_launcher.patch()
+backend = moto_launcher.application()
 lock = threading.Lock()
 counts = collections.Counter()
 
@@ -106,9 +85,7 @@ def app(environ, start_response):
                 pass
     return result
 
-server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-print(server.port, flush=True)
-server.serve_forever()
+moto_launcher.serve(app)
 '''
 
 
@@ -149,7 +126,7 @@ def run(bench_bin, scratch, params_path):
     launcher = os.path.join(work, "moto_counting.py")
     with open(launcher, "w") as f:
         f.write(LAUNCHER)
-    moto = subprocess.Popen([moto_python(), launcher], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    moto = subprocess.Popen([moto_python(), launcher, os.path.join(ROOT, "tests")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     serve = None
     try:
         port = int(moto.stdout.readline())

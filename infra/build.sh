@@ -28,13 +28,12 @@ for manifest in functions/*/Cargo.toml; do
   packages+=("$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n 1)")
 done
 
-args=()
-for package in "${packages[@]}"; do
-  args+=(--package "$package")
-done
-
+# One build per function, as `sam build` does it: cargo unifies the features of the packages of
+# one build, so building them together would give every function the SDKs of all.
 start=$SECONDS
-cargo lambda build --release --arm64 "${args[@]}" "$@"
+for package in "${packages[@]}"; do
+  cargo lambda build --release --arm64 --package "$package" "$@"
+done
 echo "built ${#packages[@]} functions for arm64 in $((SECONDS - start)) s"
 
 target_dir=${CARGO_TARGET_DIR:-target}

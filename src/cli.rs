@@ -6,18 +6,18 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::generate::{self, GenerateConfig};
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand};
-use segments_embedded::{EmbeddedStore, LocalLinks};
 use segments_aws as aws;
-use segments_core::usecases::Services;
 use segments_core::config::ServiceConfig;
 use segments_core::domain::MandatorId;
-use crate::generate::{self, GenerateConfig};
-use segments_core::usecases::import::{self, ImportOptions};
-use segments_core::ports::{AccountSink, AccountSource};
 use segments_core::domain::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
+use segments_core::ports::{AccountSink, AccountSource};
+use segments_core::usecases::Services;
+use segments_core::usecases::import::{self, ImportOptions};
+use segments_embedded::{EmbeddedStore, LocalLinks};
 
 use crate::progress::Progress;
 use crate::server::{Gateway, router};

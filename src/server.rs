@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, on};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
-use segments_embedded::{LinkError, LocalLinks};
-use segments_core::usecases::jobs_api::JobsApiServices;
-use segments_core::usecases::{AppError, Services};
 use segments_core::http::{MAX_BODY_BYTES, problem_response};
+use segments_core::usecases::jobs_api::JobsApiServices;
 use segments_core::usecases::segments::SegmentsServices;
+use segments_core::usecases::{AppError, Services};
+use segments_embedded::{LinkError, LocalLinks};
 
 use crate::token::Signer;
 

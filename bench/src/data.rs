@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use chrono::NaiveDate;
-use segments_core::domain::{AccountHistory, MandatorId, SegmentType, UserData, UserId};
 use segments_core::domain::records::{AccountRecord, TransactionRecord};
+use segments_core::domain::{AccountHistory, MandatorId, SegmentType, UserData, UserId};
 use segments_core::rules::{SegmentRequest, SegmentSpec};
 use serde_json::Value;
 

@@ -45,8 +45,8 @@ use serde::Serialize;
 
 use self::timeline::{Draw, Timeline};
 use self::user::Draft;
-use segments_core::domain::{AccountId, Currency, MandatorId, Money, TransactionId, UserId};
 use segments_core::domain::records::{AccountRecord, TransactionRecord};
+use segments_core::domain::{AccountId, Currency, MandatorId, Money, TransactionId, UserId};
 
 /// Seed used when none is given.
 pub const DEFAULT_SEED: u64 = 42;

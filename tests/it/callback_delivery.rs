@@ -3,36 +3,35 @@
 //! store and through the AWS adapters against moto. The receiver is plain http on 127.0.0.1,
 //! which only the explicit test policy allows; the production policy refuses it at POST time.
 
-
 use std::sync::{Arc, Mutex};
 
+use crate::support::contract::unique_mandator;
+use crate::support::flows::ALL_TYPE_SCOPES;
+use crate::support::moto::MotoServer;
+use crate::support::queues::take_bodies;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{NaiveDate, Utc};
-use segments_aws::{DynamoAccounts, DynamoCallbackSecrets, SqsQueue, provision};
 use segments_aws::services as aws_services;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::callbacks as embedded_callbacks;
-use segments_embedded::wiring::services as embedded_services;
+use segments_aws::{DynamoAccounts, DynamoCallbackSecrets, SqsQueue, provision};
+use segments_core::config::ServiceConfig;
+use segments_core::domain::records::AccountItem;
+use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
+use segments_core::http::testing::{create_job_request, status_and_json};
+use segments_core::jobs::{JobMessage, JobStatus};
+use segments_core::ports::AccountSink;
 use segments_core::usecases::Services;
 use segments_core::usecases::callbacks::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
-use segments_core::config::ServiceConfig;
-use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
-use segments_core::jobs::{JobMessage, JobStatus};
-use segments_core::ports::AccountSink;
-use segments_core::domain::records::AccountItem;
-use segments_core::http::testing::{create_job_request, status_and_json};
 use segments_core::usecases::dead_letter::dead_letter;
 use segments_core::usecases::run_shard::{Disposition, process_message};
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::callbacks as embedded_callbacks;
+use segments_embedded::wiring::services as embedded_services;
 use serde_json::{Value, json};
-use crate::support::contract::unique_mandator;
-use crate::support::flows::ALL_TYPE_SCOPES;
-use crate::support::moto::MotoServer;
-use crate::support::queues::take_bodies;
 
 type Deliveries = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
@@ -151,7 +150,10 @@ where
     );
     assert_eq!(status_and_json(create_job::handle(&s.intake(), req).await.unwrap()).0, 202);
     for body in take().await {
-        assert_eq!(process_message(&s.runner(), SegmentType::HighBalance, &body, 1, Utc::now()).await, Disposition::Ack);
+        assert_eq!(
+            process_message(&s.runner(), SegmentType::HighBalance, &body, 1, Utc::now()).await,
+            Disposition::Ack
+        );
     }
     assert_eq!(deliveries.lock().unwrap().len(), 2);
 }

@@ -2,10 +2,11 @@
 //! signature a receiver verifies, retries on server errors, no redirects, the URL policy at job
 //! creation, and the per-mandator secrets on both stores.
 
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::contract::unique_mandator;
+use crate::support::moto::MotoServer;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,22 +14,20 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use chrono::{NaiveDate, Utc};
 use segments_aws::{DynamoCallbackSecrets, provision};
-use segments_embedded::EmbeddedStore;
+use segments_core::domain::{AccountType, MandatorId, Money};
+use segments_core::http::problem_response;
+use segments_core::http::testing::status_and_json;
+use segments_core::jobs::{Job, JobStatus, ResultSummary};
+use segments_core::ports::CallbackSecrets;
+use segments_core::rules::SegmentParams;
+use segments_core::rules::params::HighBalanceParams;
 use segments_core::usecases::callbacks::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
 use segments_core::usecases::callbacks::{
     CallbackPolicy, CallbackSecret, DeliverySettings, HttpNotifier, Notifier, NotifyError, notify_job_final,
     validate_callback_url,
 };
-use segments_core::domain::{AccountType, MandatorId, Money};
-use segments_core::http::problem_response;
-use segments_core::jobs::{Job, JobStatus, ResultSummary};
-use segments_core::ports::CallbackSecrets;
-use segments_core::rules::SegmentParams;
-use segments_core::rules::params::HighBalanceParams;
-use segments_core::http::testing::status_and_json;
+use segments_embedded::EmbeddedStore;
 use serde_json::Value;
-use crate::support::contract::unique_mandator;
-use crate::support::moto::MotoServer;
 
 /// What the receiver got, and what it answers next.
 #[derive(Default)]
@@ -344,11 +343,15 @@ fn the_cli_prints_the_same_secret_each_time_and_refuses_a_bad_mandator() {
 async fn a_post_with_a_private_callback_url_is_a_400_naming_the_field_and_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
-    let (s, mut rx) =
-        segments_embedded::wiring::services(store, segments_core::config::ServiceConfig::default());
+    let (s, mut rx) = segments_embedded::wiring::services(store, segments_core::config::ServiceConfig::default());
     let post = |url: &str| {
         let body = format!(r#"{{"accountType":"checking","threshold":5000,"callbackURL":"{url}"}}"#);
-        segments_core::http::testing::create_job_request("highBalance", &body, Some("bank-1"), &["segments/highBalance"])
+        segments_core::http::testing::create_job_request(
+            "highBalance",
+            &body,
+            Some("bank-1"),
+            &["segments/highBalance"],
+        )
     };
     for url in
         ["https://10.0.0.7/hook", "https://[fe80::1]/hook", "https://169.254.169.254/latest", "http://8.8.8.8/hook"]

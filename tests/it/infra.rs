@@ -11,9 +11,9 @@ use std::process::Command;
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
 use segments_aws::{AwsResources, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
-use segments_core::usecases::jobs_api::USAGE_SCOPE;
 use segments_core::domain::SegmentType;
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
+use segments_core::usecases::jobs_api::USAGE_SCOPE;
 use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
 use serde_json::{Map, Value, json};
 

@@ -3,31 +3,30 @@
 //! and S3 on a local moto server with the real SDK clients. The local runner's own export links
 //! are tested over real HTTP.
 
-
 use std::sync::Arc;
 
+use crate::support::contract::unique_mandator;
+use crate::support::moto::MotoServer;
 use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use financial_segments::server::{Gateway, router};
 use financial_segments::token::{Signer, all_scopes};
-use segments_aws::{AwsResources, DynamoCatalog, PARTITION_KEY, S3Links, SORT_KEY, provision};
-use segments_embedded::{EmbeddedStore, LocalLinks};
 use segments_aws::services as aws_services;
-use segments_embedded::wiring::jobs_api as embedded_jobs_api_services;
-use segments_embedded::wiring::segments_api as embedded_segments_services;
-use segments_embedded::wiring::services as embedded_services;
-use segments_core::usecases::Services;
-use segments_core::usecases::jobs_api::JobsApiServices;
+use segments_aws::{AwsResources, DynamoCatalog, PARTITION_KEY, S3Links, SORT_KEY, provision};
 use segments_core::config::ServiceConfig;
 use segments_core::domain::{AccountType, MandatorId, Money, Month, SegmentType};
+use segments_core::http::testing::{ApiRequest, status_and_json};
 use segments_core::jobs::{Job, ResultSummary, USAGE_JOBS_ATTRIBUTE, usage_sort_key};
 use segments_core::rules::SegmentParams;
 use segments_core::rules::params::{HighBalanceParams, InsuranceSpendingParams};
-use segments_core::http::testing::{ApiRequest, status_and_json};
+use segments_core::usecases::Services;
+use segments_core::usecases::jobs_api::JobsApiServices;
+use segments_embedded::wiring::jobs_api as embedded_jobs_api_services;
+use segments_embedded::wiring::segments_api as embedded_segments_services;
+use segments_embedded::wiring::services as embedded_services;
+use segments_embedded::{EmbeddedStore, LocalLinks};
 use serde_json::Value;
-use crate::support::contract::unique_mandator;
-use crate::support::moto::MotoServer;
 
 // ---------------------------------------------------------------------------------------------
 // Builders

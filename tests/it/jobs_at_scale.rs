@@ -6,30 +6,29 @@
 //! and SQS on a local moto server (real SDK clients over HTTP). They assert on what is stored:
 //! the job record, the usage counter and the result objects.
 
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{Duration, NaiveDate, Utc};
-use segments_aws::{DynamoAccounts, SqsQueue, provision};
-use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
-use segments_aws::services as aws_services;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::services as embedded_services;
-use segments_core::usecases::Services;
-use segments_core::config::ServiceConfig;
-use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
-use segments_core::jobs::{Job, JobMessage, JobStatus};
-use segments_core::ports::AccountSink;
-use segments_core::domain::records::AccountItem;
-use segments_core::http::testing::{create_job_request, status_and_json};
-use segments_core::sqs::{handle_dead_letters, handle_sqs_batch};
-use segments_core::usecases::run_shard::{Disposition, process_message};
-use serde_json::Value;
 use crate::support::contract::unique_mandator;
+use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
 use crate::support::flows::{ALL_TYPE_SCOPES, all_users, get_page};
 use crate::support::moto::MotoServer;
 use crate::support::queues::{self, Record, take_bodies};
+use chrono::{Duration, NaiveDate, Utc};
+use segments_aws::services as aws_services;
+use segments_aws::{DynamoAccounts, SqsQueue, provision};
+use segments_core::config::ServiceConfig;
+use segments_core::domain::records::AccountItem;
+use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
+use segments_core::http::testing::{create_job_request, status_and_json};
+use segments_core::jobs::{Job, JobMessage, JobStatus};
+use segments_core::ports::AccountSink;
+use segments_core::sqs::{handle_dead_letters, handle_sqs_batch};
+use segments_core::usecases::Services;
+use segments_core::usecases::run_shard::{Disposition, process_message};
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::services as embedded_services;
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 const HIGH_BALANCE: &str = "highBalance";
@@ -322,16 +321,14 @@ async fn no_data_completes_empty(env: &Env) {
 
 /// An expired job is unknown (400), though its record and result are still stored.
 async fn expired_job_is_400(env: &Env, sixteen: &MandatorId) {
-    let request = segments_core::rules::SegmentRequest::parse(
-        SegmentType::HighBalance,
-        BODY.as_bytes(),
-        Utc::now().date_naive(),
-    )
-    .unwrap();
+    let request =
+        segments_core::rules::SegmentRequest::parse(SegmentType::HighBalance, BODY.as_bytes(), Utc::now().date_naive())
+            .unwrap();
     let created = Utc::now() - Duration::days(14) - Duration::seconds(5);
     let job = Job::new(sixteen.clone(), request.as_of, request.params, None, 1, created);
     env.s.jobs.create(&job).await.unwrap();
-    let summary = segments_core::usecases::read_result::write_result(env.s.results.as_ref(), &job, &[], 500).await.unwrap();
+    let summary =
+        segments_core::usecases::read_result::write_result(env.s.results.as_ref(), &job, &[], 500).await.unwrap();
     assert!(env.s.jobs.complete(&job, summary).await.unwrap());
     let (status, problem) = get_page(&env.s, sixteen.as_str(), HIGH_BALANCE, &job.job_id.to_string(), 1, 20).await;
     assert_eq!((status, problem["code"].as_str()), (400, Some("unknown_job")), "{problem}");

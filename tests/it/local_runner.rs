@@ -1,15 +1,14 @@
 //! The local runner end to end, as a developer uses it: `segments serve --demo` on a fresh data
 //! directory, a token from its output or from `segments token`, and the API over real HTTP.
 
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::flows::{as_reference, reference_high_balance};
 use reqwest::StatusCode;
 use serde_json::Value;
-use crate::support::flows::{as_reference, reference_high_balance};
 
 const BIN: &str = env!("CARGO_BIN_EXE_segments");
 

@@ -2,22 +2,21 @@
 //! failing delivery comes back with a higher receive count, and after the last one the job takes
 //! the dead-letter path of the Lambdas (FAILED, 422).
 
-
 use std::time::{Duration, Instant};
 
+use crate::support::contract::unique_mandator;
+use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
+use crate::support::flows::{all_users, get_page, post_job};
 use chrono::NaiveDate;
 use financial_segments::workers::spawn_embedded_pool;
-use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::services as embedded_services;
-use segments_core::usecases::Services;
 use segments_core::config::ServiceConfig;
+use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, UserId};
 use segments_core::jobs::{Job, JobStatus};
 use segments_core::ports::AccountSink;
-use segments_core::domain::records::AccountItem;
-use crate::support::contract::unique_mandator;
-use crate::support::flows::{all_users, get_page, post_job};
+use segments_core::usecases::Services;
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::services as embedded_services;
 
 const BODY: &str = r#"{"accountType":"checking","threshold":100}"#;
 

@@ -3,26 +3,25 @@
 //! the embedded store, on the same generated data. Results must be identical between the two, and
 //! highBalance must match an independent reference computed from the files.
 
-
 use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{Days, NaiveDate, Utc};
-use segments_aws::{DynamoAccounts, SqsQueue, provision};
-use segments_aws::services as aws_services;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::services as embedded_services;
-use segments_core::usecases::Services;
-use segments_core::config::ServiceConfig;
-use segments_core::domain::{MandatorId, SegmentType};
-use financial_segments::generate::{self, GenerateConfig};
-use segments_core::usecases::import::{ImportOptions, import_files};
-use segments_core::ports::AccountSink;
-use segments_core::usecases::run_shard::{Disposition, ShardRunner, process_message};
-use serde_json::Value;
 use crate::support::flows::{all_users, as_reference, get_page, post_job, reference_high_balance};
 use crate::support::moto::MotoServer;
 use crate::support::queues::{Record, sqs_event};
+use chrono::{Days, NaiveDate, Utc};
+use financial_segments::generate::{self, GenerateConfig};
+use segments_aws::services as aws_services;
+use segments_aws::{DynamoAccounts, SqsQueue, provision};
+use segments_core::config::ServiceConfig;
+use segments_core::domain::{MandatorId, SegmentType};
+use segments_core::ports::AccountSink;
+use segments_core::usecases::Services;
+use segments_core::usecases::import::{ImportOptions, import_files};
+use segments_core::usecases::run_shard::{Disposition, ShardRunner, process_message};
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::services as embedded_services;
+use serde_json::Value;
 
 const MANDATOR: &str = "bank-pipeline";
 

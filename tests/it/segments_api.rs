@@ -3,31 +3,30 @@
 //! the same scenarios on both. Each scenario uses its own organizations, so one moto server
 //! serves them all; the data is a handful of accounts (moto is slow).
 
-
 use std::sync::Arc;
 
+use crate::support::moto::MotoServer;
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use lambda_http::Body;
-use segments_aws::{DynamoAccounts, SqsQueue, provision};
 use segments_aws::segments_api as aws_segments_services;
 use segments_aws::services as aws_services;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::segments_api as embedded_segments_services;
-use segments_embedded::wiring::services as embedded_services;
+use segments_aws::{DynamoAccounts, SqsQueue, provision};
 use segments_core::config::ServiceConfig;
-use segments_core::usecases::Services;
+use segments_core::domain::records::AccountItem;
 use segments_core::domain::{
     Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
 };
-use segments_core::usecases::import::{ImportError, ImportOptions, import_files};
+use segments_core::http::testing::ApiRequest;
 use segments_core::jobs::JobMessage;
 use segments_core::ports::AccountSink;
-use segments_core::domain::records::AccountItem;
-use segments_core::usecases::segments::SegmentsServices;
-use segments_core::http::testing::ApiRequest;
+use segments_core::usecases::Services;
+use segments_core::usecases::import::{ImportError, ImportOptions, import_files};
 use segments_core::usecases::run_shard::{Disposition, process_message};
+use segments_core::usecases::segments::SegmentsServices;
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::segments_api as embedded_segments_services;
+use segments_embedded::wiring::services as embedded_services;
 use serde_json::{Value, json};
-use crate::support::moto::MotoServer;
 use tokio::sync::Mutex;
 
 const READ: &str = "segments/definitions.read";

@@ -47,13 +47,13 @@ async fn create(s: &JobIntake, req: &Request) -> Result<Response<Body>, AppError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segments_core::config::ServiceConfig;
+    use segments_core::domain::{JobId, MandatorId};
+    use segments_core::http::testing::{create_job_request, status_and_json};
+    use segments_core::jobs::JobStatus;
     use segments_core::usecases::Services;
     use segments_embedded::EmbeddedStore;
     use segments_embedded::wiring::services as embedded_services;
-    use segments_core::config::ServiceConfig;
-    use segments_core::domain::{JobId, MandatorId};
-    use segments_core::jobs::JobStatus;
-    use segments_core::http::testing::{create_job_request, status_and_json};
 
     const HB: &str = "segments/highBalance";
 

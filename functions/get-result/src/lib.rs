@@ -5,10 +5,10 @@
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use segments_core::usecases::read_result::{ResultReader, get_result};
-use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 use segments_core::http::{json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::jobs::MAX_PER_PAGE;
+use segments_core::usecases::read_result::{ResultReader, get_result};
+use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 
 pub const DEFAULT_PER_PAGE: u32 = 20;
 
@@ -33,16 +33,16 @@ async fn get(s: &ResultReader, req: &Request) -> Result<Response<Body>, AppError
 mod tests {
     use super::*;
     use chrono::{Duration, NaiveDate};
-    use segments_core::usecases::Services;
-    use segments_embedded::EmbeddedStore;
-    use segments_embedded::wiring::services as embedded_services;
-    use segments_core::usecases::read_result::write_result;
     use segments_core::config::ServiceConfig;
     use segments_core::domain::{AccountType, MandatorId, Money};
+    use segments_core::http::testing::{get_result_request, status_and_json};
     use segments_core::jobs::Job;
     use segments_core::rules::SegmentParams;
     use segments_core::rules::params::HighBalanceParams;
-    use segments_core::http::testing::{get_result_request, status_and_json};
+    use segments_core::usecases::Services;
+    use segments_core::usecases::read_result::write_result;
+    use segments_embedded::EmbeddedStore;
+    use segments_embedded::wiring::services as embedded_services;
 
     const HB: &str = "segments/highBalance";
 
@@ -89,7 +89,9 @@ mod tests {
         query: &[(&str, &str)],
         mandator: &str,
     ) -> (u16, serde_json::Value) {
-        status_and_json(handle(&f.s.reader(), get_result_request(t, job_id, query, Some(mandator), &[HB])).await.unwrap())
+        status_and_json(
+            handle(&f.s.reader(), get_result_request(t, job_id, query, Some(mandator), &[HB])).await.unwrap(),
+        )
     }
 
     #[tokio::test]

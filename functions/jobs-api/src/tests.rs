@@ -2,10 +2,10 @@
 //! the workspace's `tests/job_endpoints.rs`.
 
 use super::*;
-use segments_embedded::{EmbeddedStore, LocalLinks};
-use segments_embedded::wiring::{jobs_api as embedded_jobs_api_services, services as embedded_services};
 use segments_core::config::ServiceConfig;
 use segments_core::http::testing::{ApiRequest, status_and_json};
+use segments_embedded::wiring::{jobs_api as embedded_jobs_api_services, services as embedded_services};
+use segments_embedded::{EmbeddedStore, LocalLinks};
 use std::sync::Arc;
 
 fn services() -> (tempfile::TempDir, JobsApiServices) {

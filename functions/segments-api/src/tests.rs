@@ -1,10 +1,10 @@
 //! Handler tests over the embedded store, from recorded API Gateway v2 events.
 
 use super::*;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::{segments_api as embedded_segments_services, services as embedded_services};
 use segments_core::config::ServiceConfig;
 use segments_core::http::testing::{ApiRequest, status_and_json};
+use segments_embedded::EmbeddedStore;
+use segments_embedded::wiring::{segments_api as embedded_segments_services, services as embedded_services};
 
 /// `(method, body, mandator, scopes, status, code)`.
 type Case<'a> = (&'a str, Option<&'a str>, Option<&'a str>, &'a [&'a str], u16, &'a str);
@@ -106,8 +106,8 @@ fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::domain::records::Ac
 
 #[tokio::test]
 async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
-    use segments_core::ports::{AccountSink, SegmentStore};
     use segments_core::domain::segment::{Segment, SegmentId, Status};
+    use segments_core::ports::{AccountSink, SegmentStore};
 
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();

@@ -27,9 +27,9 @@ use super::items::{
 };
 use super::retry::{MAX_BATCH_ATTEMPTS, backoff, batch_write};
 use segments_core::domain::assembly::{AssemblyError, UserAssembler};
+use segments_core::domain::records::AccountItem;
 use segments_core::domain::{AccountId, MandatorId, UserData, UserId};
 use segments_core::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
-use segments_core::domain::records::AccountItem;
 
 /// DynamoDB refuses a BatchWriteItem of more than 25 requests.
 const BATCH_WRITE_LIMIT: usize = 25;

@@ -22,10 +22,12 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
-use segments_core::domain::{Account, AccountId, JobId, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId};
+use segments_core::domain::records::{AccountItem, shard_of};
+use segments_core::domain::{
+    Account, AccountId, JobId, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
+};
 use segments_core::jobs::{Job, JobStatus, ResultSummary};
 use segments_core::ports::StoreError;
-use segments_core::domain::records::{AccountItem, shard_of};
 use segments_core::rules::SegmentParams;
 
 pub(super) type Item = HashMap<String, AttributeValue>;

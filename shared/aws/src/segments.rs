@@ -31,10 +31,9 @@ use tracing::instrument;
 use super::items::{Item, PARTITION_KEY, SORT_KEY, n, s};
 use super::retry::batch_write;
 use segments_core::domain::date::timestamp;
+use segments_core::domain::segment::{AccountRef, Scope, Segment, SegmentId, SegmentQuery};
 use segments_core::domain::{AccountId, MandatorId, UserId};
 use segments_core::ports::{SegmentStore, StoreError};
-use segments_core::domain::segment::{AccountRef, Scope, Segment, SegmentId, SegmentQuery};
-
 
 const VERSION: &str = "version";
 const DOC: &str = "doc";

@@ -9,9 +9,9 @@ use segments_core::ports::BoxError;
 #[cfg(feature = "dynamodb")]
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
 
-use super::{AwsClients, AwsResources};
 #[allow(unused_imports)]
 use super::*;
+use super::{AwsClients, AwsResources};
 
 /// The SDK clients, resource names and settings of a function, from its environment. Honours
 /// `AWS_ENDPOINT_URL`, so the same binary talks to AWS or to a local emulator.
@@ -116,7 +116,11 @@ pub fn segments_table_from_env() -> Result<String, BoxError> {
 /// Every port over AWS: for a process that runs every use case (the local runner with `--aws`,
 /// the tests).
 #[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
-pub fn services(clients: &AwsClients, resources: &AwsResources, config: ServiceConfig) -> segments_core::usecases::Services {
+pub fn services(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    config: ServiceConfig,
+) -> segments_core::usecases::Services {
     segments_core::usecases::Services {
         accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
         jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
+use crate::domain::records::AccountItem;
 use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData};
 use crate::jobs::{IdempotencyKey, Job, JobMessage, ResultSummary};
-use crate::domain::records::AccountItem;
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -214,7 +214,11 @@ pub trait SegmentStore: Send + Sync {
     ) -> Result<Vec<crate::domain::segment::AccountRef>, StoreError>;
 
     /// How many members the segment has.
-    async fn member_count(&self, mandator: &MandatorId, id: crate::domain::segment::SegmentId) -> Result<u64, StoreError>;
+    async fn member_count(
+        &self,
+        mandator: &MandatorId,
+        id: crate::domain::segment::SegmentId,
+    ) -> Result<u64, StoreError>;
 
     /// The segments (deleted ones included) having the account as a member, each with the
     /// account's user as it was recorded when the account was tagged.

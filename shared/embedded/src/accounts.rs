@@ -16,13 +16,12 @@ use tokio::sync::mpsc;
 
 use super::keys::{self, SortKey};
 use super::{ACCOUNT_DATA, EmbeddedStore, OrUnavailable, SHARD_COUNTS, corrupt};
-use segments_core::domain::{
-    Account, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserData,
-    UserId,
-};
 use segments_core::domain::assembly::{AssemblyError, UserAssembler};
-use segments_core::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
 use segments_core::domain::records::{AccountItem, shard_of};
+use segments_core::domain::{
+    Account, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserData, UserId,
+};
+use segments_core::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
 
 /// Users assembled ahead of the consumer of a shard stream: enough to keep the reader busy while
 /// the consumer computes, few enough that memory stays bounded by a handful of users.

@@ -13,9 +13,9 @@ use async_trait::async_trait;
 use redb::{ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use super::{EmbeddedStore, OrUnavailable, corrupt, keys};
+use segments_core::domain::segment::{AccountRef, Segment, SegmentId, SegmentQuery};
 use segments_core::domain::{AccountId, MandatorId, UserId};
 use segments_core::ports::{SegmentStore, StoreError};
-use segments_core::domain::segment::{AccountRef, Segment, SegmentId, SegmentQuery};
 
 const SEGMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("segments");
 const SEGMENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("segment_names");

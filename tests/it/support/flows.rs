@@ -6,8 +6,8 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
-use segments_core::usecases::Services;
 use segments_core::http::testing::{create_job_request, get_result_request, status_and_json};
+use segments_core::usecases::Services;
 use serde_json::Value;
 
 /// Every scope of the financial segments.
@@ -21,7 +21,8 @@ pub const ALL_TYPE_SCOPES: &[&str] = &[
 
 /// POSTs a job; returns the job id.
 pub async fn post_job(s: &Services, mandator: &str, segment_type: &str, body: &str) -> String {
-    let response = create_job::handle(&s.intake(), create_job_request(segment_type, body, Some(mandator), ALL_TYPE_SCOPES)).await;
+    let response =
+        create_job::handle(&s.intake(), create_job_request(segment_type, body, Some(mandator), ALL_TYPE_SCOPES)).await;
     let (status, body) = status_and_json(response.expect("the handler answers"));
     assert_eq!(status, 202, "{segment_type}: {body}");
     body["jobId"].as_str().expect("a jobId").to_owned()
@@ -141,8 +142,8 @@ pub fn as_reference(users: &[Value]) -> BTreeMap<String, Vec<(String, String)>> 
 /// Every user of the NDJSON files in `dir`, assembled as a shard stream would (accounts by
 /// accountId, transactions by bookingDate then transactionId).
 pub fn users_from_files(dir: &Path) -> Vec<segments_core::domain::UserData> {
-    use segments_core::domain::{AccountHistory, UserData};
     use segments_core::domain::records::{AccountItem, AccountRecord, TransactionRecord};
+    use segments_core::domain::{AccountHistory, UserData};
     let mut users: BTreeMap<String, BTreeMap<String, AccountHistory>> = BTreeMap::new();
     for line in std::fs::read_to_string(dir.join("accounts.ndjson")).unwrap().lines() {
         let (_, account) = serde_json::from_str::<AccountRecord>(line).unwrap().into_account();

@@ -20,80 +20,10 @@ use segments_aws::AwsClients;
 pub const REGION: &str = "eu-central-1";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Runs moto's server application as `moto_server` does, with these differences:
-/// - it binds port 0 and prints the port it got, so parallel tests never race for a port;
-/// - DynamoDB requests are served one at a time. DynamoDB applies a conditional write to an item
-///   atomically; moto checks the condition and writes in separate steps, so two concurrent
-///   conditional writes (a `complete` racing a `fail`) could both succeed on it.
-/// - A Query on a table's primary key gathers its candidates from the queried partition only.
-///   moto collects (and sorts) every item of the table for each page and then keeps those of the
-///   partition: the same candidates, but quadratic in the table size over a paginated read of
-///   all shards. Sorting, paging, size limits, conditions and filters stay moto's own.
-/// - An `AttributeValue` in a JSON response is written as moto already holds it (DynamoDB JSON)
-///   instead of through moto's generic model serializer, which tries every member of the union
-///   for every value: about 9 ms per item returned, most of a Query's time. Values holding binary
-///   (`B`, `BS`) still take the generic path; the responses parse to the same items either way.
-const LAUNCHER: &str = r#"
-import os, sys, threading
-from werkzeug.serving import make_server
-from moto.core.serialize import BaseJSONSerializer
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
-from moto.dynamodb.models.table import Table
-
-serialize_structure = BaseJSONSerializer._serialize_type_structure
-
-def plain(value):
-    for kind, inner in value.items():
-        if kind in ("B", "BS"):
-            return False
-        if kind == "L" and not all(isinstance(v, dict) and plain(v) for v in inner):
-            return False
-        if kind == "M" and not all(isinstance(v, dict) and plain(v) for v in inner.values()):
-            return False
-    return True
-
-def serialize_attribute_value(self, serialized, value, shape, key):
-    if shape.name == "AttributeValue" and isinstance(value, dict) and plain(value):
-        self._default_serialize(serialized, value, shape, key)
-    else:
-        serialize_structure(self, serialized, value, shape, key)
-
-BaseJSONSerializer._serialize_type_structure = serialize_attribute_value
-
-queried = threading.local()
-table_query, table_all_items = Table.query, Table.all_items
-
-def query(self, hash_key, *args, **kwargs):
-    index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
-    base = index_name is None and hash_key is not None and self.range_key_attr is not None
-    queried.partition = (self, hash_key) if base else None
-    try:
-        return table_query(self, hash_key, *args, **kwargs)
-    finally:
-        queried.partition = None
-
-def all_items(self):
-    partition = getattr(queried, "partition", None)
-    if partition is not None and partition[0] is self:
-        return list(self.items.get(partition[1], {}).values())
-    return table_all_items(self)
-
-Table.query, Table.all_items = query, all_items
-
-backend = DomainDispatcherApplication(create_backend_app)
-dynamodb = threading.Lock()
-
-def app(environ, start_response):
-    if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
-        with dynamodb:
-            return list(backend(environ, start_response))
-    return backend(environ, start_response)
-
-server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
-os.environ["MOTO_PORT"] = str(server.port)
-print(server.port, flush=True)
-server.serve_forever()
-"#;
+/// The launcher of the server (`tests/moto_launcher.py`, shared with the benchmarks): moto's
+/// application with the differences its docstring lists (a free port printed at start, DynamoDB
+/// requests one at a time, partition-only Query, AttributeValues written as held).
+const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_launcher.py");
 
 /// A running moto server; dropping it stops the process.
 pub struct MotoServer {
@@ -107,7 +37,7 @@ impl MotoServer {
         let binary = moto_binary();
         let python = python_of(&binary);
         let mut child = Command::new(&python)
-            .args(["-c", LAUNCHER])
+            .arg(LAUNCHER)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

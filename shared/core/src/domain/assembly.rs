@@ -68,9 +68,10 @@ impl UserAssembler {
 
 fn start(item: AccountItem) -> Result<UserData, AssemblyError> {
     match item {
-        AccountItem::Account(account) => {
-            Ok(UserData { user_id: account.user_id.clone(), accounts: vec![AccountHistory { account, transactions: Vec::new() }] })
-        }
+        AccountItem::Account(account) => Ok(UserData {
+            user_id: account.user_id.clone(),
+            accounts: vec![AccountHistory { account, transactions: Vec::new() }],
+        }),
         AccountItem::Transaction { user_id, account_id, transaction } => {
             Err(AssemblyError::Orphan { user_id, account_id, transaction_id: transaction.transaction_id.to_string() })
         }
@@ -88,7 +89,11 @@ fn add(user: &mut UserData, item: AccountItem) -> Result<(), AssemblyError> {
                 last.transactions.push(transaction);
                 Ok(())
             }
-            _ => Err(AssemblyError::Orphan { user_id, account_id, transaction_id: transaction.transaction_id.to_string() }),
+            _ => Err(AssemblyError::Orphan {
+                user_id,
+                account_id,
+                transaction_id: transaction.transaction_id.to_string(),
+            }),
         },
     }
 }

@@ -3,8 +3,8 @@ use std::collections::BTreeSet;
 use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 
-use crate::usecases::{AppError, Caller};
 use crate::domain::MandatorId;
+use crate::usecases::{AppError, Caller};
 
 /// Reads the caller from what API Gateway's JWT authorizer verified and passed on (HTTP API,
 /// payload v2).

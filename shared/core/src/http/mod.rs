@@ -6,13 +6,12 @@ mod problem;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-
 pub use problem::{PROBLEM_CODES, Problem, json_response, problem_response};
 
 use lambda_http::{Body, Request, RequestExt};
 
-use crate::usecases::AppError;
 use crate::rules::body::FieldError;
+use crate::usecases::AppError;
 
 /// Largest request body accepted (the biggest valid body is a few kilobytes).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

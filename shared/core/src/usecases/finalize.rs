@@ -121,7 +121,6 @@ impl LineReader {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

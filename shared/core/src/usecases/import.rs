@@ -30,9 +30,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::domain::records::{AccountItem, AccountRecord, DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT, TransactionRecord};
 use crate::domain::{AccountId, AccountType, Currency, MandatorId, Money, TransactionId, UserId};
 use crate::ports::{AccountSink, StoreError};
-use crate::domain::records::{AccountItem, AccountRecord, DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT, TransactionRecord};
 
 /// Items per [`AccountSink::put_items`] call.
 pub const BATCH_SIZE: usize = 500;

@@ -3,8 +3,8 @@
 //! the ports it calls, so a Lambda function builds (and links) only those adapters; [`Services`]
 //! holds every port for a process that runs them all (the local runner, the tests).
 
-mod caller;
 pub mod callbacks;
+mod caller;
 pub mod create_job;
 pub mod dead_letter;
 mod error;

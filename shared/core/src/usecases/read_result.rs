@@ -7,10 +7,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::domain::date::timestamp;
 use crate::domain::{JobId, SegmentType};
 use crate::jobs::{Job, ResultSummary, chunks_for_range};
 use crate::ports::{ObjectWriter, ResultStore, StoreError};
-use crate::domain::date::timestamp;
 use crate::rules::SegmentParams;
 
 use std::sync::Arc;
@@ -75,7 +75,6 @@ pub struct ResultPage {
     pub total_elements: u64,
     pub total_pages: u64,
 }
-
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -220,5 +220,3 @@ async fn fail_named(s: &ShardRunner, job: &JobRef, reason: &str) {
         Err(e) => tracing::error!(job_id = %job.job_id, error = %e, "marking the job FAILED failed"),
     }
 }
-
-

@@ -17,11 +17,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
-use crate::usecases::AppError;
 use crate::domain::{JobId, SegmentType};
 use crate::jobs::{Job, JobRef};
 use crate::ports::{CallbackSecrets, JobStore, StoreError};
 use crate::rules::body::FieldError;
+use crate::usecases::AppError;
 
 pub use crate::domain::CallbackSecret;
 pub use delivery::{DeliverySettings, HttpNotifier};

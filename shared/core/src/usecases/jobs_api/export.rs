@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::JobsApiServices;
-use crate::usecases::{AppError, Progress};
 use crate::domain::{JobId, SegmentType};
-use crate::usecases::Caller;
 use crate::jobs::JobStatus;
 use crate::ports::StoreError;
+use crate::usecases::Caller;
+use crate::usecases::{AppError, Progress};
 
 /// How long an export link is valid: long enough to start the download, short enough that a
 /// leaked link is soon worthless.

@@ -13,12 +13,12 @@ use tracing::instrument;
 
 use super::JobsApiServices;
 use crate::domain::date::timestamp;
-use crate::usecases::{AppError, Progress};
 use crate::domain::{JobId, SegmentType};
-use crate::usecases::Caller;
 use crate::jobs::Job;
 use crate::rules::SegmentParams;
 use crate::rules::body::FieldError;
+use crate::usecases::Caller;
+use crate::usecases::{AppError, Progress};
 
 pub const DEFAULT_LIST_LIMIT: u32 = 20;
 pub const MAX_LIST_LIMIT: u32 = 100;

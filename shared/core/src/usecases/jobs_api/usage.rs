@@ -5,10 +5,10 @@ use serde::Serialize;
 use tracing::instrument;
 
 use super::JobsApiServices;
-use crate::usecases::AppError;
 use crate::domain::{Month, SegmentType};
-use crate::usecases::Caller;
 use crate::rules::body::FieldError;
+use crate::usecases::AppError;
+use crate::usecases::Caller;
 
 /// The scope of `GET /usage`.
 pub const USAGE_SCOPE: &str = "segments/usage.read";

@@ -23,15 +23,17 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tracing::instrument;
 
-use body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
-use crate::domain::segment::{AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, SegmentQuery, Status};
 use super::create_job::JobIntake;
 use super::read_result::{ResultReader, read_page};
-use crate::domain::date::timestamp;
 use super::{AppError, Caller};
+use crate::domain::date::timestamp;
+use crate::domain::segment::{
+    AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, SegmentQuery, Status,
+};
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::jobs::{Job, JobStatus, MAX_PER_PAGE};
 use crate::ports::{AccountDirectory, SegmentStore, StoreError};
+use body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
 
 pub const READ_SCOPE: &str = "segments/definitions.read";
 pub const WRITE_SCOPE: &str = "segments/definitions.write";
@@ -454,7 +456,8 @@ pub async fn refresh(
     }
     // Computing the rule is creating a job of its type: the caller needs that type's scope too.
     caller.require_scope(&rule.segment_type.scope())?;
-    let job = super::create_job::create_job(&s.intake, caller, rule.segment_type, rule.parameters.as_bytes(), now).await?;
+    let job =
+        super::create_job::create_job(&s.intake, caller, rule.segment_type, rule.parameters.as_bytes(), now).await?;
     let mut next = seg.clone();
     next.refresh = Some(Refresh {
         job_id: job.job_id,
