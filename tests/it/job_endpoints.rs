@@ -338,6 +338,7 @@ async fn embedded_export_redirects_to_a_runner_link_that_expires_and_refuses_tam
 
     let (location, ndjson) = export_scenario(&e.s).await;
     assert!(location.starts_with(&format!("{url}/_export/results/")), "{location}");
+    segments_core::usecases::callbacks::install_tls_provider();
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
 
     // The link works without a token, and serves the NDJSON.
@@ -446,6 +447,7 @@ async fn moto_export_redirects_to_a_presigned_url_of_the_ndjson() {
     assert!(location.contains("X-Amz-Signature="), "{location}");
     assert!(location.contains("X-Amz-Expires=300"), "{location}");
     assert!(location.contains("/export.ndjson?"), "{location}");
+    segments_core::usecases::callbacks::install_tls_provider();
     let body = reqwest::get(&location).await.unwrap();
     assert_eq!(body.status(), 200);
     assert_eq!(body.bytes().await.unwrap().as_ref(), ndjson);

@@ -104,6 +104,7 @@ async fn wait_ready_of(http: &reqwest::Client, r: &Runner, segment_type: &str, j
 async fn serve_demo_answers_high_balance_exactly_and_refuses_bad_requests_with_problems() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Runner::start(dir.path(), true);
+    segments_core::usecases::callbacks::install_tls_provider();
     let http = reqwest::Client::new();
 
     let (status, accepted) =
@@ -202,6 +203,7 @@ async fn serve_demo_answers_high_balance_exactly_and_refuses_bad_requests_with_p
 async fn serve_demo_computes_all_five_types() {
     let dir = tempfile::tempdir().unwrap();
     let runner = Runner::start(dir.path(), true);
+    segments_core::usecases::callbacks::install_tls_provider();
     let http = reqwest::Client::new();
     let today = chrono::Utc::now().date_naive();
     let from = today - chrono::Days::new(200);

@@ -1,5 +1,5 @@
 //! Routing and the edge of the handler. The endpoints' behaviour against both stores is tested in
-//! the workspace's `tests/job_endpoints.rs`.
+//! the workspace's `tests/it/job_endpoints.rs`.
 
 use super::*;
 use segments_core::config::ServiceConfig;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use redb::ReadableDatabase;
 use sha2::Sha256;
 
@@ -71,7 +71,7 @@ impl LocalLinks {
     }
 
     fn mac(&self, object_key: &str, expires: i64) -> HmacSha256 {
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
         mac.update(object_key.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());

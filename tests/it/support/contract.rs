@@ -9,13 +9,20 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use futures::{StreamExt, TryStreamExt};
+use segments_core::domain::records::{AccountItem, shard_of};
+use segments_core::domain::segment::{
+    AccountRef, LedgerId, MetaValue, Metadata, Refresh, RefreshState, Rule, Scope, Segment, SegmentId, SegmentQuery,
+    Status, StatusCode,
+};
 use segments_core::domain::{
     Account, AccountHistory, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, Transaction,
     TransactionId, UserData, UserId,
 };
-use segments_core::jobs::{IdempotencyKey, Job, JobStatus, ResultSummary};
-use segments_core::ports::{AccountSink, AccountSource, JobStore, KeyClaim, ResultStore, StoreError};
-use segments_core::domain::records::{AccountItem, shard_of};
+use segments_core::jobs::{IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary};
+use segments_core::ports::{
+    AccountDirectory, AccountSink, AccountSource, CallbackSecrets, JobCatalog, JobPage, JobQueue, JobStore, KeyClaim,
+    ResultLinks, ResultStore, SegmentStore, StoreError,
+};
 use segments_core::rules::SegmentRequest;
 
 /// A mandator id no other check uses.
@@ -560,4 +567,692 @@ pub async fn account_contract(sink: &dyn AccountSink, source: &dyn AccountSource
     let busiest = (0..SHARDS).max_by_key(|s| expected_shard(&data, *s, SHARDS).len()).unwrap_or(0);
     let first = source.users(&mandator, busiest).next().await;
     assert!(matches!(first, Some(Ok(_))), "the first user of a shard");
+}
+
+// ---------------------------------------------------------------------------------------------
+// JobQueue
+
+/// The far end of a queue, for [`job_queue_contract`] to take back what was enqueued.
+#[async_trait::async_trait]
+pub trait QueueReader: Send {
+    /// The next `n` messages, in any order, taken off the queue. Panics when they do not all
+    /// arrive within a few seconds.
+    async fn take(&mut self, n: usize) -> Vec<JobMessage>;
+
+    /// Whatever the queue holds right now, taken off it.
+    async fn drain(&mut self) -> Vec<JobMessage>;
+}
+
+/// Messages in a fixed order, so two lists compare as multisets.
+fn sorted(mut messages: Vec<JobMessage>) -> Vec<JobMessage> {
+    messages.sort_by_key(|m| (m.mandator_id.to_string(), m.job_id, m.segment_type, m.shard));
+    messages
+}
+
+/// `JobQueue`: every message enqueued arrives once, exactly as it was sent (whatever its type or
+/// mandator, in batches of any size); a queue that cannot take messages answers `Err`.
+/// `reader` reads `queue`; `closed` is a queue of the same kind that cannot take anything.
+pub async fn job_queue_contract(queue: &dyn JobQueue, reader: &mut dyn QueueReader, closed: &dyn JobQueue) {
+    let mandator = unique_mandator("queue");
+    let other = unique_mandator("queue-other");
+    assert_eq!(reader.drain().await, [], "the queue starts empty");
+
+    // One message, exactly.
+    let one = JobMessage {
+        mandator_id: mandator.clone(),
+        job_id: JobId::new(),
+        segment_type: SegmentType::LowBalance,
+        shard: 7,
+    };
+    queue.enqueue(&one).await.expect("enqueue succeeds");
+    assert_eq!(reader.take(1).await, std::slice::from_ref(&one));
+    assert_eq!(reader.drain().await, [], "a message arrives once");
+
+    // Many at once: more than one SQS batch, every segment type, two mandators, a message sent
+    // twice (both copies arrive: the queue does not deduplicate), shards up to u32::MAX.
+    let mut sent = Vec::new();
+    for (i, &segment_type) in SegmentType::ALL.iter().enumerate() {
+        let job_id = JobId::new();
+        for shard in 0..4 {
+            let mandator_id = if shard % 2 == 0 { mandator.clone() } else { other.clone() };
+            sent.push(JobMessage { mandator_id, job_id, segment_type, shard: shard + i as u32 });
+        }
+    }
+    sent.push(JobMessage { shard: u32::MAX, ..one.clone() });
+    sent.push(one.clone());
+    sent.push(one.clone());
+    assert!(sent.len() > 20, "more than two SQS batches");
+    queue.enqueue_all(&sent).await.expect("enqueue_all succeeds");
+    let received = reader.take(sent.len()).await;
+    assert_eq!(sorted(received), sorted(sent.clone()), "every message arrives as sent");
+    assert_eq!(reader.drain().await, [], "nothing more arrives");
+
+    // Nothing to send is no error and sends nothing.
+    queue.enqueue_all(&[]).await.expect("enqueue_all of nothing succeeds");
+    assert_eq!(reader.drain().await, []);
+
+    // A queue that cannot take messages says so.
+    assert!(closed.enqueue(&one).await.is_err(), "enqueue on a closed queue is an error");
+    assert!(closed.enqueue_all(&sent).await.is_err(), "enqueue_all on a closed queue is an error");
+    assert_eq!(reader.drain().await, [], "a closed queue sends nothing to an open one");
+}
+
+// ---------------------------------------------------------------------------------------------
+// SegmentStore
+
+fn at(rfc3339: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(rfc3339).expect("a valid time").with_timezone(&Utc)
+}
+
+fn ledger(id: &str) -> LedgerId {
+    LedgerId::parse(id).expect("a valid ledger id")
+}
+
+fn account_id(id: &str) -> AccountId {
+    AccountId::parse(id).expect("a valid account id")
+}
+
+fn user_id(id: &str) -> UserId {
+    UserId::parse(id).expect("a valid user id")
+}
+
+fn member(account: &str, user: &str) -> AccountRef {
+    AccountRef { account_id: account_id(account), user_id: user_id(user) }
+}
+
+fn segment(mandator: &MandatorId, ledger: Option<&LedgerId>, name: &str, created_at: DateTime<Utc>) -> Segment {
+    Segment {
+        id: SegmentId::new(),
+        mandator: mandator.clone(),
+        ledger_id: ledger.cloned(),
+        name: name.to_owned(),
+        status: Status::default(),
+        metadata: Metadata::new(),
+        rule: None,
+        refresh: None,
+        created_at,
+        updated_at: created_at,
+        deleted_at: None,
+        version: 1,
+    }
+}
+
+/// A segment with every optional part set, and values a float or a trimming store would change.
+fn rich_segment(mandator: &MandatorId, name: &str, created_at: DateTime<Utc>) -> Segment {
+    let number = serde_json::from_str("12345678901234567890.125").expect("a number");
+    Segment {
+        status: Status { code: StatusCode::Pending, description: Some("  waiting for review  ".into()) },
+        metadata: Metadata::from([
+            ("tier".to_owned(), MetaValue::String("gold ✓".into())),
+            ("limit".to_owned(), MetaValue::Number(number)),
+            ("vip".to_owned(), MetaValue::Bool(false)),
+            ("".to_owned(), MetaValue::String(String::new())),
+        ]),
+        rule: Some(Rule { segment_type: SegmentType::HighBalance, parameters: r#"{"threshold":0.10}"#.into() }),
+        refresh: Some(Refresh {
+            job_id: JobId::new(),
+            state: RefreshState::Applied,
+            requested_at: created_at,
+            refreshed_at: Some(created_at + chrono::Duration::milliseconds(1500)),
+            added: vec![member("a1", "u1")],
+            removed: vec![member("a2", "u2")],
+            error: None,
+        }),
+        ..segment(mandator, None, name, created_at)
+    }
+}
+
+/// `segment` changed the way the use cases change one: the next version.
+fn next_version(segment: &Segment, change: impl FnOnce(&mut Segment)) -> Segment {
+    let mut next = segment.clone();
+    change(&mut next);
+    next.version = segment.version + 1;
+    next.updated_at = segment.updated_at + chrono::Duration::seconds(1);
+    next
+}
+
+async fn stored_segment(store: &dyn SegmentStore, mandator: &MandatorId, id: SegmentId) -> Option<Segment> {
+    store.get_segment(mandator, id).await.expect("get_segment succeeds")
+}
+
+async fn segments_of(store: &dyn SegmentStore, mandator: &MandatorId, account: &str) -> Vec<(SegmentId, UserId)> {
+    let mut found =
+        store.segments_of_account(mandator, &account_id(account)).await.expect("segments_of_account succeeds");
+    found.sort();
+    found
+}
+
+fn ids(segments: &[Segment]) -> Vec<(String, SegmentId)> {
+    segments.iter().map(|s| (s.name.clone(), s.id)).collect()
+}
+
+/// `SegmentStore`: segments round-trip exactly and per mandator; a name is held by one live
+/// segment of its scope (exact comparison) and moves or frees with renames and deletes; replaces
+/// are conditional on the version; lists select one scope and period in (createdAt, id) order;
+/// membership is idempotent, ordered by accountId, per mandator, and kept after a delete.
+pub async fn segment_store_contract(store: &dyn SegmentStore) {
+    let mandator = unique_mandator("segments");
+    let other = unique_mandator("segments-other");
+    let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
+    let (l1, l2) = (ledger("ledger-1"), ledger("ledger-2"));
+
+    // A segment reads back exactly as written, only for its mandator.
+    let gold = rich_segment(&mandator, "Gold", at("2024-03-01T10:00:00Z"));
+    store.create_segment(&gold).await.expect("create succeeds");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold));
+    assert_eq!(stored_segment(store, &other, gold.id).await, None, "another mandator's segment is not found");
+    assert_eq!(stored_segment(store, &longer, gold.id).await, None, "nor through a mandator id extending it");
+    assert_eq!(stored_segment(store, &mandator, SegmentId::new()).await, None);
+
+    // A live segment of the scope holds the name: a second one conflicts and is not stored.
+    let clash = segment(&mandator, None, "Gold", at("2024-03-01T10:01:00Z"));
+    let created = store.create_segment(&clash).await;
+    assert!(matches!(created, Err(StoreError::Conflict(_))), "a held name conflicts: {created:?}");
+    assert_eq!(stored_segment(store, &mandator, clash.id).await, None, "the losing segment is not stored");
+
+    // Names compare exactly, per scope, per mandator.
+    let lower = segment(&mandator, None, "gold", at("2024-03-01T10:02:00Z"));
+    let spaced = segment(&mandator, None, "Gold ", at("2024-03-01T10:03:00Z"));
+    let in_l1 = segment(&mandator, Some(&l1), "Gold", at("2024-03-01T10:04:00Z"));
+    let in_l2 = segment(&mandator, Some(&l2), "Gold", at("2024-03-01T10:05:00Z"));
+    let foreign = segment(&other, None, "Gold", at("2024-03-01T10:06:00Z"));
+    let foreign_longer = segment(&longer, None, "Gold", at("2024-03-01T10:07:00Z"));
+    for s in [&lower, &spaced, &in_l1, &in_l2, &foreign, &foreign_longer] {
+        store
+            .create_segment(s)
+            .await
+            .unwrap_or_else(|e| panic!("{:?} in {:?} of {}: {e}", s.name, s.scope(), s.mandator));
+        assert_eq!(stored_segment(store, &s.mandator, s.id).await.as_ref(), Some(s));
+    }
+    let clash_in_l1 = segment(&mandator, Some(&l1), "Gold", at("2024-03-01T10:08:00Z"));
+    assert!(matches!(store.create_segment(&clash_in_l1).await, Err(StoreError::Conflict(_))), "names are per ledger");
+
+    // Two concurrent creates of one name: exactly one wins.
+    let (a, b) = (
+        segment(&mandator, None, "Race", at("2024-03-01T10:09:00Z")),
+        segment(&mandator, None, "Race", at("2024-03-01T10:09:00Z")),
+    );
+    let (ra, rb) = futures::join!(store.create_segment(&a), store.create_segment(&b));
+    assert!(ra.is_ok() != rb.is_ok(), "exactly one create wins: {ra:?} {rb:?}");
+    assert!(matches!(if ra.is_ok() { &rb } else { &ra }, Err(StoreError::Conflict(_))), "the loser conflicts");
+    let (race, lost) = if ra.is_ok() { (a, b) } else { (b, a) };
+    assert_eq!(stored_segment(store, &mandator, race.id).await.as_ref(), Some(&race));
+    assert_eq!(stored_segment(store, &mandator, lost.id).await, None);
+
+    // Replacing is conditional on the stored version.
+    let gold2 = next_version(&gold, |s| {
+        s.status = Status { code: StatusCode::Suspended, description: None };
+        s.metadata.remove("vip");
+        s.rule = None;
+    });
+    store.replace_segment(&gold, &gold2).await.expect("replace succeeds");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold2));
+    let stale = next_version(&gold, |s| s.status.code = StatusCode::Inactive);
+    let replaced = store.replace_segment(&gold, &stale).await;
+    assert!(matches!(replaced, Err(StoreError::Conflict(_))), "a stale previous conflicts: {replaced:?}");
+    assert_eq!(
+        stored_segment(store, &mandator, gold.id).await.as_ref(),
+        Some(&gold2),
+        "a lost replace changes nothing"
+    );
+    let never_created = segment(&mandator, None, "Ghost", at("2024-03-01T10:10:00Z"));
+    let ghost = next_version(&never_created, |_| {});
+    assert!(matches!(store.replace_segment(&never_created, &ghost).await, Err(StoreError::Conflict(_))));
+    assert_eq!(stored_segment(store, &mandator, never_created.id).await, None, "a replace creates nothing");
+    // Another mandator's replace reaches nothing.
+    let foreign_previous = Segment { mandator: other.clone(), ..gold2.clone() };
+    let foreign_next = next_version(&foreign_previous, |s| s.name = "Stolen".into());
+    assert!(store.replace_segment(&foreign_previous, &foreign_next).await.is_err(), "no such segment for other");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold2));
+    assert_eq!(stored_segment(store, &other, gold.id).await, None);
+
+    // Two concurrent replaces of one version: exactly one wins.
+    let (x, y) = (
+        next_version(&gold2, |s| s.status.description = Some("x".into())),
+        next_version(&gold2, |s| s.status.description = Some("y".into())),
+    );
+    let (rx, ry) = futures::join!(store.replace_segment(&gold2, &x), store.replace_segment(&gold2, &y));
+    assert!(rx.is_ok() != ry.is_ok(), "exactly one replace wins: {rx:?} {ry:?}");
+    let gold3 = if rx.is_ok() { x } else { y };
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold3));
+
+    // A rename moves the claim: the old name is free, the new one held; a held name refuses it.
+    let taken = next_version(&gold3, |s| s.name = "gold".into());
+    assert!(matches!(store.replace_segment(&gold3, &taken).await, Err(StoreError::Conflict(_))), "new name held");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold3));
+    let platinum = next_version(&gold3, |s| s.name = "Platinum".into());
+    store.replace_segment(&gold3, &platinum).await.expect("a rename to a free name succeeds");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&platinum));
+    let clash = segment(&mandator, None, "Platinum", at("2024-03-01T10:11:00Z"));
+    assert!(matches!(store.create_segment(&clash).await, Err(StoreError::Conflict(_))), "the new name is held");
+    let new_gold = segment(&mandator, None, "Gold", at("2024-03-01T10:12:00Z"));
+    store.create_segment(&new_gold).await.expect("the old name is free again");
+
+    // A delete keeps the segment readable, drops it from lists and frees its name.
+    let deleted = next_version(&platinum, |s| s.deleted_at = Some(at("2024-03-02T00:00:00Z")));
+    store.replace_segment(&platinum, &deleted).await.expect("a delete succeeds");
+    assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&deleted), "deleted, still readable");
+    let new_platinum = segment(&mandator, None, "Platinum", at("2024-03-01T10:13:00Z"));
+    store.create_segment(&new_platinum).await.expect("a deleted segment's name is free");
+
+    // Lists: the live segments of one scope, oldest or newest first.
+    let org = SegmentQuery::scope(Scope::Organization);
+    let listed = store.list_segments(&mandator, &org).await.expect("list succeeds");
+    let expected = [&lower, &spaced, &race, &new_gold, &new_platinum];
+    assert_eq!(ids(&listed), ids(&expected.map(Clone::clone)), "live organization segments, oldest first");
+    assert_eq!(listed[0], lower, "listed segments are whole");
+    let newest = store.list_segments(&mandator, &SegmentQuery { newest_first: true, ..org.clone() }).await;
+    let mut reversed = expected.map(Clone::clone).to_vec();
+    reversed.reverse();
+    assert_eq!(ids(&newest.expect("list succeeds")), ids(&reversed));
+    let in_ledger = store.list_segments(&mandator, &SegmentQuery::scope(Scope::Ledger(l1.clone()))).await;
+    assert_eq!(in_ledger.expect("list succeeds"), std::slice::from_ref(&in_l1), "one ledger's segments only");
+    let none = store.list_segments(&mandator, &SegmentQuery::scope(Scope::Ledger(ledger("ledger-3")))).await;
+    assert_eq!(none.expect("list succeeds"), []);
+    assert_eq!(
+        ids(&store.list_segments(&other, &org).await.expect("list succeeds")),
+        ids(std::slice::from_ref(&foreign))
+    );
+    assert_eq!(
+        ids(&store.list_segments(&longer, &org).await.expect("list succeeds")),
+        ids(std::slice::from_ref(&foreign_longer))
+    );
+
+    // A creation period [from, to): both ends exactly, equal times ordered by id.
+    let periodic = ledger("periods");
+    let times = ["09:59:59", "10:00:00", "10:00:30", "10:00:30", "10:00:30", "10:00:59", "10:01:00", "10:02:00"];
+    let mut period_segments = Vec::new();
+    for (i, time) in times.iter().enumerate() {
+        let s = segment(&mandator, Some(&periodic), &format!("p{i}"), at(&format!("2024-04-01T{time}Z")));
+        store.create_segment(&s).await.expect("create succeeds");
+        period_segments.push(s);
+    }
+    // Created out of id order at one time: (createdAt, id) decides, not insertion order.
+    let mut shuffled = segment(&mandator, Some(&periodic), "p-early-id", at("2024-04-01T10:00:30Z"));
+    shuffled.id = SegmentId::parse("00000000-0000-7000-8000-000000000000").expect("a valid id");
+    store.create_segment(&shuffled).await.expect("create succeeds");
+    let query = SegmentQuery {
+        scope: Scope::Ledger(periodic.clone()),
+        created: Some((at("2024-04-01T10:00:00Z"), at("2024-04-01T10:01:00Z"))),
+        newest_first: false,
+    };
+    let mut expected = vec![period_segments[1].clone(), shuffled.clone()];
+    expected.extend(period_segments[2..6].iter().cloned());
+    assert_eq!(ids(&store.list_segments(&mandator, &query).await.expect("list succeeds")), ids(&expected));
+    expected.reverse();
+    let newest = store.list_segments(&mandator, &SegmentQuery { newest_first: true, ..query.clone() }).await;
+    assert_eq!(ids(&newest.expect("list succeeds")), ids(&expected));
+    // A deleted segment leaves the period's list too.
+    let gone = next_version(&period_segments[1], |s| s.deleted_at = Some(at("2024-04-02T00:00:00Z")));
+    store.replace_segment(&period_segments[1], &gone).await.expect("a delete succeeds");
+    expected.pop();
+    expected.reverse();
+    assert_eq!(ids(&store.list_segments(&mandator, &query).await.expect("list succeeds")), ids(&expected));
+    let empty_period =
+        SegmentQuery { created: Some((at("2024-04-01T10:01:01Z"), at("2024-04-01T10:02:00Z"))), ..query };
+    assert_eq!(store.list_segments(&mandator, &empty_period).await.expect("list succeeds"), []);
+
+    // Membership: ordered by accountId (byte order), idempotent, per segment.
+    let (s1, s2) = (gold.id, lower.id);
+    assert_eq!(store.members(&mandator, s1).await.expect("members succeeds"), []);
+    assert_eq!(store.member_count(&mandator, s1).await.expect("member_count succeeds"), 0);
+    let add = [member("a2", "u2"), member("a1", "u1"), member("a10", "u1"), member("A9", "u3")];
+    store.change_members(&mandator, s1, &add, &[]).await.expect("change_members succeeds");
+    let all = vec![member("A9", "u3"), member("a1", "u1"), member("a10", "u1"), member("a2", "u2")];
+    assert_eq!(store.members(&mandator, s1).await.expect("members succeeds"), all);
+    assert_eq!(store.member_count(&mandator, s1).await.expect("member_count succeeds"), 4);
+    store
+        .change_members(&mandator, s1, &[member("a1", "u1")], &[account_id("nope"), account_id("a")])
+        .await
+        .expect("adding a member and removing non-members succeeds");
+    assert_eq!(store.members(&mandator, s1).await.expect("members succeeds"), all, "changes nothing");
+    assert_eq!(store.member_count(&mandator, s1).await.expect("member_count succeeds"), 4);
+    store
+        .change_members(&mandator, s1, &[member("a1x", "u4")], &[account_id("a10"), account_id("A9")])
+        .await
+        .expect("change_members succeeds");
+    let left = vec![member("a1", "u1"), member("a1x", "u4"), member("a2", "u2")];
+    assert_eq!(store.members(&mandator, s1).await.expect("members succeeds"), left);
+    assert_eq!(store.member_count(&mandator, s1).await.expect("member_count succeeds"), 3);
+    store.change_members(&mandator, s2, &[member("a1", "u1")], &[]).await.expect("change_members succeeds");
+    assert_eq!(store.members(&mandator, s2).await.expect("members succeeds"), [member("a1", "u1")]);
+
+    // The segments of an account, with the user recorded when it was tagged.
+    let mut both = vec![(s1, user_id("u1")), (s2, user_id("u1"))];
+    both.sort();
+    assert_eq!(segments_of(store, &mandator, "a1").await, both);
+    assert_eq!(segments_of(store, &mandator, "a1x").await, [(s1, user_id("u4"))]);
+    assert_eq!(segments_of(store, &mandator, "a10").await, [], "a removed member");
+    assert_eq!(segments_of(store, &mandator, "a").await, [], "a prefix of an account id");
+
+    // Another mandator sees none of it, and its changes reach none of it.
+    for m in [&other, &longer] {
+        assert_eq!(store.members(m, s1).await.expect("members succeeds"), [], "{m}");
+        assert_eq!(store.member_count(m, s1).await.expect("member_count succeeds"), 0, "{m}");
+        assert_eq!(segments_of(store, m, "a1").await, [], "{m}");
+    }
+    store
+        .change_members(&other, s1, &[member("a1", "u9")], &[account_id("a2"), account_id("a1x")])
+        .await
+        .expect("change_members succeeds");
+    assert_eq!(store.members(&mandator, s1).await.expect("members succeeds"), left, "another mandator's change");
+    assert_eq!(segments_of(store, &mandator, "a1").await, both, "another mandator's change");
+
+    // A deleted segment keeps its members and is still among the account's segments.
+    let lower_deleted = next_version(&lower, |s| s.deleted_at = Some(at("2024-03-03T00:00:00Z")));
+    store.replace_segment(&lower, &lower_deleted).await.expect("a delete succeeds");
+    assert_eq!(store.members(&mandator, s2).await.expect("members succeeds"), [member("a1", "u1")]);
+    assert_eq!(segments_of(store, &mandator, "a1").await, both, "deleted segments included");
+}
+
+// ---------------------------------------------------------------------------------------------
+// JobCatalog
+
+fn job_created_at(mandator: &MandatorId, segment_type: SegmentType, created: DateTime<Utc>) -> Job {
+    let request = requests().into_iter().find(|(t, _)| *t == segment_type).expect("a request of every type").1;
+    Job::new(mandator.clone(), request.as_of, request.params, request.callback_url, 2, created)
+}
+
+async fn list(
+    catalog: &dyn JobCatalog,
+    mandator: &MandatorId,
+    segment_type: SegmentType,
+    before: Option<JobId>,
+    limit: u32,
+    now: DateTime<Utc>,
+) -> JobPage {
+    catalog.list_jobs(mandator, segment_type, before, limit, now).await.expect("list_jobs succeeds")
+}
+
+fn page(jobs: &[&Job], more: bool) -> JobPage {
+    JobPage { jobs: jobs.iter().map(|j| (*j).clone()).collect(), more }
+}
+
+/// `JobCatalog` over the job records of a `JobStore`: a mandator's unexpired jobs of one type,
+/// newest first, whole and current, paged with `before` and `more`; expired jobs are neither
+/// listed nor counted for `more`; nothing of another mandator or type, nor the idempotency keys
+/// and usage counters kept beside the jobs, is listed.
+pub async fn job_catalog_contract(store: &dyn JobStore, catalog: &dyn JobCatalog) {
+    let mandator = unique_mandator("catalog");
+    let other = unique_mandator("catalog-other");
+    let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
+    let high = SegmentType::HighBalance;
+    let low = SegmentType::LowBalance;
+    let now = now();
+    let days = chrono::Duration::days;
+
+    // Created in this order (job ids are UUIDv7: the order of their keys).
+    let old = job_created_at(&mandator, high, now - days(10)); // expires in 4 days
+    let h1 = job_created_at(&mandator, high, now);
+    let l1 = job_created_at(&mandator, low, now);
+    let h2 = job_created_at(&mandator, high, now);
+    let o1 = job_created_at(&other, high, now);
+    let h3 = job_created_at(&mandator, high, now);
+    let mid = job_created_at(&mandator, high, now - days(12)); // expires in 2 days
+    let h4 = job_created_at(&mandator, high, now);
+    let l2 = job_created_at(&mandator, low, now);
+    let x1 = job_created_at(&longer, high, now);
+    let all = [&old, &h1, &l1, &h2, &o1, &h3, &mid, &h4, &l2, &x1];
+    assert!(all.windows(2).all(|w| w[0].job_id < w[1].job_id), "job ids follow creation");
+
+    assert_eq!(list(catalog, &mandator, high, None, 10, now).await, page(&[], false), "no jobs yet");
+    for job in all {
+        if job.job_id == h2.job_id {
+            // Beside it: an idempotency key.
+            let key = IdempotencyKey::parse("catalog-1").expect("a valid key");
+            let claim = store.create_with_key(job, &key, "hash", now).await.expect("claim succeeds");
+            assert_eq!(claim, KeyClaim::Created);
+        } else {
+            store.create(job).await.expect("create succeeds");
+        }
+    }
+    // The listed jobs are the stored ones as they are now: h2 completed (a usage counter is kept
+    // beside the jobs), h1 failed.
+    let summary = ResultSummary { total_elements: 3, chunk_size: 1000, chunk_count: 1 };
+    assert!(store.complete(&h2, summary).await.expect("complete succeeds"));
+    assert!(store.fail(&mandator, h1.job_id, "boom").await.expect("fail succeeds"));
+    let h1 = stored_job(store, &mandator, h1.job_id).await;
+    let h2 = stored_job(store, &mandator, h2.job_id).await;
+    assert_eq!((h1.status, h2.status), (JobStatus::Failed, JobStatus::Completed));
+
+    // Everything unexpired now, newest first.
+    let live = [&h4, &mid, &h3, &h2, &h1, &old];
+    assert_eq!(list(catalog, &mandator, high, None, 10, now).await, page(&live, false));
+    assert_eq!(list(catalog, &mandator, high, None, 6, now).await, page(&live, false), "a page just large enough");
+    assert_eq!(list(catalog, &mandator, high, None, 5, now).await, page(&live[..5], true));
+    assert_eq!(list(catalog, &mandator, low, None, 10, now).await, page(&[&l2, &l1], false), "one type only");
+    assert_eq!(list(catalog, &mandator, SegmentType::InsuranceSpending, None, 10, now).await, page(&[], false));
+
+    // Paging with `before`: each page starts after the last one's last job.
+    let mut pages = Vec::new();
+    let mut before = None;
+    loop {
+        let p = list(catalog, &mandator, high, before, 2, now).await;
+        assert!(p.jobs.len() <= 2, "at most the limit");
+        before = p.jobs.last().map(|j| j.job_id);
+        let more = p.more;
+        pages.push(p);
+        if !more {
+            break;
+        }
+        assert!(pages.len() < 10, "paging ends");
+    }
+    assert_eq!(pages, [page(&live[..2], true), page(&live[2..4], true), page(&live[4..], false)]);
+
+    // `before` is a position in the mandator's own keys: a job of another type, of another
+    // mandator, or no job at all.
+    assert_eq!(list(catalog, &mandator, high, Some(l2.job_id), 1, now).await, page(&[&h4], true));
+    assert_eq!(list(catalog, &mandator, high, Some(o1.job_id), 10, now).await, page(&[&h2, &h1, &old], false));
+    assert_eq!(list(catalog, &mandator, low, Some(o1.job_id), 10, now).await, page(&[&l1], false));
+    assert_eq!(list(catalog, &mandator, high, Some(JobId::new()), 3, now).await, page(&live[..3], true));
+    assert_eq!(list(catalog, &mandator, high, Some(old.job_id), 10, now).await, page(&[], false), "nothing older");
+
+    // Expired jobs are neither listed nor counted for `more`; the expiry itself is the first
+    // instant a job is expired.
+    let later = now + days(5);
+    let unexpired = [&h4, &h3, &h2, &h1];
+    assert_eq!(list(catalog, &mandator, high, None, 10, later).await, page(&unexpired, false));
+    assert_eq!(list(catalog, &mandator, high, None, 4, later).await, page(&unexpired, false), "old is not more");
+    assert_eq!(list(catalog, &mandator, high, Some(h4.job_id), 1, later).await, page(&[&h3], true), "mid skipped");
+    assert_eq!(list(catalog, &mandator, high, Some(mid.job_id), 10, later).await, page(&[&h3, &h2, &h1], false));
+    let at_expiry = mid.expires_at;
+    let just_before = at_expiry - chrono::Duration::seconds(1);
+    assert_eq!(list(catalog, &mandator, high, None, 10, just_before).await, page(&live, false));
+    assert_eq!(list(catalog, &mandator, high, None, 10, at_expiry).await, page(&[&h4, &h3, &h2, &h1, &old], false));
+    assert_eq!(list(catalog, &mandator, high, None, 10, now + days(15)).await, page(&[], false), "all expired");
+
+    // Another mandator lists only its own: also a mandator whose id extends this one.
+    assert_eq!(list(catalog, &other, high, None, 10, now).await, page(&[&o1], false));
+    assert_eq!(list(catalog, &other, high, Some(h4.job_id), 10, now).await, page(&[&o1], false));
+    assert_eq!(list(catalog, &other, low, None, 10, now).await, page(&[], false));
+    assert_eq!(list(catalog, &longer, high, None, 10, now).await, page(&[&x1], false));
+    let stranger = unique_mandator("catalog-none");
+    assert_eq!(list(catalog, &stranger, high, Some(h3.job_id), 10, now).await, page(&[], false));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ResultLinks
+
+/// Whoever holds a link: GETs what it names.
+#[async_trait::async_trait]
+pub trait LinkOpener: Send + Sync {
+    /// The bytes the link serves, or why it served none.
+    async fn open(&self, link: &str) -> Result<Vec<u8>, String>;
+}
+
+/// `ResultLinks` over the objects of a `ResultStore`: a link for each existing object (empty
+/// ones included) that serves exactly that object, and `None` for a key that names no object
+/// (missing, a prefix or an extension of a key, another mandator's).
+pub async fn result_links_contract(store: &dyn ResultStore, links: &dyn ResultLinks, opener: &dyn LinkOpener) {
+    let ttl = std::time::Duration::from_secs(120);
+    // Identifier characters that URLs encode.
+    let mandator = unique_mandator("links+a:b=c@d_e.f");
+    let prefix = format!("results/{mandator}/highBalance/{}/", JobId::new());
+    let export = format!("{prefix}export.ndjson");
+    let manifest = format!("{prefix}manifest.json");
+    let empty = format!("{prefix}chunks/000000.ndjson");
+
+    assert_eq!(links.link(&export, ttl).await.expect("link succeeds"), None, "no link before the object exists");
+
+    let body: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    store.put(&export, body.clone().into()).await.expect("put succeeds");
+    store.put(&manifest, b"{\"chunks\":0}".to_vec().into()).await.expect("put succeeds");
+    store.put(&empty, Vec::new().into()).await.expect("put succeeds");
+
+    for (key, bytes) in [(&export, &body[..]), (&manifest, &b"{\"chunks\":0}"[..]), (&empty, &[][..])] {
+        let link = links.link(key, ttl).await.expect("link succeeds").unwrap_or_else(|| panic!("a link to {key}"));
+        assert!(!link.contains(' '), "a link is a URL: {link}");
+        let served = opener.open(&link).await.unwrap_or_else(|e| panic!("the link to {key} opens: {e}"));
+        assert!(
+            served == bytes,
+            "the link to {key} serves it exactly ({} bytes, {} expected)",
+            served.len(),
+            bytes.len()
+        );
+    }
+
+    // Keys are exact.
+    for key in [
+        prefix.clone(),
+        format!("{export}x"),
+        export.trim_end_matches(".ndjson").to_owned(),
+        format!("results/{}/highBalance/{}/export.ndjson", unique_mandator("links-other"), JobId::new()),
+    ] {
+        assert_eq!(links.link(&key, ttl).await.expect("link succeeds"), None, "{key}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// CallbackSecrets
+
+/// `CallbackSecrets`: one secret per mandator, created on first use and the same on every later
+/// use, also through another adapter over the same store; concurrent first uses agree; mandators
+/// never share one. `same_store` is a second adapter over the store `secrets` uses.
+pub async fn callback_secrets_contract(secrets: &dyn CallbackSecrets, same_store: &dyn CallbackSecrets) {
+    let mandator = unique_mandator("secrets");
+    let other = unique_mandator("secrets-other");
+    let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
+
+    let first = secrets.secret(&mandator).await.expect("secret succeeds");
+    assert_ne!(first.as_bytes(), &[0u8; 32], "32 random bytes, not a placeholder");
+    assert_eq!(first.to_hex().len(), 64);
+    assert_eq!(secrets.secret(&mandator).await.expect("secret succeeds"), first, "stable once created");
+    assert_eq!(same_store.secret(&mandator).await.expect("secret succeeds"), first, "stored, not per adapter");
+
+    let others = [
+        secrets.secret(&other).await.expect("secret succeeds"),
+        secrets.secret(&longer).await.expect("secret succeeds"),
+    ];
+    for s in &others {
+        assert_ne!(s, &first, "mandators do not share a secret");
+    }
+    assert_ne!(others[0], others[1]);
+    assert_eq!(secrets.secret(&mandator).await.expect("secret succeeds"), first, "others' first uses change nothing");
+
+    // Concurrent first uses, through both adapters, agree on one secret.
+    let racing = unique_mandator("secrets-race");
+    let results = futures::future::join_all(
+        (0..8).map(|i| if i % 2 == 0 { secrets.secret(&racing) } else { same_store.secret(&racing) }),
+    )
+    .await;
+    let results: Vec<_> = results.into_iter().map(|r| r.expect("secret succeeds")).collect();
+    assert!(results.iter().all(|s| *s == results[0]), "concurrent first uses agree");
+    assert_eq!(secrets.secret(&racing).await.expect("secret succeeds"), results[0], "the agreed secret is kept");
+    assert!(![&first, &others[0], &others[1]].contains(&&results[0]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// AccountDirectory
+
+async fn users_of(
+    directory: &dyn AccountDirectory,
+    mandator: &MandatorId,
+    accounts: &[AccountId],
+) -> BTreeMap<AccountId, UserId> {
+    directory.account_users(mandator, accounts).await.expect("account_users succeeds")
+}
+
+/// `AccountDirectory` as an `AccountSink` fills it: known accounts map to their users (the last
+/// write of an account names its user), unknown ones are absent, lookups of any size (more than
+/// one DynamoDB batch, duplicates included) answer every id, and each mandator has its own.
+pub async fn account_directory_contract(sink: &dyn AccountSink, directory: &dyn AccountDirectory) {
+    const SHARDS: u32 = 3;
+    let mandator = unique_mandator("directory");
+    let other = unique_mandator("directory-other");
+    let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
+
+    // 150 accounts of 30 users, and transactions of some (they name no new account).
+    let mut expected = BTreeMap::new();
+    let mut items = Vec::new();
+    for u in 0..30 {
+        let user = user_id(&format!("user-{u:02}"));
+        for a in 0..5 {
+            let id = format!("acc-{}", u * 5 + a);
+            let acc = account(&user, &id, "EUR", "1.00");
+            if a == 0 {
+                items.push(AccountItem::Transaction {
+                    user_id: user.clone(),
+                    account_id: acc.account_id.clone(),
+                    transaction: transaction("t1", "2024-05-01", "-1.00", "EUR"),
+                });
+            }
+            expected.insert(acc.account_id.clone(), user.clone());
+            items.push(AccountItem::Account(acc));
+        }
+    }
+    let known: Vec<AccountId> = expected.keys().cloned().collect();
+    assert!(known.len() > 100, "more than one BatchGetItem");
+
+    // Nothing is known before it is written.
+    assert_eq!(users_of(directory, &mandator, &known).await, BTreeMap::new());
+    assert_eq!(users_of(directory, &mandator, &[]).await, BTreeMap::new(), "an empty lookup");
+
+    sink.ensure_shard_count(&mandator, SHARDS).await.expect("the shard count is recorded");
+    put_all(sink, &mandator, SHARDS, &items).await;
+    // Another mandator holds some of the same ids for other users, and one of its own.
+    let theirs = [("acc-0", "their-user"), ("acc-149", "their-user"), ("only-theirs", "their-user")];
+    let foreign: Vec<AccountItem> =
+        theirs.iter().map(|(a, u)| AccountItem::Account(account(&user_id(u), a, "EUR", "2.00"))).collect();
+    sink.ensure_shard_count(&other, 1).await.expect("the shard count is recorded");
+    sink.put_items(&other, 1, &foreign).await.expect("put_items succeeds");
+
+    // Every known id maps to its user, in one lookup of every id, with unknown ones and
+    // duplicates mixed in.
+    let mut lookup: Vec<AccountId> = known.iter().rev().cloned().collect();
+    for unknown in ["acc", "acc-1x", "acc-150", "ACC-1", "only-theirs", "t1"] {
+        lookup.insert(lookup.len() / 2, account_id(unknown));
+    }
+    lookup.extend(known[..20].iter().cloned());
+    assert_eq!(users_of(directory, &mandator, &lookup).await, expected);
+    // A few, and one.
+    let some = [account_id("acc-7"), account_id("nope"), account_id("acc-120")];
+    let found = users_of(directory, &mandator, &some).await;
+    assert_eq!(
+        found,
+        BTreeMap::from([(account_id("acc-7"), user_id("user-01")), (account_id("acc-120"), user_id("user-24"))])
+    );
+    assert_eq!(users_of(directory, &mandator, &[account_id("nope")]).await, BTreeMap::new(), "an unknown id");
+
+    // Each mandator its own: ids only another mandator holds are absent, shared ids map to each
+    // mandator's own user.
+    let their_answer = users_of(directory, &other, &lookup).await;
+    let their_expected: BTreeMap<_, _> = theirs.iter().map(|(a, u)| (account_id(a), user_id(u))).collect();
+    assert_eq!(their_answer, their_expected);
+    assert_eq!(users_of(directory, &longer, &lookup).await, BTreeMap::new(), "a mandator id extending this one");
+    assert_eq!(
+        users_of(directory, &mandator, &[account_id("acc-0"), account_id("only-theirs")]).await,
+        BTreeMap::from([(account_id("acc-0"), user_id("user-00"))])
+    );
+
+    // The last write of an account names its user.
+    let moved = account(&user_id("user-29"), "acc-0", "EUR", "3.00");
+    sink.put_items(&mandator, SHARDS, &[AccountItem::Account(moved)]).await.expect("put_items succeeds");
+    let mut after = expected.clone();
+    after.insert(account_id("acc-0"), user_id("user-29"));
+    assert_eq!(users_of(directory, &mandator, &known).await, after);
+    assert_eq!(
+        users_of(directory, &other, &[account_id("acc-0")]).await,
+        BTreeMap::from([(account_id("acc-0"), user_id("their-user"))]),
+        "another mandator's account did not move"
+    );
 }

@@ -116,6 +116,7 @@ impl MotoServer {
 
     /// Clears all state of the server.
     pub async fn reset(&self) {
+        segments_core::usecases::callbacks::install_tls_provider();
         let response = reqwest::Client::new()
             .post(format!("{}/moto-api/reset", self.endpoint()))
             .send()

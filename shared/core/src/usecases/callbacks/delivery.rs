@@ -42,6 +42,17 @@ pub struct HttpNotifier {
     settings: DeliverySettings,
 }
 
+/// Installs aws-lc-rs as the process-wide rustls provider, once. reqwest is built without a
+/// provider of its own (`rustls-tls-webpki-roots-no-provider`, so ring stays out of the build) and
+/// panics building a client when none is installed: call this before building any reqwest client.
+pub fn install_tls_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Err only when a provider was installed before: that one is then used.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 const USER_AGENT: &str = concat!("financial-segments-callbacks/", env!("CARGO_PKG_VERSION"));
 
 /// What one attempt came to.
@@ -65,6 +76,7 @@ impl HttpNotifier {
             Err(e @ CallbackUrlError::Unresolvable(_)) => return Attempt::Transient(e.to_string()),
             Err(e) => return Attempt::Permanent(NotifyError::Refused(e)),
         };
+        install_tls_provider();
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(self.settings.connect_timeout)

@@ -24,7 +24,7 @@ use crate::rules::body::FieldError;
 use crate::usecases::AppError;
 
 pub use crate::domain::CallbackSecret;
-pub use delivery::{DeliverySettings, HttpNotifier};
+pub use delivery::{DeliverySettings, HttpNotifier, install_tls_provider};
 pub use policy::{CallbackPolicy, CallbackUrlError};
 
 /// Why a callback was not delivered.

@@ -7,7 +7,7 @@
 //! The timestamp is inside the MAC, so a receiver that refuses timestamps older than a few minutes
 //! (and remembers the job ids it has seen) cannot be fed a recorded delivery again.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::CallbackSecret;
@@ -21,7 +21,7 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(secret: &CallbackSecret, timestamp: i64, body: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; a 32-byte key never fails.
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
+    let mut mac = <HmacSha256 as KeyInit>::new_from_slice(secret.as_bytes()).unwrap_or_else(|_| unreachable!());
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
