@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tracing::instrument;
 
 use super::read_result::ResultWriter;
-use super::run_shard::{RunError, RunOutcome, ShardRunner};
+use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::jobs::{Job, JobStatus};
 use crate::ports::{ByteStream, StoreError};
 

@@ -15,6 +15,7 @@ pub mod jobs_api;
 pub mod read_result;
 pub mod run_shard;
 pub mod segments;
+mod shard_runner;
 
 use std::sync::Arc;
 
