@@ -14,8 +14,7 @@ use segments_aws::provision::{
     create_results_bucket,
 };
 use segments_aws::{
-    AwsClients, AwsResources, DynamoAccounts, DynamoCallbackSecrets, DynamoCatalog, DynamoJobs, DynamoSegments,
-    JOBS_TTL_ATTRIBUTE, S3Links, S3Results, SqsQueue,
+    AwsClients, AwsResources, DynamoAccounts, DynamoCatalog, DynamoJobs, JOBS_TTL_ATTRIBUTE, S3Results, SqsQueue,
 };
 use segments_core::domain::records::{AccountItem, shard_of};
 use segments_core::domain::{
@@ -728,147 +727,13 @@ async fn servers_are_independent_and_reset_clears_them() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The storage contract every adapter meets (tests/support/contract.rs)
+// Beyond the port contracts (contracts.rs)
 
+/// The job list filled across Query requests: one item per request, so every page takes several.
 #[tokio::test]
-async fn dynamodb_jobs_meet_the_job_store_contract() {
-    let server = MotoServer::start();
-    let (_, jobs) = jobs_on(&server).await;
-    crate::support::contract::job_store_contract(&jobs).await;
-}
-
-#[tokio::test]
-async fn dynamodb_jobs_meet_the_idempotency_contract() {
-    let server = MotoServer::start();
-    let (_, jobs) = jobs_on(&server).await;
-    crate::support::contract::idempotency_contract(&jobs).await;
-}
-
-#[tokio::test]
-async fn s3_results_meet_the_result_store_contract() {
-    let server = MotoServer::start();
-    let clients = server.clients().await;
-    create_results_bucket(&clients.s3, "results").await.unwrap();
-    crate::support::contract::result_store_contract(&S3Results::new(clients.s3.clone(), "results")).await;
-}
-
-#[tokio::test]
-async fn dynamodb_accounts_meet_the_account_contract() {
-    let server = MotoServer::start();
-    let (_, accounts) = accounts_on(&server).await;
-    crate::support::contract::account_contract(&accounts, &accounts).await;
-}
-
-/// Takes messages back from the work queues of every segment type, deleting what it takes.
-struct SqsReader(SqsQueue);
-
-#[async_trait::async_trait]
-impl crate::support::contract::QueueReader for SqsReader {
-    async fn take(&mut self, n: usize) -> Vec<JobMessage> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-        let mut taken = Vec::with_capacity(n);
-        let mut wait_seconds = 0;
-        while taken.len() < n {
-            assert!(std::time::Instant::now() < deadline, "only {} of {n} messages arrived", taken.len());
-            let before = taken.len();
-            for &segment_type in SegmentType::ALL {
-                for m in self.0.receive(segment_type, 10, wait_seconds).await.unwrap() {
-                    self.0.delete(segment_type, &m.receipt_handle).await.unwrap();
-                    taken.push(serde_json::from_str::<JobMessage>(&m.body).unwrap());
-                }
-            }
-            // Long-poll on the next round when this one found nothing.
-            wait_seconds = if taken.len() == before { 1 } else { 0 };
-        }
-        taken
-    }
-
-    async fn drain(&mut self) -> Vec<JobMessage> {
-        let mut taken = Vec::new();
-        for &segment_type in SegmentType::ALL {
-            for body in crate::support::queues::take_bodies(&self.0, segment_type).await {
-                taken.push(serde_json::from_str::<JobMessage>(&body).unwrap());
-            }
-        }
-        taken
-    }
-}
-
-#[tokio::test]
-async fn job_queue_contract_on_sqs() {
-    let server = MotoServer::start();
-    let clients = server.clients().await;
-    let mut queue_urls = BTreeMap::new();
-    for &segment_type in SegmentType::ALL {
-        let name = provision::queue_name("contract", segment_type);
-        let (url, _dlq) = create_queue_with_dlq(&clients.sqs, &name, 5).await.unwrap();
-        queue_urls.insert(segment_type, url);
-    }
-    let queue = SqsQueue::new(clients.sqs.clone(), queue_urls);
-    // Queues that no longer exist: SQS refuses every message.
-    let (gone, _dlq) = create_queue_with_dlq(&clients.sqs, "contract-gone", 5).await.unwrap();
-    clients.sqs.delete_queue().queue_url(&gone).send().await.unwrap();
-    let closed = SqsQueue::new(clients.sqs.clone(), SegmentType::ALL.iter().map(|t| (*t, gone.clone())).collect());
-    crate::support::contract::job_queue_contract(&queue, &mut SqsReader(queue.clone()), &closed).await;
-}
-
-#[tokio::test]
-async fn segment_store_contract_on_dynamodb() {
-    let server = MotoServer::start();
-    let clients = server.clients().await;
-    provision::create_segments_table(&clients.dynamodb, "segments").await.unwrap();
-    crate::support::contract::segment_store_contract(&DynamoSegments::new(clients.dynamodb.clone(), "segments")).await;
-}
-
-#[tokio::test]
-async fn job_catalog_contract_on_dynamodb() {
+async fn the_job_catalog_contract_holds_with_one_item_per_query_request() {
     let server = MotoServer::start();
     let (clients, jobs) = jobs_on(&server).await;
-    let catalog = DynamoCatalog::new(clients.dynamodb.clone(), "jobs");
+    let catalog = DynamoCatalog::new(clients.dynamodb.clone(), "jobs").with_query_page(1);
     crate::support::contract::job_catalog_contract(&jobs, &catalog).await;
-    // One item per Query request: every page is filled across requests.
-    crate::support::contract::job_catalog_contract(&jobs, &catalog.with_query_page(1)).await;
-}
-
-/// Opens links as a client does: an HTTP GET of the URL.
-struct HttpOpener;
-
-#[async_trait::async_trait]
-impl crate::support::contract::LinkOpener for HttpOpener {
-    async fn open(&self, link: &str) -> Result<Vec<u8>, String> {
-        segments_core::usecases::callbacks::install_tls_provider();
-        let response = reqwest::get(link).await.map_err(|e| e.to_string())?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
-        }
-        Ok(body.to_vec())
-    }
-}
-
-#[tokio::test]
-async fn result_links_contract_on_s3() {
-    let server = MotoServer::start();
-    let clients = server.clients().await;
-    create_results_bucket(&clients.s3, "results").await.unwrap();
-    let results = S3Results::new(clients.s3.clone(), "results");
-    let links = S3Links::new(clients.s3.clone(), "results");
-    crate::support::contract::result_links_contract(&results, &links, &HttpOpener).await;
-}
-
-#[tokio::test]
-async fn callback_secrets_contract_on_dynamodb() {
-    let server = MotoServer::start();
-    let (clients, _) = jobs_on(&server).await;
-    let secrets = DynamoCallbackSecrets::new(clients.dynamodb.clone(), "jobs");
-    let same_table = DynamoCallbackSecrets::new(server.clients().await.dynamodb, "jobs");
-    crate::support::contract::callback_secrets_contract(&secrets, &same_table).await;
-}
-
-#[tokio::test]
-async fn account_directory_contract_on_dynamodb() {
-    let server = MotoServer::start();
-    let (_, accounts) = accounts_on(&server).await;
-    crate::support::contract::account_directory_contract(&accounts, &accounts).await;
 }

@@ -1,11 +1,12 @@
-//! The embedded store and queue: the port contract, and what only a local store has to do —
-//! keep its data across restarts, list the jobs to requeue, stream large shards.
+//! The embedded store and queue beyond the port contracts (`contracts.rs`): what only a local
+//! store has to do — keep its data across restarts, list the jobs to requeue, stream large shards,
+//! serve concurrent contract runs from one store.
 
 use std::collections::BTreeSet;
 
 use crate::support::contract::{self, unique_mandator};
 use chrono::{NaiveDate, Utc};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use segments_core::domain::records::AccountItem;
 use segments_core::domain::{
     Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
@@ -13,35 +14,10 @@ use segments_core::domain::{
 use segments_core::jobs::{Job, JobMessage, ResultSummary};
 use segments_core::ports::{AccountSink, AccountSource, JobQueue, JobStore, ResultStore};
 use segments_core::rules::SegmentRequest;
-use segments_embedded::{DATABASE_FILE, EmbeddedQueue, EmbeddedStore, LINK_PATH, LocalLinks};
+use segments_embedded::{DATABASE_FILE, EmbeddedQueue, EmbeddedStore};
 
 fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
     EmbeddedStore::open(dir.path()).expect("the store opens")
-}
-
-#[tokio::test]
-async fn job_store_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::job_store_contract(&open(&dir)).await;
-}
-
-#[tokio::test]
-async fn idempotency_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::idempotency_contract(&open(&dir)).await;
-}
-
-#[tokio::test]
-async fn result_store_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::result_store_contract(&open(&dir)).await;
-}
-
-#[tokio::test]
-async fn account_contract() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    contract::account_contract(&store, &store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -241,119 +217,4 @@ async fn the_queue_hands_messages_to_its_receiver() {
     queue.enqueue_all(&m.messages()).await.unwrap();
     assert_eq!(receiver.recv().await, Some(message(&m, 0)));
     assert_eq!(receiver.recv().await, Some(message(&m, 1)));
-}
-
-// ---------------------------------------------------------------------------------------------
-// The contracts of the other ports (tests/it/support/contract.rs)
-
-/// The receiving end of an embedded queue, as the local workers read it.
-struct ChannelReader(tokio::sync::mpsc::UnboundedReceiver<JobMessage>);
-
-#[async_trait::async_trait]
-impl contract::QueueReader for ChannelReader {
-    async fn take(&mut self, n: usize) -> Vec<JobMessage> {
-        let mut taken = Vec::with_capacity(n);
-        while taken.len() < n {
-            let next = tokio::time::timeout(std::time::Duration::from_secs(5), self.0.recv()).await;
-            let next = next.unwrap_or_else(|_| panic!("only {} of {n} messages arrived", taken.len()));
-            taken.push(next.expect("the queue is open"));
-        }
-        taken
-    }
-
-    async fn drain(&mut self) -> Vec<JobMessage> {
-        let mut taken = Vec::new();
-        while let Ok(message) = self.0.try_recv() {
-            taken.push(message);
-        }
-        taken
-    }
-}
-
-#[tokio::test]
-async fn job_queue_contract_on_the_embedded_queue() {
-    let (queue, receiver) = EmbeddedQueue::new();
-    // A queue whose receiver is gone: the local runner shut down.
-    let (closed, gone) = EmbeddedQueue::new();
-    drop(gone);
-    contract::job_queue_contract(&queue, &mut ChannelReader(receiver), &closed).await;
-}
-
-#[tokio::test]
-async fn segment_store_contract_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    contract::segment_store_contract(&open(&dir)).await;
-}
-
-#[tokio::test]
-async fn job_catalog_contract_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    contract::job_catalog_contract(&store, &store).await;
-}
-
-#[tokio::test]
-async fn callback_secrets_contract_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    contract::callback_secrets_contract(&store, &store.clone()).await;
-}
-
-#[tokio::test]
-async fn account_directory_contract_on_the_embedded_store() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    contract::account_directory_contract(&store, &store).await;
-}
-
-const RUNNER_URL: &str = "http://127.0.0.1:8080";
-
-/// `%XX` sequences decoded, as the runner's router decodes a path.
-fn percent_decode(path: &str) -> Result<String, String> {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = path.get(i + 1..i + 3).ok_or_else(|| format!("a truncated escape in {path}"))?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|e| format!("{hex}: {e}"))?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|e| e.to_string())
-}
-
-/// Opens links the way the local runner serves them: [`LocalLinks::open`] on the parts of the URL.
-struct RunnerOpener(LocalLinks);
-
-#[async_trait::async_trait]
-impl contract::LinkOpener for RunnerOpener {
-    async fn open(&self, link: &str) -> Result<Vec<u8>, String> {
-        let rest = link.strip_prefix(&format!("{RUNNER_URL}{LINK_PATH}")).ok_or("not a link of this runner")?;
-        let (path, query) = rest.split_once('?').ok_or("a link without a query")?;
-        let (mut expires, mut signature) = (None, None);
-        for pair in query.split('&') {
-            match pair.split_once('=') {
-                Some(("expires", v)) => expires = Some(v),
-                Some(("signature", v)) => signature = Some(v),
-                _ => return Err(format!("unexpected query part {pair:?}")),
-            }
-        }
-        let (expires, signature) = expires.zip(signature).ok_or("expires or signature missing")?;
-        let key = percent_decode(path)?;
-        let stream = self.0.open(&key, expires, signature, Utc::now()).await.map_err(|e| e.to_string())?;
-        let pieces: Vec<bytes::Bytes> = stream.try_collect().await.map_err(|e| e.to_string())?;
-        Ok(pieces.concat())
-    }
-}
-
-#[tokio::test]
-async fn result_links_contract_on_local_links() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir);
-    let links = LocalLinks::new(store.clone(), RUNNER_URL);
-    contract::result_links_contract(&store, &links, &RunnerOpener(links.clone())).await;
 }

@@ -1,12 +1,13 @@
 //! The integration tests: one binary, a module per area. `support` holds what several areas share:
-//! the moto launcher, the port contract suites run against both stores, request flows, queue
-//! helpers and fault injection.
+//! the moto launcher, the two backends and the port contract suites `contracts` runs on both,
+//! request flows, queue helpers and fault injection.
 
 mod support;
 
 mod aws_adapters;
 mod callback_delivery;
 mod callbacks;
+mod contracts;
 mod embedded_adapters;
 mod infra;
 mod job_endpoints;

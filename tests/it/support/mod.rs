@@ -1,3 +1,4 @@
+pub mod backend;
 pub mod contract;
 pub mod faults;
 pub mod flows;

@@ -1,0 +1,48 @@
+//! Every port's contract (`support/contract.rs`) on both backends (`support/backend.rs`): the
+//! embedded store and DynamoDB, S3 and SQS on a local moto server. Each port has a module with
+//! one test per backend, so a failure names the port and the store.
+
+use crate::support::backend::Backend;
+use crate::support::contract;
+
+/// `mod $port { embedded, moto }`: `$check` run on a [`Backend`] of each kind.
+macro_rules! on_both_backends {
+    ($port:ident, |$b:ident| $check:expr) => {
+        mod $port {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn embedded() {
+                let $b = Backend::embedded();
+                $check.await;
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn moto() {
+                let $b = Backend::moto().await;
+                $check.await;
+            }
+        }
+    };
+}
+
+on_both_backends!(job_store, |b| contract::job_store_contract(b.jobs.as_ref()));
+on_both_backends!(idempotency_keys, |b| contract::idempotency_contract(b.jobs.as_ref()));
+on_both_backends!(result_store, |b| contract::result_store_contract(b.results.as_ref()));
+on_both_backends!(account_source_and_sink, |b| contract::account_contract(b.sink.as_ref(), b.accounts.as_ref()));
+on_both_backends!(account_directory, |b| contract::account_directory_contract(b.sink.as_ref(), b.directory.as_ref()));
+on_both_backends!(job_queue, |b| async {
+    let mut reader = b.queue_reader.lock().await;
+    contract::job_queue_contract(b.queue.as_ref(), reader.as_mut(), b.closed_queue.as_ref()).await;
+});
+on_both_backends!(segment_store, |b| contract::segment_store_contract(b.segments.as_ref()));
+on_both_backends!(job_catalog, |b| contract::job_catalog_contract(b.jobs.as_ref(), b.catalog.as_ref()));
+on_both_backends!(result_links, |b| contract::result_links_contract(
+    b.results.as_ref(),
+    b.links.as_ref(),
+    b.opener.as_ref()
+));
+on_both_backends!(callback_secrets, |b| contract::callback_secrets_contract(
+    b.secrets.as_ref(),
+    b.secrets_again.as_ref()
+));
