@@ -1,6 +1,5 @@
 //! The SDK clients, built once per process (per Lambda cold start) and cloned cheaply.
 
-use std::env;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
@@ -37,6 +36,8 @@ impl AwsClients {
     ///
     /// S3 uses path-style addressing when the endpoint is overridden: a local server has no
     /// `{bucket}.host` names to resolve.
+    // Without any service feature there is no client to build and `config` goes unused.
+    #[cfg_attr(not(any(feature = "dynamodb", feature = "s3", feature = "sqs")), allow(unused_variables))]
     pub fn from_sdk_config(config: &SdkConfig) -> Self {
         AwsClients {
             #[cfg(feature = "dynamodb")]
@@ -66,5 +67,5 @@ fn timeouts() -> TimeoutConfig {
 
 #[cfg(feature = "s3")]
 fn env_is_set(name: &str) -> bool {
-    env::var(name).is_ok_and(|v| !v.trim().is_empty())
+    std::env::var(name).is_ok_and(|v| !v.trim().is_empty())
 }

@@ -2,6 +2,7 @@
 //! `main` reads [`from_env`] once per cold start and builds the one context its handler needs;
 //! each builder exists only when the features of the SDKs it calls are on.
 
+#[cfg(feature = "dynamodb")]
 use std::sync::Arc;
 
 use segments_core::config::{ServiceConfig, required};
@@ -9,9 +10,7 @@ use segments_core::ports::BoxError;
 #[cfg(feature = "dynamodb")]
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
 
-#[allow(unused_imports)]
-use super::*;
-use super::{AwsClients, AwsResources};
+use crate::{AwsClients, AwsResources, SEGMENTS_TABLE_VAR};
 
 /// The SDK clients, resource names and settings of a function, from its environment. Honours
 /// `AWS_ENDPOINT_URL`, so the same binary talks to AWS or to a local emulator.
@@ -25,7 +24,7 @@ pub async fn from_env() -> Result<(AwsClients, AwsResources, ServiceConfig), Box
 /// strict policy.
 #[cfg(feature = "dynamodb")]
 pub fn callbacks(clients: &AwsClients, jobs_table: &str) -> Callbacks {
-    let secrets = Arc::new(DynamoCallbackSecrets::new(clients.dynamodb.clone(), jobs_table.to_owned()));
+    let secrets = Arc::new(crate::DynamoCallbackSecrets::new(clients.dynamodb.clone(), jobs_table.to_owned()));
     Callbacks::http(secrets, CallbackPolicy::strict())
 }
 
@@ -37,9 +36,9 @@ pub fn intake(
     config: ServiceConfig,
 ) -> segments_core::usecases::create_job::JobIntake {
     segments_core::usecases::create_job::JobIntake {
-        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        queue: Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        queue: Arc::new(crate::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
@@ -53,8 +52,8 @@ pub fn reader(
     config: ServiceConfig,
 ) -> segments_core::usecases::read_result::ResultReader {
     segments_core::usecases::read_result::ResultReader {
-        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
         config,
     }
 }
@@ -67,9 +66,9 @@ pub fn runner(
     config: ServiceConfig,
 ) -> segments_core::usecases::run_shard::ShardRunner {
     segments_core::usecases::run_shard::ShardRunner {
-        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
@@ -84,9 +83,9 @@ pub fn jobs_api(
     config: ServiceConfig,
 ) -> segments_core::usecases::jobs_api::JobsApiServices {
     segments_core::usecases::jobs_api::JobsApiServices {
-        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        catalog: Arc::new(DynamoCatalog::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        links: Arc::new(S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        catalog: Arc::new(crate::DynamoCatalog::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        links: Arc::new(crate::S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
         config,
     }
 }
@@ -103,8 +102,8 @@ pub fn segments_api(
     segments_core::usecases::segments::SegmentsServices {
         intake: intake(clients, resources, config.clone()),
         reader: reader(clients, resources, config),
-        segments: Arc::new(DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
-        directory: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
+        directory: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
     }
 }
 
@@ -122,10 +121,10 @@ pub fn services(
     config: ServiceConfig,
 ) -> segments_core::usecases::Services {
     segments_core::usecases::Services {
-        accounts: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
-        queue: Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        queue: Arc::new(crate::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
@@ -134,9 +133,9 @@ pub fn services(
 /// What the dead-letter handler takes: only the Jobs table (`JOBS_TABLE`), for the jobs and the
 /// mandators' callback secrets.
 #[cfg(feature = "dynamodb")]
-pub async fn dead_letters_from_env() -> Result<(DynamoJobs, Callbacks), BoxError> {
-    let table = required(JOBS_TABLE_VAR)?;
+pub async fn dead_letters_from_env() -> Result<(crate::DynamoJobs, Callbacks), BoxError> {
+    let table = required(crate::JOBS_TABLE_VAR)?;
     let clients = AwsClients::from_env().await;
-    let jobs = DynamoJobs::new(clients.dynamodb.clone(), table.clone());
+    let jobs = crate::DynamoJobs::new(clients.dynamodb.clone(), table.clone());
     Ok((jobs, callbacks(&clients, &table)))
 }

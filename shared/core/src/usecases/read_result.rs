@@ -2,25 +2,21 @@
 //! none. Also the writing of a result as chunks, an export and a manifest, so that any page is
 //! served from at most two chunks.
 
+use std::sync::Arc;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
-
-use crate::domain::date::timestamp;
-use crate::domain::{JobId, SegmentType};
-use crate::jobs::{Job, ResultSummary, chunks_for_range};
-use crate::ports::{ObjectWriter, ResultStore, StoreError};
-use crate::rules::SegmentParams;
-
-use std::sync::Arc;
-
 use tracing::instrument;
 
 use super::{AppError, Caller, Progress};
 use crate::config::ServiceConfig;
-use crate::jobs::JobStatus;
-use crate::ports::JobStore;
+use crate::domain::date::timestamp;
+use crate::domain::{JobId, SegmentType};
+use crate::jobs::{Job, JobStatus, ResultSummary, chunks_for_range};
+use crate::ports::{JobStore, ObjectWriter, ResultStore, StoreError};
+use crate::rules::SegmentParams;
 
 /// What reading results needs: the job records and the result objects.
 #[derive(Clone)]
