@@ -36,9 +36,9 @@ pub fn intake(
     config: ServiceConfig,
 ) -> segments_core::usecases::create_job::JobIntake {
     segments_core::usecases::create_job::JobIntake {
-        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        queue: Arc::new(crate::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        accounts: account_data(clients, resources),
+        jobs: job_records(clients, resources),
+        queue: work_queues(clients, resources),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
@@ -52,8 +52,8 @@ pub fn reader(
     config: ServiceConfig,
 ) -> segments_core::usecases::read_result::ResultReader {
     segments_core::usecases::read_result::ResultReader {
-        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        jobs: job_records(clients, resources),
+        results: result_objects(clients, resources),
         config,
     }
 }
@@ -66,9 +66,9 @@ pub fn runner(
     config: ServiceConfig,
 ) -> segments_core::usecases::run_shard::ShardRunner {
     segments_core::usecases::run_shard::ShardRunner {
-        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
+        accounts: account_data(clients, resources),
+        jobs: job_records(clients, resources),
+        results: result_objects(clients, resources),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
@@ -83,7 +83,7 @@ pub fn jobs_api(
     config: ServiceConfig,
 ) -> segments_core::usecases::jobs_api::JobsApiServices {
     segments_core::usecases::jobs_api::JobsApiServices {
-        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        jobs: job_records(clients, resources),
         catalog: Arc::new(crate::DynamoCatalog::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
         links: Arc::new(crate::S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
         config,
@@ -103,8 +103,30 @@ pub fn segments_api(
         intake: intake(clients, resources, config.clone()),
         reader: reader(clients, resources, config),
         segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
-        directory: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        directory: account_data(clients, resources),
     }
+}
+
+// One adapter each over the resources every builder above shares.
+
+#[cfg(all(feature = "dynamodb", any(feature = "s3", feature = "sqs")))]
+fn account_data(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoAccounts> {
+    Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()))
+}
+
+#[cfg(all(feature = "dynamodb", any(feature = "s3", feature = "sqs")))]
+fn job_records(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoJobs> {
+    Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone()))
+}
+
+#[cfg(all(feature = "dynamodb", feature = "s3"))]
+fn result_objects(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::S3Results> {
+    Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone()))
+}
+
+#[cfg(all(feature = "dynamodb", feature = "sqs"))]
+fn work_queues(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::SqsQueue> {
+    Arc::new(crate::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()))
 }
 
 /// The Segments table's name from `SEGMENTS_TABLE`.
@@ -121,10 +143,10 @@ pub fn services(
     config: ServiceConfig,
 ) -> segments_core::usecases::Services {
     segments_core::usecases::Services {
-        accounts: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
-        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
-        results: Arc::new(crate::S3Results::new(clients.s3.clone(), resources.results_bucket.clone())),
-        queue: Arc::new(crate::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone())),
+        accounts: account_data(clients, resources),
+        jobs: job_records(clients, resources),
+        results: result_objects(clients, resources),
+        queue: work_queues(clients, resources),
         callbacks: callbacks(clients, &resources.jobs_table),
         config,
     }
