@@ -69,7 +69,6 @@ fn histories(user: &GeneratedUser) -> Vec<AccountHistory> {
                     amount: t.amount,
                     currency: t.currency,
                     counterpart_name: t.counterpart_name.clone(),
-                    purpose: t.purpose.clone(),
                     labels: t.labels.clone(),
                 })
                 .collect();

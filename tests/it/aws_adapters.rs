@@ -66,7 +66,6 @@ fn tx(user: &str, account: &str, id: &str, day: &str, amount: &str) -> AccountIt
             amount: money(amount),
             currency: eur(),
             counterpart_name: String::new(),
-            purpose: String::new(),
             labels: Vec::new(),
         },
     }

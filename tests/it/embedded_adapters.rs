@@ -63,7 +63,6 @@ fn transaction(account: &Account, id: &str, amount: &str) -> AccountItem {
             amount: Money::parse(amount).unwrap(),
             currency: account.currency,
             counterpart_name: "ACME".into(),
-            purpose: String::new(),
             labels: vec!["RENT".into()],
         },
     }

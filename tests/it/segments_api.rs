@@ -115,7 +115,6 @@ impl Env {
                 amount: Money::parse(amount).unwrap(),
                 currency: eur,
                 counterpart_name: "ACME Versicherung AG".into(),
-                purpose: String::new(),
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             },
         }));

@@ -368,7 +368,6 @@ mod tests {
                 amount: Money::from_cents(amount),
                 currency: Currency::parse("EUR").unwrap(),
                 counterpart_name: String::new(),
-                purpose: String::new(),
                 labels: Vec::new(),
             },
         }

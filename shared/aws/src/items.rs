@@ -470,7 +470,6 @@ mod tests {
                 amount: m(amount),
                 currency: Currency::parse("EUR").unwrap(),
                 counterpart_name: if labels.is_empty() { String::new() } else { "ACME Insurance".to_owned() },
-                purpose: String::new(),
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             },
         }

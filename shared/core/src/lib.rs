@@ -7,6 +7,7 @@
 //! - [`rules`]: request parameters and the five segment computations. Pure.
 //! - [`jobs`]: the job record, its lifecycle and the layout of its results.
 //! - [`config`]: settings read from the environment.
+//! - [`snapshot`]: the stored form of one user's account data, shared by both stores. Pure.
 //! - [`ports`]: the small traits the use cases need for storage and queueing.
 //! - [`usecases`]: one module per use case, over the ports.
 //! - [`http`]: the API edge shared by the Lambda functions and the local runner: the caller from
@@ -19,5 +20,6 @@ pub mod http;
 pub mod jobs;
 pub mod ports;
 pub mod rules;
+pub mod snapshot;
 pub mod sqs;
 pub mod usecases;

@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
-use crate::domain::records::AccountItem;
-use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData};
+use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData, UserId};
 use crate::jobs::{IdempotencyKey, Job, JobMessage, ResultSummary};
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
@@ -57,20 +56,80 @@ pub trait AccountSource: Send + Sync {
     fn users<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserData, StoreError>>;
 }
 
-/// Writes account data (the importer). A sink is also the directory of the accounts it wrote, so
-/// the importer can refuse an accountId that another user holds before writing anything.
+/// A user's account data as stored, with the version that orders the writes to the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredUser {
+    pub data: UserData,
+    pub version: u64,
+}
+
+/// Why a write of one user's data did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum UserWriteError {
+    /// The user's stored version is not the expected one (another write came first, or the user
+    /// was erased or created meanwhile). Nothing was written: read again and redo the change.
+    #[error("the user's data changed meanwhile")]
+    VersionChanged,
+    /// Another user of the mandator holds this accountId. Nothing was written.
+    #[error("account {account} belongs to another user")]
+    AccountHeld { account: crate::domain::AccountId, holder: UserId },
+    /// The user's data does not fit the store (too many accounts, or too large compressed).
+    #[error(transparent)]
+    TooLarge(#[from] crate::snapshot::EncodeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The account data, written one user at a time (docs/storage.md). Every write replaces or
+/// erases one user's data and the account directory entries of its accounts in one atomic step,
+/// conditional on the user's version, so writes to one user are ordered and a reader of a shard
+/// ([`AccountSource::users`]) sees each user wholly before or wholly after a write.
 #[async_trait]
-pub trait AccountSink: AccountDirectory {
+pub trait UserStore: AccountSource + AccountDirectory {
     /// Records the mandator's shard count, or confirms it when already recorded. A different
     /// recorded count is a `Conflict`: data already placed must not move silently.
     async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError>;
 
-    /// Writes items (upsert by key). The adapter places each on `shard_of(userId, shard_count)`
-    /// and records each account's user in the account directory (the last write of an accountId
-    /// names its user). AccountIds are unique per mandator; the importer checks that, against the
-    /// file and the directory, before it writes.
-    async fn put_items(&self, mandator: &MandatorId, shard_count: u32, items: &[AccountItem])
-    -> Result<(), StoreError>;
+    /// The user's stored data and version (strongly consistent), `None` when nothing is stored.
+    async fn get_user(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        user: &UserId,
+    ) -> Result<Option<StoredUser>, StoreError>;
+
+    /// Replaces everything stored for `data.user_id` by `data` (at least one account), if the
+    /// stored version is `expected` (`None`: nothing is stored). Claims each accountId of `data`
+    /// in the account directory and releases the ones the user no longer has. Returns the new
+    /// version, which is greater than `expected` and than any version the user had before.
+    async fn put_user(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        data: &UserData,
+        expected: Option<u64>,
+    ) -> Result<u64, UserWriteError>;
+
+    /// Erases the user's data and its account directory entries, if the stored version is
+    /// `expected`.
+    async fn delete_user(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        user: &UserId,
+        expected: u64,
+    ) -> Result<(), UserWriteError>;
+
+    /// The ids of the users stored on one shard, in userId byte order, without their data.
+    fn user_ids<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserId, StoreError>>;
+}
+
+/// The version a write gives a user whose stored version is `expected`: greater than it, and
+/// taken from the clock, so a user erased and written again never gets back a version an earlier
+/// reader holds (which would let that reader's conditional write through).
+pub fn next_version(expected: Option<u64>) -> u64 {
+    let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+    now.max(expected.map_or(1, |v| v + 1))
 }
 
 /// What storing a job under an idempotency key found.

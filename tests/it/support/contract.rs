@@ -356,7 +356,6 @@ fn transaction(id: &str, booking_date: &str, amount: &str, currency: &str) -> Tr
         amount: money(amount),
         currency: Currency::parse(currency).expect("a valid currency"),
         counterpart_name: format!("  Counterpart {id}  "),
-        purpose: String::new(),
         labels: if id.len().is_multiple_of(2) { vec!["RENT".into(), "HOUSING".into()] } else { vec![] },
     }
 }

@@ -126,7 +126,6 @@ mod tests {
                 amount: Money::from_cents(-5),
                 currency: Currency::parse("EUR").unwrap(),
                 counterpart_name: String::new(),
-                purpose: String::new(),
                 labels: Vec::new(),
             },
         }

@@ -27,8 +27,6 @@ pub struct Transaction {
     #[serde(default)]
     pub counterpart_name: String,
     #[serde(default)]
-    pub purpose: String,
-    #[serde(default)]
     pub labels: Vec<String>,
 }
 
@@ -84,7 +82,6 @@ mod tests {
             amount: m(amount),
             currency: Currency::parse("EUR").unwrap(),
             counterpart_name: String::new(),
-            purpose: String::new(),
             labels: vec![],
         }
     }

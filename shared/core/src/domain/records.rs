@@ -79,7 +79,6 @@ impl TransactionRecord {
             amount: self.amount,
             currency: self.currency,
             counterpart_name: self.counterpart_name,
-            purpose: self.purpose,
             labels: self.labels,
         };
         (self.mandator_id, self.user_id, self.account_id, transaction)
@@ -100,7 +99,7 @@ impl TransactionRecord {
             amount: t.amount,
             currency: t.currency,
             counterpart_name: t.counterpart_name,
-            purpose: t.purpose,
+            purpose: String::new(),
             labels: t.labels,
         }
     }

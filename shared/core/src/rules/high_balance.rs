@@ -61,7 +61,6 @@ mod tests {
                     amount: Money::from_cents(*cents),
                     currency: Currency::parse(cur).unwrap(),
                     counterpart_name: String::new(),
-                    purpose: String::new(),
                     labels: vec![],
                 })
                 .collect(),

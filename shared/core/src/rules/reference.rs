@@ -43,7 +43,6 @@ pub fn labelled(id: &str, date: &str, cents: i64, counterpart: &str, labels: &[&
         amount: Money::from_cents(cents),
         currency: eur(),
         counterpart_name: counterpart.to_owned(),
-        purpose: String::new(),
         labels: labels.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -262,7 +261,6 @@ fn build_user(as_of: NaiveDate, spec: Vec<(&'static str, AccountSpec)>) -> UserD
                     amount: Money::from_cents(t.cents),
                     currency: eur(),
                     counterpart_name: t.name.to_owned(),
-                    purpose: String::new(),
                     labels: t.labels.iter().map(|s| s.to_string()).collect(),
                 })
                 .collect();

@@ -3,6 +3,7 @@
 //! the ports it calls, so a Lambda function builds (and links) only those adapters; [`Services`]
 //! holds every port for a process that runs them all (the local runner, the tests).
 
+pub mod account_data;
 pub mod callbacks;
 mod caller;
 pub mod create_job;
