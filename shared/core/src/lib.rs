@@ -6,6 +6,7 @@
 //! - [`domain`]: typed values (ids, money, months), the account data model, segments. Pure.
 //! - [`rules`]: request parameters and the five segment computations. Pure.
 //! - [`jobs`]: the job record, its lifecycle and the layout of its results.
+//! - [`imports`]: the record of a bulk import of account data.
 //! - [`config`]: settings read from the environment.
 //! - [`snapshot`]: the stored form of one user's account data, shared by both stores. Pure.
 //! - [`ports`]: the small traits the use cases need for storage and queueing.
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod imports;
 pub mod jobs;
 pub mod ports;
 pub mod rules;

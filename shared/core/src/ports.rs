@@ -132,6 +132,45 @@ pub fn next_version(expected: Option<u64>) -> u64 {
     now.max(expected.map_or(1, |v| v + 1))
 }
 
+/// The records of bulk imports, and the one import lock of each mandator.
+#[async_trait]
+pub trait ImportStore: Send + Sync {
+    /// Stores a new import record; `Conflict` if its id exists already.
+    async fn create_import(&self, record: &crate::imports::ImportRecord) -> Result<(), StoreError>;
+
+    /// The import, if it exists for this mandator (another mandator's is simply not found).
+    async fn get_import(
+        &self,
+        mandator: &MandatorId,
+        id: crate::imports::ImportId,
+    ) -> Result<Option<crate::imports::ImportRecord>, StoreError>;
+
+    /// Takes the mandator's import lock for `id` until `until`, in one atomic write: `Conflict`
+    /// when another import holds it and its lease has not run out at `now`. Taking it again for
+    /// the same import renews the lease.
+    async fn lock_mandator(
+        &self,
+        mandator: &MandatorId,
+        id: crate::imports::ImportId,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// The import holding the mandator's import lock at `now` (its lease not run out), if any.
+    async fn lock_holder(
+        &self,
+        mandator: &MandatorId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::imports::ImportId>, StoreError>;
+
+    /// Releases the mandator's import lock if `id` holds it; otherwise changes nothing.
+    async fn unlock_mandator(&self, mandator: &MandatorId, id: crate::imports::ImportId) -> Result<(), StoreError>;
+
+    /// Replaces the stored record (status, counts, errors) unless the stored one is final:
+    /// `Ok(false)` then, and nothing changes.
+    async fn update_import(&self, record: &crate::imports::ImportRecord) -> Result<bool, StoreError>;
+}
+
 /// What storing a job under an idempotency key found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyClaim {

@@ -1,92 +1,67 @@
-//! Account data: the shard count per mandator, the items of every shard, and the account
-//! directory (`account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account).
-//! `put_items` writes an account's directory entry in the same write transaction as the account
-//! (the last write of an accountId names its user). AccountIds are unique per mandator: the
-//! importer refuses a file that breaks that before writing anything.
+//! Account data: the shard count per mandator, one record per user (the compressed form of
+//! `segments_core::snapshot`, behind its 8-byte version), and the account directory
+//! (`M#{mandator}#A#{accountId}` → the userId holding the account).
+//!
+//! A write of a user is one redb write transaction: the version check, the record, and the
+//! directory entries it claims and releases. Readers run on redb snapshots, so a shard's reader
+//! sees every user wholly before or wholly after any write. Unlike DynamoDB, a record is never cut
+//! into blocks: redb has no item size limit; the limits of `snapshot` still apply, so a user that
+//! fits here fits there.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
-use chrono::NaiveDate;
 use futures::StreamExt;
 use futures::stream::{self, BoxStream};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::keys::{self, SortKey};
-use super::{ACCOUNT_DATA, EmbeddedStore, OrUnavailable, SHARD_COUNTS, corrupt};
-use segments_core::domain::assembly::{AssemblyError, UserAssembler};
-use segments_core::domain::records::{AccountItem, shard_of};
-use segments_core::domain::{
-    Account, AccountId, AccountType, Currency, MandatorId, Money, Transaction, TransactionId, UserData, UserId,
+use super::keys;
+use super::{EmbeddedStore, OrUnavailable, SHARD_COUNTS, corrupt};
+use segments_core::domain::records::shard_of;
+use segments_core::domain::{AccountId, MandatorId, UserData, UserId};
+use segments_core::ports::{
+    AccountDirectory, AccountSource, StoreError, StoredUser, UserStore, UserWriteError, next_version,
 };
-use segments_core::ports::{AccountDirectory, AccountSink, AccountSource, StoreError};
+use segments_core::snapshot;
 
-/// Users assembled ahead of the consumer of a shard stream: enough to keep the reader busy while
+/// Users decoded ahead of the consumer of a shard stream: enough to keep the reader busy while
 /// the consumer computes, few enough that memory stays bounded by a handful of users.
 const USERS_AHEAD: usize = 8;
 
+/// The users' records: `M#{mandator}#S#{shard}#U#{userId}` → version (u64, big-endian) + record.
+pub(super) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
 /// The account directory: `M#{mandator}#A#{accountId}` → userId.
 pub(super) const ACCOUNT_USERS: TableDefinition<&str, &str> = TableDefinition::new("account_users");
+
+/// The table of the layout before per-user records: one entry per account and per transaction.
+/// A database that still holds such entries is refused, never read half in one layout and half in
+/// the other.
+pub(super) const EARLIER_LAYOUT: TableDefinition<&str, &[u8]> = TableDefinition::new("account_data");
 
 fn directory_key(mandator: &MandatorId, account: &AccountId) -> String {
     format!("M#{mandator}#A#{account}")
 }
 
-/// An account without the ids its key carries.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredAccount {
-    #[serde(rename = "type")]
-    account_type: AccountType,
-    #[serde(rename = "cur")]
-    currency: Currency,
-    #[serde(rename = "bal")]
-    balance: Money,
-    #[serde(rename = "date")]
-    balance_date: NaiveDate,
+fn stored_value(version: u64, record: &[u8]) -> Vec<u8> {
+    let mut value = Vec::with_capacity(8 + record.len());
+    value.extend_from_slice(&version.to_be_bytes());
+    value.extend_from_slice(record);
+    value
 }
 
-/// A transaction without the ids and the booking date its key carries.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredTransaction {
-    #[serde(rename = "amt")]
-    amount: Money,
-    #[serde(rename = "cur")]
-    currency: Currency,
-    #[serde(rename = "cp", default, skip_serializing_if = "String::is_empty")]
-    counterpart_name: String,
-    #[serde(rename = "p", default, skip_serializing_if = "String::is_empty")]
-    purpose: String,
-    #[serde(rename = "l", default, skip_serializing_if = "Vec::is_empty")]
-    labels: Vec<String>,
+/// The version and the record of a stored value.
+fn split_value<'v>(value: &'v [u8], key: &str) -> Result<(u64, &'v [u8]), StoreError> {
+    let (version, record) =
+        value.split_first_chunk::<8>().ok_or_else(|| corrupt("user record", key, "shorter than its version"))?;
+    Ok((u64::from_be_bytes(*version), record))
 }
 
-fn encode_item(mandator: &MandatorId, shard_count: u32, item: &AccountItem) -> Result<(String, Vec<u8>), StoreError> {
-    let shard = shard_of(item.user_id(), shard_count);
-    let (key, value) = match item {
-        AccountItem::Account(a) => (
-            keys::account_key(mandator, shard, &a.user_id, &a.account_id),
-            serde_json::to_vec(&StoredAccount {
-                account_type: a.account_type,
-                currency: a.currency,
-                balance: a.balance,
-                balance_date: a.balance_date,
-            }),
-        ),
-        AccountItem::Transaction { user_id, account_id, transaction: t } => (
-            keys::transaction_key(mandator, shard, user_id, account_id, t.booking_date, &t.transaction_id),
-            serde_json::to_vec(&StoredTransaction {
-                amount: t.amount,
-                currency: t.currency,
-                counterpart_name: t.counterpart_name.clone(),
-                purpose: t.purpose.clone(),
-                labels: t.labels.clone(),
-            }),
-        ),
-    };
-    let value = value.map_err(|e| StoreError::unavailable("encoding account data", e))?;
-    Ok((key, value))
+fn decode_user(key: &str, user: &UserId, value: &[u8]) -> Result<StoredUser, StoreError> {
+    let (version, record) = split_value(value, key)?;
+    let data = snapshot::decode(user.clone(), record).map_err(|e| corrupt("user record", key, e))?;
+    Ok(StoredUser { data, version })
 }
 
 #[async_trait]
@@ -127,79 +102,34 @@ impl AccountSource for EmbeddedStore {
     }
 }
 
-/// Walks one shard in key order, hands its items to the [`UserAssembler`] and sends each user
-/// once all its items are read. Returns early, without error, when the consumer has dropped the
-/// stream.
+/// Walks one shard in key order on one read snapshot and sends each user decoded. Returns early,
+/// without error, when the consumer has dropped the stream.
 fn walk_shard(db: &Database, prefix: &str, tx: &mpsc::Sender<Result<UserData, StoreError>>) -> Result<(), StoreError> {
     const WHAT: &str = "reading a shard";
     let read = db.begin_read().or_unavailable(WHAT)?;
-    let table = read.open_table(ACCOUNT_DATA).or_unavailable(WHAT)?;
+    let table = read.open_table(USERS).or_unavailable(WHAT)?;
     let end = keys::prefix_end(prefix);
-    let mut assembler = UserAssembler::new();
-    // A transaction written without its account (the importer never does that) would silently
-    // change the user's balances if left out, so the shard is unreadable.
-    let corrupt_shard = |e: AssemblyError| StoreError::Corrupt(format!("{e} (shard {prefix:?})"));
     for entry in table.range(prefix..end.as_str()).or_unavailable(WHAT)? {
         let (key, value) = entry.or_unavailable(WHAT)?;
         let key = key.value();
-        let sort_key = key
-            .strip_prefix(prefix)
-            .and_then(SortKey::parse)
-            .ok_or_else(|| StoreError::Corrupt(format!("unexpected account data key {key:?}")))?;
-        let item = match sort_key {
-            SortKey::Account { user, account } => {
-                let stored: StoredAccount =
-                    serde_json::from_slice(value.value()).map_err(|e| corrupt("account", key, e))?;
-                AccountItem::Account(Account {
-                    account_id: parse_id::<AccountId>(account, key)?,
-                    user_id: parse_id::<UserId>(user, key)?,
-                    account_type: stored.account_type,
-                    currency: stored.currency,
-                    balance: stored.balance,
-                    balance_date: stored.balance_date,
-                })
-            }
-            SortKey::Transaction { user, account, booking_date, transaction } => {
-                let stored: StoredTransaction =
-                    serde_json::from_slice(value.value()).map_err(|e| corrupt("transaction", key, e))?;
-                AccountItem::Transaction {
-                    user_id: parse_id::<UserId>(user, key)?,
-                    account_id: parse_id::<AccountId>(account, key)?,
-                    transaction: Transaction {
-                        transaction_id: parse_id::<TransactionId>(transaction, key)?,
-                        booking_date: booking_date.parse().map_err(|e| corrupt("booking date in key", key, e))?,
-                        amount: stored.amount,
-                        currency: stored.currency,
-                        counterpart_name: stored.counterpart_name,
-                        purpose: stored.purpose,
-                        labels: stored.labels,
-                    },
-                }
-            }
-        };
-        match assembler.push(item) {
-            Ok(Some(done)) => {
-                if tx.blocking_send(Ok(done)).is_err() {
-                    return Ok(());
-                }
-            }
-            Ok(None) => {}
-            Err(e) => return Err(corrupt_shard(e)),
+        let user = user_of_key(key, prefix)?;
+        let stored = decode_user(key, &user, value.value())?;
+        if tx.blocking_send(Ok(stored.data)).is_err() {
+            return Ok(());
         }
-    }
-    if let Some(done) = assembler.finish().map_err(corrupt_shard)? {
-        // An error here only means the consumer stopped listening.
-        let _ = tx.blocking_send(Ok(done));
     }
     Ok(())
 }
 
-fn parse_id<T: std::str::FromStr<Err: std::fmt::Display>>(s: &str, key: &str) -> Result<T, StoreError> {
-    s.parse().map_err(|e| corrupt("id in key", key, e))
+fn user_of_key(key: &str, prefix: &str) -> Result<UserId, StoreError> {
+    key.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix("U#"))
+        .and_then(|user| UserId::parse(user).ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("unexpected user record key {key:?}")))
 }
 
 #[async_trait]
-impl AccountSink for EmbeddedStore {
+impl UserStore for EmbeddedStore {
     async fn ensure_shard_count(&self, mandator: &MandatorId, shard_count: u32) -> Result<(), StoreError> {
         let key = keys::mandator_key(mandator);
         let mandator = mandator.clone();
@@ -226,37 +156,133 @@ impl AccountSink for EmbeddedStore {
         .await
     }
 
-    async fn put_items(
+    async fn get_user(
         &self,
         mandator: &MandatorId,
         shard_count: u32,
-        items: &[AccountItem],
-    ) -> Result<(), StoreError> {
-        let encoded =
-            items.iter().map(|item| encode_item(mandator, shard_count, item)).collect::<Result<Vec<_>, _>>()?;
-        let owners: Vec<(String, String)> = items
-            .iter()
-            .filter_map(|item| match item {
-                AccountItem::Account(a) => Some((directory_key(mandator, &a.account_id), a.user_id.to_string())),
-                AccountItem::Transaction { .. } => None,
-            })
-            .collect();
-        self.blocking("writing account data", move |db| {
-            const WHAT: &str = "writing account data";
-            let write = db.begin_write().or_unavailable(WHAT)?;
-            {
-                let mut directory = write.open_table(ACCOUNT_USERS).or_unavailable(WHAT)?;
-                for (key, user) in &owners {
-                    directory.insert(key.as_str(), user.as_str()).or_unavailable(WHAT)?;
-                }
-                let mut table = write.open_table(ACCOUNT_DATA).or_unavailable(WHAT)?;
-                for (key, value) in &encoded {
-                    table.insert(key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
-                }
-            }
-            write.commit().or_unavailable(WHAT)
+        user: &UserId,
+    ) -> Result<Option<StoredUser>, StoreError> {
+        let key = keys::user_key(mandator, shard_of(user, shard_count), user);
+        let user = user.clone();
+        self.blocking("reading a user", move |db| {
+            const WHAT: &str = "reading a user";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(USERS).or_unavailable(WHAT)?;
+            let value = table.get(key.as_str()).or_unavailable(WHAT)?;
+            value.map(|v| decode_user(&key, &user, v.value())).transpose()
         })
         .await
+    }
+
+    async fn put_user(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        data: &UserData,
+        expected: Option<u64>,
+    ) -> Result<u64, UserWriteError> {
+        let record = snapshot::encode(data)?;
+        let user = data.user_id.clone();
+        let key = keys::user_key(mandator, shard_of(&user, shard_count), &user);
+        let accounts: BTreeSet<AccountId> = data.accounts.iter().map(|a| a.account.account_id.clone()).collect();
+        let mandator = mandator.clone();
+        self.blocking("writing a user", move |db| {
+            const WHAT: &str = "writing a user";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            let version = {
+                let mut users = write.open_table(USERS).or_unavailable(WHAT)?;
+                let previous = match users.get(key.as_str()).or_unavailable(WHAT)? {
+                    Some(v) => Some(decode_user(&key, &user, v.value())?),
+                    None => None,
+                };
+                if previous.as_ref().map(|p| p.version) != expected {
+                    return Ok(Err(UserWriteError::VersionChanged));
+                }
+                let mut directory = write.open_table(ACCOUNT_USERS).or_unavailable(WHAT)?;
+                for account in &accounts {
+                    let entry = directory_key(&mandator, account);
+                    if let Some(holder) = directory.get(entry.as_str()).or_unavailable(WHAT)? {
+                        let holder = holder.value();
+                        if holder != user.as_str() {
+                            let holder = UserId::parse(holder).map_err(|e| corrupt("account directory", &entry, e))?;
+                            // Dropping the transaction unwritten leaves everything as it was.
+                            return Ok(Err(UserWriteError::AccountHeld { account: account.clone(), holder }));
+                        }
+                    }
+                    directory.insert(entry.as_str(), user.as_str()).or_unavailable(WHAT)?;
+                }
+                let dropped = previous
+                    .iter()
+                    .flat_map(|p| p.data.accounts.iter().map(|a| &a.account.account_id))
+                    .filter(|a| !accounts.contains(*a));
+                for account in dropped {
+                    directory.remove(directory_key(&mandator, account).as_str()).or_unavailable(WHAT)?;
+                }
+                let version = next_version(expected);
+                users.insert(key.as_str(), stored_value(version, &record).as_slice()).or_unavailable(WHAT)?;
+                version
+            };
+            write.commit().or_unavailable(WHAT)?;
+            Ok(Ok(version))
+        })
+        .await?
+    }
+
+    async fn delete_user(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        user: &UserId,
+        expected: u64,
+    ) -> Result<(), UserWriteError> {
+        let key = keys::user_key(mandator, shard_of(user, shard_count), user);
+        let user = user.clone();
+        let mandator = mandator.clone();
+        self.blocking("erasing a user", move |db| {
+            const WHAT: &str = "erasing a user";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            {
+                let mut users = write.open_table(USERS).or_unavailable(WHAT)?;
+                let previous = match users.get(key.as_str()).or_unavailable(WHAT)? {
+                    Some(v) => decode_user(&key, &user, v.value())?,
+                    None => return Ok(Err(UserWriteError::VersionChanged)),
+                };
+                if previous.version != expected {
+                    return Ok(Err(UserWriteError::VersionChanged));
+                }
+                let mut directory = write.open_table(ACCOUNT_USERS).or_unavailable(WHAT)?;
+                for account in previous.data.accounts.iter().map(|a| &a.account.account_id) {
+                    directory.remove(directory_key(&mandator, account).as_str()).or_unavailable(WHAT)?;
+                }
+                users.remove(key.as_str()).or_unavailable(WHAT)?;
+            }
+            write.commit().or_unavailable(WHAT)?;
+            Ok(Ok(()))
+        })
+        .await?
+    }
+
+    fn user_ids<'a>(&'a self, mandator: &'a MandatorId, shard: u32) -> BoxStream<'a, Result<UserId, StoreError>> {
+        let prefix = keys::shard_prefix(mandator, shard);
+        let read = self.blocking("listing users", move |db| {
+            const WHAT: &str = "listing users";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(USERS).or_unavailable(WHAT)?;
+            let end = keys::prefix_end(&prefix);
+            let mut ids = Vec::new();
+            for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)? {
+                let (key, _) = entry.or_unavailable(WHAT)?;
+                ids.push(user_of_key(key.value(), &prefix)?);
+            }
+            Ok(ids)
+        });
+        // Ids are a few dozen bytes each: a shard's list is held at once, its records are not.
+        stream::once(read)
+            .flat_map(|ids| match ids {
+                Ok(ids) => stream::iter(ids.into_iter().map(Ok)).boxed(),
+                Err(e) => stream::iter([Err(e)]).boxed(),
+            })
+            .boxed()
     }
 }
 
@@ -275,7 +301,7 @@ impl AccountDirectory for EmbeddedStore {
             let mut out = BTreeMap::new();
             for (key, account) in keys {
                 if let Some(user) = directory.get(key.as_str()).or_unavailable(WHAT)? {
-                    out.insert(account, parse_id::<UserId>(user.value(), &key)?);
+                    out.insert(account, UserId::parse(user.value()).map_err(|e| corrupt("account directory", &key, e))?);
                 }
             }
             Ok(out)

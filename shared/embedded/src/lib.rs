@@ -3,8 +3,9 @@
 //! same contract tests run against it and against DynamoDB and S3.
 //!
 //! Tables (the embedded counterpart of docs/storage.md):
-//! - `account_data`: `M#{mandator}#S#{shard}#U#{userId}#A#{accountId}[#T#{bookingDate}#{transactionId}]`
-//!   → the rest of the account or transaction, so one range scan per shard yields users in order.
+//! - `users`: `M#{mandator}#S#{shard}#U#{userId}` → the user's version and record (the compressed
+//!   form of `segments_core::snapshot`, as in DynamoDB), so one range scan per shard yields users
+//!   in order.
 //! - `shard_counts`: `M#{mandator}` → the mandator's shard count.
 //! - `account_users`: `M#{mandator}#A#{accountId}` → the userId holding the account (the account
 //!   directory; accountIds are unique per mandator).
@@ -15,7 +16,7 @@
 //!   raised in the write transaction that completes the job.
 //! - `results`: object key → bytes.
 //!
-//! Values are JSON of small private records: compact enough, readable when debugging, and amounts
+//! Other values are JSON of small private records: compact enough, readable when debugging, and amounts
 //! stay exact decimal numbers. redb is synchronous, so every call runs on the blocking pool.
 //! Nothing expires here: unlike DynamoDB's TTL and S3's lifecycle rule, expired jobs and results
 //! stay in the file (readers still treat expired jobs as unknown).
@@ -46,7 +47,6 @@ pub use queue::EmbeddedQueue;
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "segments.redb";
 
-const ACCOUNT_DATA: TableDefinition<&str, &[u8]> = TableDefinition::new("account_data");
 const SHARD_COUNTS: TableDefinition<&str, u32> = TableDefinition::new("shard_counts");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const RESULTS: TableDefinition<&str, &[u8]> = TableDefinition::new("results");
@@ -59,7 +59,7 @@ const USAGE: TableDefinition<&str, u64> = TableDefinition::new(segments_core::jo
 const CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// A redb database in a data directory, implementing [`AccountSource`](segments_core::ports::AccountSource),
-/// [`AccountSink`](segments_core::ports::AccountSink), [`JobStore`](segments_core::ports::JobStore) and
+/// [`UserStore`](segments_core::ports::UserStore), [`JobStore`](segments_core::ports::JobStore) and
 /// [`ResultStore`](segments_core::ports::ResultStore). Clones share the open database; it closes when the
 /// last clone (and the last shard stream reading from it) is dropped.
 #[derive(Clone)]
@@ -93,7 +93,7 @@ impl EmbeddedStore {
         // Create every table once, so readers never meet a missing table.
         let write = db.begin_write().or_unavailable("creating tables")?;
         {
-            write.open_table(ACCOUNT_DATA).or_unavailable("creating tables")?;
+            write.open_table(accounts::USERS).or_unavailable("creating tables")?;
             write.open_table(SHARD_COUNTS).or_unavailable("creating tables")?;
             write.open_table(accounts::ACCOUNT_USERS).or_unavailable("creating tables")?;
             write.open_table(JOBS).or_unavailable("creating tables")?;
@@ -102,6 +102,7 @@ impl EmbeddedStore {
             write.open_table(USAGE).or_unavailable("creating tables")?;
         }
         write.commit().or_unavailable("creating tables")?;
+        refuse_earlier_layout(&db, &path)?;
         Ok(EmbeddedStore { db: Arc::new(db), path: Arc::new(path) })
     }
 
@@ -126,6 +127,27 @@ impl EmbeddedStore {
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || work(&db)).await.map_err(|e| StoreError::unavailable(what, e))?
     }
+}
+
+/// Refuses a database whose account data is still in the layout before per-user records (one
+/// entry per account and per transaction): reading it as empty would silently drop every user.
+fn refuse_earlier_layout(db: &Database, path: &Path) -> Result<(), StoreError> {
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableError};
+    const WHAT: &str = "checking the account data layout";
+    let read = db.begin_read().or_unavailable(WHAT)?;
+    let entries = match read.open_table(accounts::EARLIER_LAYOUT) {
+        Ok(table) => table.len().or_unavailable(WHAT)?,
+        Err(TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(StoreError::unavailable(WHAT, redb::Error::from(e))),
+    };
+    if entries > 0 {
+        return Err(StoreError::Corrupt(format!(
+            "{} holds account data in the earlier layout (one entry per account and transaction); \
+             import the data again with `segments import` into a new data directory",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Translates redb's errors: a corrupted file is `Corrupt` (retrying will not help), anything
