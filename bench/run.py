@@ -27,6 +27,11 @@ RELEASE = os.path.join(ROOT, "target", "release")
 SEGMENTS = os.path.join(RELEASE, "segments")
 BENCH = os.path.join(RELEASE, "segments-bench")
 PARAMS = os.path.join(HERE, "params.json")
+# One core for the measurements that compare one core of the service against DuckDB on all.
+ONE_CORE = ["taskset", "-c", "0"] if shutil.which("taskset") else []
+# The layout before per-user records, measured by this script on 8ce7922 (2026-11-29): item data
+# per transaction with one item per account and per transaction.
+BYTES_PER_TRANSACTION_BEFORE = 269
 SEED = 42
 MANDATOR = "bench-bank"
 END_DATE = "2026-11-20"  # balance date of the generated data; params.json asks asOf 2026-11-10
@@ -98,29 +103,41 @@ def best_of(runs, key="seconds"):
 def compute_comparison(users, scratch, repeats):
     data, summary = generate(users, scratch)
     out = os.path.join(scratch, f"results-{users}")
-    rust_dir, duck1_dir, duckn_dir = (os.path.join(out, n) for n in ("service", "duckdb-1", "duckdb-all"))
-    for d in (rust_dir, duck1_dir, duckn_dir):
+    rust_dir, duck1_dir, duckn_dir, stored_dir = (os.path.join(out, n) for n in ("service", "duckdb-1", "duckdb-all",
+                                                                                "stored"))
+    for d in (rust_dir, duck1_dir, duckn_dir, stored_dir):
         shutil.rmtree(d, ignore_errors=True)
     nproc = os.cpu_count() or 1
-    rust, duck1, duckn, read = [], [], [], []
+    rust, duck1, duckn, read, stored = [], [], [], [], []
     for i in range(repeats):
         log(f"[{users} users] run {i + 1}/{repeats}: service (1 core), DuckDB threads=1, DuckDB threads={nproc} (load {load()})")
         rust.append(timed_json([BENCH, "compute", "--data", data, "--params", PARAMS, "--out", rust_dir]))
-        read.append(timed_json([BENCH, "read", "--data", data]))
+        read.append(timed_json(ONE_CORE + [BENCH, "read", "--data", data]))
+        # Pinned to one core: the embedded store reads on a thread of its own.
+        stored.append(timed_json(ONE_CORE + [BENCH, "compute-stored", "--data", data, "--params", PARAMS,
+                                             "--store", os.path.join(out, "store"), "--out", stored_dir]))
         for threads, runs, d in ((1, duck1, duck1_dir), (nproc, duckn, duckn_dir)):
             runs.append(timed_json([sys.executable, os.path.join(HERE, "duckdb_segments.py"), "--data", data,
                                     "--params", PARAMS, "--out", d, "--threads", str(threads)]))
     checks = {
         "DuckDB threads=1": compare.compare(rust_dir, duck1_dir),
         f"DuckDB threads={nproc}": compare.compare(rust_dir, duckn_dir),
+        f"stored records vs DuckDB threads={nproc}": compare.compare(stored_dir, duckn_dir),
     }
-    return {"users": users, "data": summary, "service": rust, "read": read, "duckdb1": duck1, "duckdbAll": duckn,
+    return {"users": users, "data": summary, "service": rust, "read": read, "stored": stored,
+            "duckdb1": duck1, "duckdbAll": duckn,
             "checks": checks, "nproc": nproc, "load": load()}
 
 
 def hotpath(data):
     log(f"worker hot path (load {load()}) ...")
-    return json.loads(sh([BENCH, "hotpath", "--data", data, "--params", PARAMS, "--items", "200000", "--repeats", "2"]))
+    return json.loads(sh([BENCH, "hotpath", "--data", data, "--params", PARAMS, "--transactions", "600000",
+                          "--repeats", "2"]))
+
+
+def storage(data):
+    log("stored bytes per transaction ...")
+    return json.loads(sh([BENCH, "storage", "--data", data]))
 
 
 def shard_memory(data, transactions, segment_type):
@@ -246,7 +263,7 @@ def mib(kib):
     return f"{kib / 1024:.1f} MiB"
 
 
-def report(env, comparisons, hot, memories, requests, start, sizes, costs):
+def report(env, comparisons, hot, memories, requests, start, sizes, costs, stored_bytes):
     L = []
     w = L.append
     w(f"Measured {env['date']} on {env['nproc']} × {env['cpu']}, commit {env['commit']}.")
@@ -294,27 +311,72 @@ def report(env, comparisons, hot, memories, requests, start, sizes, costs):
           f"DuckDB phases of its best all-cores run: "
           + ", ".join(f"{k} {v:.2f} s" for k, v in dn["phases"].items()) + f". Load at the end: {c['load']}.")
         w("")
+    w("### Stored records against DuckDB")
+    w("")
+    w("All five segment types computed from the stored records (embedded store: read, decode, compute, "
+      "write each type's entries in userId order; `segments-bench compute-stored`, pinned to one core) against "
+      "DuckDB's five queries over its already loaded tables on all cores (the sum of its query phases, load "
+      "excluded). Target ≥ 5×.")
+    w("")
+    w("| users | stored records, 1 core | DuckDB queries, all cores | ratio | target ≥ 5× | results identical |")
+    w("|---:|---:|---:|---:|---|---|")
+    for c in comparisons:
+        st, dn = best_of(c["stored"]), best_of(c["duckdbAll"])
+        queries = sum(v for k, v in dn["phases"].items() if k != "load")
+        chk = c["checks"][f"stored records vs DuckDB threads={c['nproc']}"]
+        identical = all(not p for (_, _, p) in chk.values())
+        x = queries / st["seconds"]
+        w(f"| {c['users']:,} | {fmt_s(st['seconds'])} | {fmt_s(queries)} (threads={c['nproc']}) | **{x:.1f}×** | "
+          f"{'met' if x >= 5 else '**not met**'} | {'yes, all five types' if identical else '**NO**'} |")
+    w("")
+    w("Reading and parsing the NDJSON files on one core (`segments-bench read`, pinned) against DuckDB's "
+      "`read_json` load of the same files on all cores. Target: at least as fast (ratio ≥ 1).")
+    w("")
+    w("| users | NDJSON | read + parse, 1 core | DuckDB load, all cores | ratio | target ≥ 1× |")
+    w("|---:|---:|---:|---:|---:|---|")
+    for c in comparisons:
+        rd, dn = best_of(c["read"]), best_of(c["duckdbAll"])
+        x = dn["phases"]["load"] / rd["seconds"]
+        w(f"| {c['users']:,} | {c['data']['bytes'] / 1e9:.2f} GB | {fmt_s(rd['seconds'])} | "
+          f"{fmt_s(dn['phases']['load'])} | **{x:.2f}×** | {'met' if x >= 1 else '**not met**'} |")
+    w("")
+    if stored_bytes:
+        sb = stored_bytes
+        bpt = sb["bytesPerTransaction"]
+        w("### Stored bytes")
+        w("")
+        w(f"{sb['users']:,} users, {sb['transactions']:,} transactions stored as {sb['items']:,} DynamoDB items "
+          f"({sb['usersWithSeveralBlocks']} users needed more than one block; the largest user is "
+          f"{sb['largestUserBytes'] / 1024:.1f} KiB). Item data by DynamoDB's size rules (attribute names and "
+          f"values of `pk`, `sk`, `v`, `n`, `b`):")
+        w("")
+        w("| layout | bytes per transaction | target ≤ 20 B |")
+        w("|---|---:|---|")
+        w(f"| one item per account and per transaction (before, 8ce7922) | {BYTES_PER_TRANSACTION_BEFORE} B | — |")
+        w(f"| one compressed record per user, in blocks (now) | **{bpt:.1f} B** | "
+          f"{'met' if bpt <= 20 else '**not met**'} |")
+        w("")
     if hot:
         w("### Worker hot path")
         w("")
-        avg = hot["averageItemBytes"]
-        partition_items = 3000 * 8192 / avg
-        w(f"{hot['items']:,} items ({hot['pages']} full pages, {avg:.0f} B of item data per item, "
-          f"{hot['averageWireBytes']:.0f} B of JSON on the wire) through the SDK and the worker's adapter, one core. "
-          f"One partition delivers 3,000 RRU/s × 8 KB = 24.6 MB/s = **{partition_items:,.0f} items/s** of these; "
-          f"target 4× = {4 * partition_items:,.0f} items/s.")
+        partition = 3000 * 8192
+        w(f"{hot['users']:,} users, {hot['transactions']:,} transactions in {hot['items']:,} items "
+          f"({hot['itemBytes'] / 1e6:.1f} MB of item data, {hot['pages']} full pages) through the SDK and the "
+          f"worker's adapter, one core. One partition delivers 3,000 RRU/s × 8 KB = **24.6 MB/s** of item data; "
+          f"target: decode and compute ≥ 4× that per core = 98.3 MB per CPU second.")
         w("")
-        w("| what | items per CPU second (one core) | × one partition's rate | target ≥ 4× | items/s of wall time |")
+        w("| what | item data per CPU second | × one partition's rate | target ≥ 4× | transactions per CPU second |")
         w("|---|---:|---:|---|---:|")
         for r in hot["rates"]:
-            x = r["itemsPerCpuSecond"] / partition_items
+            x = r["itemBytesPerCpuSecond"] / partition
             verdict = "—" if r["what"] == "sdkOnly" else ("met" if x >= 4 else "**not met**")
-            w(f"| {r['what']} | {r['itemsPerCpuSecond']:,.0f} | {x:.1f}× | {verdict} | {r['itemsPerSecond']:,.0f} |")
+            w(f"| {r['what']} | {r['itemBytesPerCpuSecond'] / 1e6:,.1f} MB | {x:.1f}× | {verdict} | "
+              f"{r['transactionsPerCpuSecond']:,.0f} |")
         w("")
     if memories:
         w("### Memory")
         w("")
-        w("| segment type | transactions in the shard | users | Query calls | read units | peak RSS (VmHWM) | target < 64 MiB |")
+        w("| segment type | the shard | users | Query calls | read units | peak RSS (VmHWM) | target < 64 MiB |")
         w("|---|---:|---:|---:|---:|---:|---|")
         for m in memories:
             w(f"| {m['segmentType']} | {m['items']:,} items ({m['transactionsLimit']:,}+ tx) | {m['users']:,} | "
@@ -377,9 +439,17 @@ def cost_section(items_per_user, item_bytes, items_per_second):
     rows.append("")
     rows.extend(rec)
     rows.append("")
-    rows.append(f"Inputs measured above: {items_per_user:.1f} items per user, {item_bytes:.0f} B per item, "
-                f"{items_per_second:,.0f} items/s per core (slowest segment type). Assumed prices and limits "
-                f"(`bench/cost.py`):")
+    one_m, ten_m = cost.recommend(1_000_000, **kw), cost.recommend(10_000_000, **kw)
+    rows.append("| target | model | verdict |")
+    rows.append("|---|---:|---|")
+    rows.append(f"| 1 M-user job ≤ $0.10 (was $1.32) | ${one_m['totalUsd']:.3f} | "
+                f"{'met' if one_m['totalUsd'] <= 0.10 else '**not met**'} |")
+    rows.append(f"| 10 M-user job ≤ 5 min at the default 40,000 read units/s (was 74 min) | "
+                f"{ten_m['wallSeconds'] / 60:.1f} min | {'met' if ten_m['wallSeconds'] <= 300 else '**not met**'} |")
+    rows.append("")
+    rows.append(f"Inputs measured above: one record per user of {item_bytes:,.0f} B of item data, "
+                f"{items_per_second:,.0f} users/s per core (the slowest segment type's rate). Assumed prices and "
+                f"limits (`bench/cost.py`):")
     rows.append("")
     rows.append("```json\n" + json.dumps(cost.ASSUMPTIONS, indent=1) + "\n```")
     return "\n".join(rows)
@@ -402,10 +472,13 @@ def main():
     main_data, main_summary = generate(a.users, a.scratch)
 
     hot = hotpath(main_data)
+    stored_bytes = storage(main_data)
     memories = []
     if main_summary["transactions"] >= 1_000_000:
-        for t, n in (("financialBreakdown", 1_000_000), ("financialBreakdown", 250_000)):
-            memories.append(shard_memory(main_data, n, t))
+        for t, n in (("financialBreakdown", 2_500_000), ("financialBreakdown", 1_000_000),
+                     ("financialBreakdown", 250_000)):
+            if main_summary["transactions"] >= n:
+                memories.append(shard_memory(main_data, n, t))
 
     requests = None
     if not a.no_requests:
@@ -417,16 +490,18 @@ def main():
 
     start = startup(os.path.join(RELEASE, "worker-low-balance"))
     sizes_ = binary_sizes()
-    items_per_user = (main_summary["accounts"] + main_summary["transactions"]) / main_summary["users"]
-    slowest = min(r["itemsPerCpuSecond"] for r in hot["rates"] if r["what"] != "sdkOnly")
-    costs = cost_section(items_per_user, hot["averageItemBytes"], slowest)
+    # The cost model counts items: here an item is a user's record (its blocks counted in its size).
+    bytes_per_user = stored_bytes["bytesPerUser"]
+    tx_per_user = stored_bytes["transactions"] / stored_bytes["users"]
+    slowest = min(r["transactionsPerCpuSecond"] for r in hot["rates"] if r["what"] != "sdkOnly")
+    costs = cost_section(1.0, bytes_per_user, slowest / tx_per_user)
 
-    md = report(env, comparisons, hot, memories, requests, start, sizes_, costs)
+    md = report(env, comparisons, hot, memories, requests, start, sizes_, costs, stored_bytes)
     path = os.path.join(a.scratch, "report.md")
     with open(path, "w") as f:
         f.write(md + "\n")
     with open(os.path.join(a.scratch, "raw.json"), "w") as f:
-        json.dump({"env": env, "comparisons": comparisons, "hotpath": hot, "memory": memories,
+        json.dump({"env": env, "comparisons": comparisons, "hotpath": hot, "storage": stored_bytes, "memory": memories,
                    "requests": requests, "startup": start, "sizes": sizes_}, f, indent=1, default=str)
     print(md)
     log(f"\nreport written to {path}")

@@ -14,9 +14,9 @@ use segments_aws as aws;
 use segments_core::config::ServiceConfig;
 use segments_core::domain::MandatorId;
 use segments_core::domain::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
-use segments_core::ports::{AccountSink, AccountSource};
+use segments_core::imports::{ImportMode, ImportRecord};
 use segments_core::usecases::Services;
-use segments_core::usecases::import::{self, ImportOptions};
+use segments_core::usecases::import::{ImportError, ImportOptions, ImportPhase, ImportProgress, Importer};
 use segments_embedded::{EmbeddedStore, LocalLinks};
 
 use crate::progress::Progress;
@@ -66,7 +66,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1000)]
     pub demo_users: u64,
     /// Use the AWS adapters (DynamoDB, S3, SQS) configured by the usual AWS environment and
-    /// ACCOUNT_DATA_TABLE, JOBS_TABLE, RESULTS_BUCKET, <TYPE>_QUEUE_URL.
+    /// ACCOUNT_DATA_TABLE, JOBS_TABLE, RESULTS_BUCKET, SEGMENTS_TABLE, <TYPE>_QUEUE_URL,
+    /// IMPORT_QUEUE_URL.
     #[arg(long)]
     pub aws: bool,
     /// Jobs run at once by the in-process workers.
@@ -133,6 +134,10 @@ pub struct ImportArgs {
     /// Mandator to import; every line must belong to it (default: the first line's).
     #[arg(long)]
     pub mandator: Option<String>,
+    /// `upsertUsers` replaces each user of the files as a unit and leaves the mandator's other
+    /// users; `replaceMandator` also erases every stored user the files do not contain.
+    #[arg(long, default_value = "upsertUsers", value_parser = parse_mode)]
+    pub mode: ImportMode,
     /// Shards the mandator's data is spread over. Fixed at its first import (default 16); later
     /// imports use the recorded count.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=MAX_SHARD_COUNT as i64))]
@@ -140,6 +145,10 @@ pub struct ImportArgs {
     /// Print a JSON summary.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_mode(s: &str) -> Result<ImportMode, String> {
+    ImportMode::parse(s).ok_or_else(|| format!("{s:?} is not upsertUsers or replaceMandator"))
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +198,9 @@ async fn callback_secret(a: CallbackSecretArgs) -> anyhow::Result<()> {
 }
 
 pub const DEMO_MANDATOR: &str = "demo-bank";
+/// The folder of the data directory where the runner's import worker downloads and spills: it is
+/// emptied before and after every import.
+pub const IMPORT_SCRATCH_DIR: &str = "import-scratch";
 
 fn token(a: TokenArgs) -> anyhow::Result<()> {
     MandatorId::parse(&a.mandator).with_context(|| format!("--mandator {:?}", a.mandator))?;
@@ -250,87 +262,107 @@ fn write_generated(config: &GenerateConfig, out: &Path, quiet: bool) -> anyhow::
 
 async fn import_files(a: ImportArgs) -> anyhow::Result<()> {
     let mandator = match &a.mandator {
-        Some(m) => Some(MandatorId::parse(m).with_context(|| format!("--mandator {m:?}"))?),
-        None => None,
+        Some(m) => MandatorId::parse(m).with_context(|| format!("--mandator {m:?}"))?,
+        None => first_mandator(&[&a.accounts, &a.transactions])?
+            .context("nothing to import: no line of the files names a mandator (or give --mandator)")?,
     };
-    let (sink, source): (Arc<dyn AccountSink>, Arc<dyn AccountSource>) = if a.aws {
+    let importer = if a.aws {
         let resources = aws::AwsResources::from_env()?;
+        let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
         let clients = aws::AwsClients::from_env().await;
-        let accounts = Arc::new(aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
-        (accounts.clone(), accounts)
+        aws::importer(&clients, &resources, &segments_table)
     } else {
-        let store = Arc::new(EmbeddedStore::open(&a.data.data_dir)?);
-        (store.clone(), store)
+        embedded_importer(EmbeddedStore::open(&a.data.data_dir)?)
     };
-    let shards = match (a.shards, &mandator) {
-        (Some(n), _) => n,
-        (None, Some(m)) => source.shard_count(m).await?.unwrap_or(DEFAULT_SHARD_COUNT),
-        (None, None) => match first_mandator(&a.accounts)? {
-            Some(m) => source.shard_count(&m).await?.unwrap_or(DEFAULT_SHARD_COUNT),
-            None => DEFAULT_SHARD_COUNT,
-        },
-    };
-    let report = run_import(sink.as_ref(), &a.accounts, &a.transactions, mandator, shards, a.json).await?;
+    let record = run_import(&importer, &mandator, a.mode, &a.accounts, &a.transactions, a.shards, a.json).await?;
+    let shard_count = importer.users.shard_count(&mandator).await?.unwrap_or(DEFAULT_SHARD_COUNT);
+    let counts = record.counts;
     if a.json {
         let json = serde_json::json!({
-            "mandator": report.mandator, "shardCount": report.shard_count, "users": report.users,
-            "accounts": report.accounts, "transactions": report.transactions,
+            "mandator": mandator, "importId": record.import_id, "mode": record.mode.as_str(),
+            "shardCount": shard_count, "users": counts.users, "accounts": counts.accounts,
+            "transactions": counts.transactions, "erasedUsers": counts.erased_users,
         });
         println!("{json}");
     } else {
+        let erased = match counts.erased_users {
+            0 => String::new(),
+            n => format!(", erased {n} other users"),
+        };
         eprintln!(
-            "imported {} users, {} accounts, {} transactions for mandator {} ({} shards)",
-            report.users, report.accounts, report.transactions, report.mandator, report.shard_count
+            "imported {} users, {} accounts, {} transactions for mandator {mandator} ({shard_count} shards){erased}",
+            counts.users, counts.accounts, counts.transactions
         );
     }
     Ok(())
 }
 
-/// The mandator of the first line of an accounts file, to find its recorded shard count. The
-/// importer validates every line again; this only peeks.
-fn first_mandator(accounts: &Path) -> anyhow::Result<Option<MandatorId>> {
-    use std::io::BufRead;
-    let file = File::open(accounts).with_context(|| format!("opening {}", accounts.display()))?;
-    let Some(line) = std::io::BufReader::new(file).lines().next() else { return Ok(None) };
-    let line = line.with_context(|| format!("reading {}", accounts.display()))?;
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim_start_matches('\u{feff}')) else {
-        return Ok(None);
-    };
-    Ok(value["mandatorId"].as_str().and_then(|m| MandatorId::parse(m).ok()))
+/// The importer over the embedded store.
+fn embedded_importer(store: EmbeddedStore) -> Importer {
+    let store = Arc::new(store);
+    Importer { users: store.clone(), imports: store.clone(), segments: store }
 }
 
+/// The mandator of the first line of the files that names a valid one: the mandator of the
+/// import when none is given. The importer validates every line; this only peeks.
+fn first_mandator(files: &[&Path]) -> anyhow::Result<Option<MandatorId>> {
+    use std::io::BufRead;
+    // A file whose first lines name no mandator is broken; the import reports it line by line.
+    const PEEKED_LINES: usize = 1000;
+    for path in files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        for line in std::io::BufReader::new(file).lines().take(PEEKED_LINES) {
+            let line = line.with_context(|| format!("reading {}", path.display()))?;
+            let Ok(value) = serde_json::from_str::<serde_json::Value>(line.trim_start_matches('\u{feff}')) else {
+                continue;
+            };
+            if let Some(m) = value["mandatorId"].as_str().and_then(|m| MandatorId::parse(m).ok()) {
+                return Ok(Some(m));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Creates an import of the two files and runs it, with a progress bar per phase. Bad lines are
+/// printed one per line (`file:line: reason`, or JSON with `--json`).
 async fn run_import(
-    sink: &dyn AccountSink,
+    importer: &Importer,
+    mandator: &MandatorId,
+    mode: ImportMode,
     accounts: &Path,
     transactions: &Path,
-    mandator: Option<MandatorId>,
-    shard_count: u32,
+    shard_count: Option<u32>,
     quiet: bool,
-) -> anyhow::Result<import::ImportReport> {
-    // One bar per phase, over the bytes of both files.
-    let mut progress: Option<(import::ImportPhase, Progress)> = None;
-    let options = ImportOptions { mandator, shard_count };
-    let report = import::import_files(sink, accounts, transactions, options, |p: import::ImportProgress| {
-        if progress.as_ref().is_none_or(|(phase, _)| *phase != p.phase) {
-            if let Some((_, bar)) = progress.take() {
-                bar.finish();
+) -> anyhow::Result<ImportRecord> {
+    let record = ImportRecord::new(mandator.clone(), mode, chrono::Utc::now());
+    importer.imports.create_import(&record).await.context("creating the import's record")?;
+    let options = ImportOptions { shard_count, ..ImportOptions::default() };
+    // One bar per phase (and per round of writing), over what the phase counts.
+    let mut progress: Option<(ImportPhase, u64, Progress)> = None;
+    let result = importer
+        .run(record, accounts, transactions, &options, |p: ImportProgress| {
+            if progress.as_ref().is_none_or(|(phase, total, _)| (*phase, *total) != (p.phase, p.total)) {
+                if let Some((_, _, bar)) = progress.take() {
+                    bar.finish();
+                }
+                let label = match p.phase {
+                    ImportPhase::Validating => "validate",
+                    ImportPhase::CheckingDuplicates => "check",
+                    ImportPhase::Writing => "write",
+                    ImportPhase::Erasing => "erase",
+                };
+                progress = Some((p.phase, p.total, Progress::new(label, p.total, quiet)));
             }
-            let label = match p.phase {
-                import::ImportPhase::Validating => "validate",
-                import::ImportPhase::CheckingDuplicates => "check",
-                import::ImportPhase::Writing => "write",
-            };
-            progress = Some((p.phase, Progress::new(label, p.bytes_total, quiet)));
-        }
-        if let Some((_, bar)) = progress.as_mut() {
-            bar.set(p.bytes_done);
-        }
-    })
-    .await;
-    if let Some((_, bar)) = progress {
+            if let Some((_, _, bar)) = progress.as_mut() {
+                bar.set(p.done);
+            }
+        })
+        .await;
+    if let Some((_, _, bar)) = progress {
         bar.finish();
     }
-    if let Err(import::ImportError::Invalid { errors, more }) = &report {
+    if let Err(ImportError::Invalid { errors, more }) = &result {
         // Every bad line as `file:line: reason`, then the one-line summary as the error.
         for e in errors {
             if quiet {
@@ -343,7 +375,7 @@ async fn run_import(
             eprintln!("… and {more} more bad line(s)");
         }
     }
-    Ok(report?)
+    Ok(result?)
 }
 
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -354,37 +386,50 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", a.port))?;
     let url = format!("http://{}", listener.local_addr()?);
-    let (services, segments, jobs_api, links): (Services, _, _, _) = if a.aws {
+    let (services, segments, jobs_api, data, imports, links): (Services, _, _, _, _, _) = if a.aws {
         let resources = aws::AwsResources::from_env()?;
         let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
         let clients = aws::AwsClients::from_env().await;
         let services = aws::services(&clients, &resources, config.clone());
         let segments = aws::segments_api(&clients, &resources, &segments_table, config.clone());
         let jobs_api = aws::jobs_api(&clients, &resources, config.clone());
+        let data = aws::account_data(&clients, &resources.account_table, &segments_table);
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
         crate::workers::spawn_sqs_pollers(services.runner(), queue, resources.queue_urls.keys().copied().collect());
+        let import_queue = aws::SqsImportQueue::url_from_env()?;
+        let imports = aws::imports_api(&clients, &resources, &import_queue);
+        let scratch = a.data.data_dir.join(IMPORT_SCRATCH_DIR);
+        let import_worker = aws::import_worker(&clients, &resources, &segments_table, &config, scratch);
+        crate::workers::spawn_sqs_imports(import_worker, aws::SqsImportQueue::new(clients.sqs.clone(), import_queue));
         if a.demo {
-            seed_demo(services.accounts.as_ref(), None, &a).await?;
+            seed_demo(&aws::importer(&clients, &resources, &segments_table), &a).await?;
         }
-        (services, segments, jobs_api, None)
+        (services, segments, jobs_api, data, imports, None)
     } else {
         let store = EmbeddedStore::open(&a.data.data_dir)?;
         if a.demo {
-            seed_demo(&store, Some(&store), &a).await?;
+            seed_demo(&embedded_importer(store.clone()), &a).await?;
         }
         let unfinished = store.unfinished_jobs().await?;
         let (services, receiver) = segments_embedded::wiring::services(store.clone(), config.clone());
         let segments = segments_embedded::wiring::segments_api(store.clone(), &services);
+        let data = segments_embedded::wiring::account_data(store.clone());
         let links = Arc::new(LocalLinks::new(store.clone(), url.clone()));
+        let (imports, started) = segments_embedded::wiring::imports_api(store.clone(), links.clone());
+        let scratch = a.data.data_dir.join(IMPORT_SCRATCH_DIR);
+        crate::workers::spawn_embedded_imports(crate::workers::import_worker(&store, scratch, &config), started);
+        for message in store.running_imports().await? {
+            imports.queue.enqueue_import(&message).await?;
+        }
         let jobs_api = segments_embedded::wiring::jobs_api(store, &services, links.clone());
         crate::workers::spawn_embedded_pool(services.runner(), receiver, a.workers);
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }
-        (services, segments, jobs_api, Some(links))
+        (services, segments, jobs_api, data, imports, Some(links))
     };
 
-    let gateway = Arc::new(Gateway { services, segments, jobs_api, links, signer });
+    let gateway = Arc::new(Gateway { services, segments, jobs_api, data, imports, links, signer });
     let token = gateway.signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
     if a.json {
         println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR}));
@@ -406,9 +451,9 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Generates and imports demo data for the demo mandator when it has none yet.
-async fn seed_demo(source: &dyn AccountSource, sink: Option<&dyn AccountSink>, a: &ServeArgs) -> anyhow::Result<()> {
+async fn seed_demo(importer: &Importer, a: &ServeArgs) -> anyhow::Result<()> {
     let mandator = MandatorId::parse(DEMO_MANDATOR)?;
-    if source.shard_count(&mandator).await?.is_some() {
+    if importer.users.shard_count(&mandator).await?.is_some() {
         return Ok(());
     }
     let dir = a.data.data_dir.join("demo");
@@ -418,24 +463,7 @@ async fn seed_demo(source: &dyn AccountSource, sink: Option<&dyn AccountSink>, a
         ..GenerateConfig::new(a.demo_users, chrono::Utc::now().date_naive())
     };
     write_generated(&config, &dir, a.json)?;
-    let owned;
-    let sink: &dyn AccountSink = match sink {
-        Some(s) => s,
-        None => {
-            let resources = aws::AwsResources::from_env()?;
-            let clients = aws::AwsClients::from_env().await;
-            owned = aws::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone());
-            &owned
-        }
-    };
-    run_import(
-        sink,
-        &dir.join("accounts.ndjson"),
-        &dir.join("transactions.ndjson"),
-        Some(mandator),
-        DEFAULT_SHARD_COUNT,
-        a.json,
-    )
-    .await?;
+    let (accounts, transactions) = (dir.join("accounts.ndjson"), dir.join("transactions.ndjson"));
+    run_import(importer, &mandator, ImportMode::UpsertUsers, &accounts, &transactions, None, a.json).await?;
     Ok(())
 }

@@ -13,6 +13,8 @@ use axum::routing::{MethodFilter, on};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, RequestExt};
 use segments_core::http::{MAX_BODY_BYTES, problem_response};
+use segments_core::usecases::account_data::AccountData;
+use segments_core::usecases::imports_api::ImportsApi;
 use segments_core::usecases::jobs_api::JobsApiServices;
 use segments_core::usecases::segments::SegmentsServices;
 use segments_core::usecases::{AppError, Services};
@@ -26,6 +28,10 @@ pub struct Gateway {
     pub segments: SegmentsServices,
     /// The job list, export and usage services (the same job services plus the catalog and links).
     pub jobs_api: JobsApiServices,
+    /// The data API's users and segments (the same stores).
+    pub data: AccountData,
+    /// The data API's bulk imports: records, upload links, the import queue.
+    pub imports: ImportsApi,
     /// The export links this runner serves itself (embedded store); `None` with `--aws`, whose
     /// links are presigned S3 URLs.
     pub links: Option<Arc<LocalLinks>>,
@@ -39,6 +45,18 @@ pub enum Function {
     GetResult,
     SegmentsApi,
     JobsApi,
+    DataApi,
+}
+
+impl Function {
+    /// The largest body the function accepts. API Gateway passes bodies of up to 10 MB on and the
+    /// function refuses larger ones itself; the runner reads no more than one byte beyond.
+    fn max_body_bytes(self) -> usize {
+        match self {
+            Function::DataApi => segments_core::usecases::account_data::body::MAX_BODY_BYTES,
+            Function::CreateJob | Function::GetResult | Function::SegmentsApi | Function::JobsApi => MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// A route of the API, as API Gateway and the OpenAPI document declare it.
@@ -112,12 +130,22 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/organizations/{organizationId}/accounts/{accountId}/segments",
         function: Function::SegmentsApi,
     },
+    // A user's account data.
+    Route { method: "PUT", path: DATA_USER, function: Function::DataApi },
+    Route { method: "PATCH", path: DATA_USER, function: Function::DataApi },
+    Route { method: "GET", path: DATA_USER, function: Function::DataApi },
+    Route { method: "DELETE", path: DATA_USER, function: Function::DataApi },
+    // Bulk imports of account data.
+    Route { method: "POST", path: "/data/imports", function: Function::DataApi },
+    Route { method: "POST", path: "/data/imports/{importId}/start", function: Function::DataApi },
+    Route { method: "GET", path: "/data/imports/{importId}", function: Function::DataApi },
 ];
 
 const ORG_SEGMENTS: &str = "/v1/organizations/{organizationId}/segments";
 const ORG_SEGMENT: &str = "/v1/organizations/{organizationId}/segments/{segmentId}";
 const LEDGER_SEGMENTS: &str = "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments";
 const LEDGER_SEGMENT: &str = "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}";
+const DATA_USER: &str = "/data/users/{userId}";
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let mut router = Router::new();
@@ -136,19 +164,21 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     }
     router
         .route(&format!("{}{{*key}}", segments_embedded::LINK_PATH), axum::routing::get(serve_link))
+        .route(&format!("{}{{*key}}", segments_embedded::UPLOAD_PATH), axum::routing::put(receive_upload))
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)
 }
 
 async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function) -> Response {
-    match to_lambda(&gw, req).await {
+    match to_lambda(&gw, req, function.max_body_bytes()).await {
         Ok(event) => {
             let result = match function {
                 Function::CreateJob => create_job::handle(&gw.services.intake(), event).await,
                 Function::GetResult => get_result::handle(&gw.services.reader(), event).await,
                 Function::SegmentsApi => segments_api::handle(&gw.segments, event).await,
                 Function::JobsApi => jobs_api::handle(&gw.jobs_api, event).await,
+                Function::DataApi => data_api::handle_all(&gw.data, &gw.imports, &gw.services.config, event).await,
             };
             match result {
                 Ok(response) => to_axum(response),
@@ -183,6 +213,7 @@ async fn serve_link(
             (StatusCode::FORBIDDEN, "the link is invalid or has expired").into_response()
         }
         Err(LinkError::Missing) => (StatusCode::NOT_FOUND, "the object no longer exists").into_response(),
+        Err(LinkError::Interrupted(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "reading the object failed").into_response(),
         Err(LinkError::Store(e)) => {
             tracing::error!(error = %e, "serving an export link failed");
             (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response()
@@ -190,9 +221,36 @@ async fn serve_link(
     }
 }
 
+/// Takes the body of a PUT to a signed upload link (what S3 does for a presigned PUT): no bearer
+/// token, the link is the credential. The body is streamed into the store; nothing is stored
+/// unless it arrives whole.
+async fn receive_upload(
+    State(gw): State<Arc<Gateway>>,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: AxumBody,
+) -> Response {
+    use http::StatusCode;
+    let Some(links) = &gw.links else { return (StatusCode::NOT_FOUND, "not found").into_response() };
+    let part = |name: &str| query.get(name).map(String::as_str).unwrap_or_default();
+    let pieces = body.into_data_stream();
+    match links.receive(&key, part("expires"), part("signature"), chrono::Utc::now(), pieces).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(LinkError::Invalid | LinkError::Expired) => {
+            (StatusCode::FORBIDDEN, "the link is invalid or has expired").into_response()
+        }
+        Err(LinkError::Interrupted(e)) => (StatusCode::BAD_REQUEST, format!("the upload was interrupted: {e}")).into_response(),
+        Err(LinkError::Missing) => (StatusCode::NOT_FOUND, "not found").into_response(),
+        Err(LinkError::Store(e)) => {
+            tracing::error!(error = %e, "storing an upload failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response()
+        }
+    }
+}
+
 /// Builds the request API Gateway would hand the Lambda: the bearer token verified (401 problem
 /// otherwise, like the gateway's authorizer), its claims and scopes in the authorizer context.
-async fn to_lambda(gw: &Gateway, req: Request) -> Result<lambda_http::Request, AppError> {
+async fn to_lambda(gw: &Gateway, req: Request, max_body_bytes: usize) -> Result<lambda_http::Request, AppError> {
     let bearer = req
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -228,7 +286,7 @@ async fn to_lambda(gw: &Gateway, req: Request) -> Result<lambda_http::Request, A
         .map_err(|e| AppError::MalformedBody(format!("cannot build the request context: {e}")))?;
 
     let (parts, body) = req.into_parts();
-    let bytes = to_bytes(body, MAX_BODY_BYTES + 1).await.map_err(|_| AppError::BodyTooLarge(MAX_BODY_BYTES))?;
+    let bytes = to_bytes(body, max_body_bytes + 1).await.map_err(|_| AppError::BodyTooLarge(max_body_bytes))?;
     let body = if bytes.is_empty() {
         Body::Empty
     } else {
@@ -265,6 +323,14 @@ fn match_path(path: &str) -> HashMap<String, String> {
             }
             _ => {}
         }
+        return params;
+    }
+    if let ["data", "users", user] = parts.as_slice() {
+        params.insert("userId".to_owned(), percent_decode(user));
+        return params;
+    }
+    if let ["data", "imports", import, ..] = parts.as_slice() {
+        params.insert("importId".to_owned(), percent_decode(import));
         return params;
     }
     if parts.first() == Some(&"segments") {
@@ -345,5 +411,8 @@ mod tests {
         let p = match_path("/v1/organizations/bank-1/segments/metrics/count");
         assert!(!p.contains_key("segmentId"));
         assert_eq!(match_path("/v1/organizations/bank-1/accounts/a%2B1/segments")["accountId"], "a+1");
+        assert_eq!(match_path("/data/users/u%2B1")["userId"], "u+1");
+        assert_eq!(match_path("/data/imports/0193/start")["importId"], "0193");
+        assert!(match_path("/data/imports").is_empty());
     }
 }

@@ -35,6 +35,7 @@ pub enum TokenError {
 pub fn all_scopes() -> Vec<String> {
     let mut scopes: Vec<String> = SegmentType::ALL.iter().map(|t| t.scope()).collect();
     scopes.extend(["segments/definitions.read", "segments/definitions.write", "segments/usage.read"].map(String::from));
+    scopes.extend([data_api::READ_SCOPE, data_api::WRITE_SCOPE].map(String::from));
     scopes
 }
 
@@ -145,6 +146,7 @@ mod tests {
         let verified = again.verify(&token).unwrap();
         assert_eq!(verified.claims["client_id"], "bank-1");
         assert!(verified.scopes.contains(&"segments/highBalance".to_owned()));
+        assert!(verified.scopes.contains(&data_api::WRITE_SCOPE.to_owned()));
         let other = Signer::load_or_create(b.path()).unwrap();
         assert!(other.verify(&token).is_err());
     }

@@ -3,8 +3,9 @@
 //! returns it. The worker's own adapter ([`DynamoAccounts`]) reads from it, so what is measured is
 //! exactly the worker's hot path: SDK response parsing, item decoding, user assembly, computing.
 //!
-//! Pages hold items in the AccountData layout of docs/storage.md (pk, sk and the attributes the adapter
-//! writes) up to DynamoDB's 1 MB limit of item data, with item sizes counted by DynamoDB's rules.
+//! Pages hold items in the AccountData layout of docs/storage.md — each user's compressed record
+//! in blocks, `pk`, `sk`, `v`, `n`, `b` — up to DynamoDB's 1 MB limit of item data, with item sizes
+//! counted by DynamoDB's rules.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,7 +21,11 @@ use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
 use bytes::Bytes;
-use segments_core::domain::{AccountHistory, MandatorId, Transaction, UserData};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use segments_core::domain::{MandatorId, UserData};
+use segments_core::ports::next_version;
+use segments_core::snapshot;
 use serde_json::{Value, json};
 
 use crate::data::UserReader;
@@ -70,24 +75,22 @@ pub trait PageSource: Send + Sync {
 /// Builds full pages from users, item by item in sort-key order.
 pub struct PageBuilder {
     mandator: MandatorId,
+    /// The version every block carries: a clock value in microseconds, as the store writes.
+    version: u64,
     pending: VecDeque<Encoded>,
     sent: u64,
 }
 
 impl PageBuilder {
     pub fn new(mandator: MandatorId) -> Self {
-        PageBuilder { mandator, pending: VecDeque::new(), sent: 0 }
+        PageBuilder { mandator, version: next_version(None), pending: VecDeque::new(), sent: 0 }
     }
 
-    /// Queues a user's items: each account followed by its transactions.
-    pub fn push_user(&mut self, user: &UserData) {
+    /// Queues a user's items: the blocks of its record.
+    pub fn push_user(&mut self, user: &UserData) -> anyhow::Result<()> {
         let pk = format!("M#{}#S#0000", self.mandator);
-        for h in &user.accounts {
-            self.pending.push_back(account_item(&pk, h));
-            for t in &h.transactions {
-                self.pending.push_back(transaction_item(&pk, h, t));
-            }
-        }
+        self.pending.extend(user_items(&pk, user, self.version)?);
+        Ok(())
     }
 
     pub fn pending_bytes(&self) -> u64 {
@@ -145,8 +148,9 @@ fn value_size(v: &Value) -> u64 {
         let significant = digits.trim_start_matches('0').trim_end_matches('0').len().max(1) as u64;
         return significant.div_ceil(2) + 1;
     }
-    if let Some(list) = v.get("L").and_then(Value::as_array) {
-        return 3 + list.iter().map(|x| 1 + value_size(x)).sum::<u64>();
+    if let Some(binary) = v.get("B").and_then(Value::as_str) {
+        // Binary values count their raw bytes, not the base64 text of the wire.
+        return BASE64.decode(binary).map_or(0, |b| b.len() as u64);
     }
     0
 }
@@ -157,74 +161,61 @@ fn encode(attributes: Vec<(&str, Value)>) -> Encoded {
     Encoded { json: Value::Object(map).to_string(), size }
 }
 
-fn account_item(pk: &str, h: &AccountHistory) -> Encoded {
-    let a = &h.account;
-    encode(vec![
-        ("pk", s(pk)),
-        ("sk", s(&format!("U#{}#A#{}", a.user_id, a.account_id))),
-        ("itemType", s("ACCOUNT")),
-        ("userId", s(a.user_id.as_str())),
-        ("accountId", s(a.account_id.as_str())),
-        ("accountType", s(a.account_type.as_str())),
-        ("currency", s(a.currency.as_str())),
-        ("balance", n(a.balance)),
-        ("balanceDate", s(&a.balance_date.format("%Y-%m-%d").to_string())),
-    ])
+/// The items of one user's record as the DynamoDB adapter writes them.
+fn user_items(pk: &str, user: &UserData, version: u64) -> anyhow::Result<Vec<Encoded>> {
+    let record = snapshot::encode(user)?;
+    let blocks = snapshot::blocks(&record);
+    let count = blocks.len();
+    Ok(blocks
+        .into_iter()
+        .enumerate()
+        .map(|(i, block)| {
+            encode(vec![
+                ("pk", s(pk)),
+                ("sk", s(&format!("U#{}#B{i:02}", user.user_id))),
+                ("v", n(version)),
+                ("n", n(count)),
+                ("b", json!({ "B": BASE64.encode(block) })),
+            ])
+        })
+        .collect())
 }
 
-fn transaction_item(pk: &str, h: &AccountHistory, t: &Transaction) -> Encoded {
-    let a = &h.account;
-    let date = t.booking_date.format("%Y-%m-%d").to_string();
-    let mut attributes = vec![
-        ("pk", s(pk)),
-        ("sk", s(&format!("U#{}#A#{}#T#{date}#{}", a.user_id, a.account_id, t.transaction_id))),
-        ("itemType", s("TRANSACTION")),
-        ("userId", s(a.user_id.as_str())),
-        ("accountId", s(a.account_id.as_str())),
-        ("transactionId", s(t.transaction_id.as_str())),
-        ("bookingDate", s(&date)),
-        ("amount", n(t.amount)),
-        ("currency", s(t.currency.as_str())),
-    ];
-    if !t.counterpart_name.is_empty() {
-        attributes.push(("counterpartName", s(&t.counterpart_name)));
-    }
-    if !t.purpose.is_empty() {
-        attributes.push(("purpose", s(&t.purpose)));
-    }
-    if !t.labels.is_empty() {
-        attributes.push(("labels", json!({ "L": t.labels.iter().map(|l| s(l)).collect::<Vec<_>>() })));
-    }
-    encode(attributes)
+/// Item data (DynamoDB's sizes) and item count of one user's record.
+pub fn stored_size(user: &UserData) -> anyhow::Result<(u64, u64)> {
+    let items = user_items("M#bench#S#0000", user, next_version(None))?;
+    Ok((items.iter().map(|e| e.size).sum(), items.len() as u64))
 }
 
 /// Pages built ahead of time from the first users of a data set, served in order.
 pub struct Prebuilt {
     pages: Vec<Page>,
+    /// Transactions in the pages' records.
+    pub transactions: u64,
     next: AtomicU64,
 }
 
 impl Prebuilt {
-    /// Whole users until at least `min_items` items.
-    pub fn load(reader: &mut UserReader, min_items: u64) -> anyhow::Result<(Prebuilt, MandatorId)> {
+    /// Whole users until at least `min_transactions` transactions.
+    pub fn load(reader: &mut UserReader, min_transactions: u64) -> anyhow::Result<(Prebuilt, MandatorId)> {
         let first = reader.next_user()?.ok_or_else(|| anyhow::anyhow!("the data set has no users"))?;
         let mandator = reader.mandator().cloned().ok_or_else(|| anyhow::anyhow!("no mandator"))?;
         let mut builder = PageBuilder::new(mandator.clone());
         let mut pages = Vec::new();
-        let mut items = 0u64;
+        let mut transactions = 0u64;
         let mut next = Some(first);
         while let Some(user) = next {
-            builder.push_user(&user);
-            items += user.accounts.iter().map(|h| 1 + h.transactions.len() as u64).sum::<u64>();
+            builder.push_user(&user)?;
+            transactions += user.accounts.iter().map(|h| h.transactions.len() as u64).sum::<u64>();
             while builder.pending_bytes() > PAGE_LIMIT_BYTES {
                 pages.extend(builder.page(false));
             }
-            next = if items < min_items { reader.next_user()? } else { None };
+            next = if transactions < min_transactions { reader.next_user()? } else { None };
         }
         while let Some(p) = builder.page(true) {
             pages.push(p);
         }
-        Ok((Prebuilt { pages, next: AtomicU64::new(0) }, mandator))
+        Ok((Prebuilt { pages, transactions, next: AtomicU64::new(0) }, mandator))
     }
 
     pub fn items(&self) -> u64 {
@@ -264,7 +255,7 @@ impl Streamed {
         let first = reader.next_user()?.ok_or_else(|| anyhow::anyhow!("the data set has no users"))?;
         let mandator = reader.mandator().cloned().ok_or_else(|| anyhow::anyhow!("no mandator"))?;
         let mut builder = PageBuilder::new(mandator.clone());
-        builder.push_user(&first);
+        builder.push_user(&first)?;
         let transactions = first.accounts.iter().map(|h| h.transactions.len() as u64).sum();
         let state = StreamState { reader, builder, transactions, max_transactions, done: false };
         Ok((Streamed { state: Mutex::new(state) }, mandator))
@@ -283,7 +274,9 @@ impl PageSource for Streamed {
             match st.reader.next_user() {
                 Ok(Some(user)) => {
                     st.transactions += user.accounts.iter().map(|h| h.transactions.len() as u64).sum::<u64>();
-                    st.builder.push_user(&user);
+                    if st.builder.push_user(&user).is_err() {
+                        st.done = true;
+                    }
                 }
                 _ => st.done = true,
             }

@@ -5,6 +5,7 @@ mod compute;
 mod data;
 mod dynamo;
 mod hotpath;
+mod stored;
 
 use std::path::PathBuf;
 
@@ -47,14 +48,14 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Items per second of the worker's hot path on one core: DynamoDB Query pages through the
-    /// SDK and the worker's adapter into each segment computation.
+    /// Bytes and transactions per CPU second of the worker's hot path on one core: DynamoDB Query
+    /// pages through the SDK and the worker's adapter into each segment computation.
     Hotpath {
         #[command(flatten)]
         inputs: Inputs,
-        /// Items (accounts and transactions) of the shard, at least.
+        /// Transactions of the shard, at least.
         #[arg(long, default_value_t = 300_000)]
-        items: u64,
+        transactions: u64,
         /// Passes per measurement; the fastest counts.
         #[arg(long, default_value_t = 3)]
         repeats: u32,
@@ -68,6 +69,26 @@ enum Command {
         transactions: u64,
         #[arg(long, default_value = "financialBreakdown")]
         segment_type: SegmentType,
+    },
+    /// DynamoDB item bytes of the data set in the stored layout (every user's record in blocks).
+    Storage {
+        /// Directory with accounts.ndjson and transactions.ndjson (`segments generate`).
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Load a data set into a new embedded store, then compute all five segment types from the
+    /// stored records (read and decode included) and write each type's entries to OUT.
+    ComputeStored {
+        #[command(flatten)]
+        inputs: Inputs,
+        /// Directory for the embedded store (replaced).
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long, default_value_t = 16)]
+        shards: u32,
+        /// Directory for the results.
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Create the service's tables, bucket and queues under a name prefix at the endpoint of the
     /// usual AWS environment (a local moto server for the request counts) and print the
@@ -91,9 +112,9 @@ fn main() -> anyhow::Result<()> {
             serde_json::to_value(compute::run(&inputs.data, &specs, &out).context("compute path")?)?
         }
         Command::Read { data } => serde_json::to_value(compute::read(&data).context("reading")?)?,
-        Command::Hotpath { inputs, items, repeats } => {
+        Command::Hotpath { inputs, transactions, repeats } => {
             let specs = data::load_specs(&inputs.params, today)?;
-            let report = one_core_runtime()?.block_on(hotpath::rates(&inputs.data, &specs, items, repeats))?;
+            let report = one_core_runtime()?.block_on(hotpath::rates(&inputs.data, &specs, transactions, repeats))?;
             serde_json::to_value(report)?
         }
         Command::ShardMemory { inputs, transactions, segment_type } => {
@@ -105,6 +126,13 @@ fn main() -> anyhow::Result<()> {
                 .context("no parameters for the segment type")?;
             let report =
                 one_core_runtime()?.block_on(hotpath::shard_memory(&inputs.data, segment_type, &spec, transactions))?;
+            serde_json::to_value(report)?
+        }
+        Command::Storage { data } => serde_json::to_value(stored::storage(&data)?)?,
+        Command::ComputeStored { inputs, store, shards, out } => {
+            let specs = data::load_specs(&inputs.params, today)?;
+            let report =
+                one_core_runtime()?.block_on(stored::compute_stored(&inputs.data, &store, shards, &specs, &out))?;
             serde_json::to_value(report)?
         }
         Command::Provision { prefix } => one_core_runtime()?.block_on(provision(&prefix))?,

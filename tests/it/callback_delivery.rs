@@ -9,6 +9,7 @@ use crate::support::contract::unique_mandator;
 use crate::support::flows::ALL_TYPE_SCOPES;
 use crate::support::moto::MotoServer;
 use crate::support::queues::take_bodies;
+use crate::support::users::put_items;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -22,7 +23,7 @@ use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
 use segments_core::http::testing::{create_job_request, status_and_json};
 use segments_core::jobs::{JobMessage, JobStatus};
-use segments_core::ports::AccountSink;
+use segments_core::ports::UserStore;
 use segments_core::usecases::Services;
 use segments_core::usecases::callbacks::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
@@ -98,15 +99,14 @@ async fn signed_delivery(s: &Services, mandator: &MandatorId, deliveries: &Deliv
 }
 
 /// The scenario, for any store: `take` hands over the queued message bodies.
-async fn scenario<F, Fut>(s: &Services, sink: &dyn AccountSink, take: F)
+async fn scenario<F, Fut>(s: &Services, users: &dyn UserStore, take: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Vec<String>>,
 {
     let (url, deliveries) = receiver().await;
     let mandator = unique_mandator("callback");
-    sink.ensure_shard_count(&mandator, 4).await.unwrap();
-    sink.put_items(&mandator, 4, &items()).await.unwrap();
+    put_items(users, &mandator, 4, &items()).await;
 
     // Completed: one callback with the result's size, none for redelivered messages.
     let (status, created) = post_job(s, &mandator, &url).await;

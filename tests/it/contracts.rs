@@ -29,8 +29,9 @@ macro_rules! on_both_backends {
 on_both_backends!(job_store, |b| contract::job_store_contract(b.jobs.as_ref()));
 on_both_backends!(idempotency_keys, |b| contract::idempotency_contract(b.jobs.as_ref()));
 on_both_backends!(result_store, |b| contract::result_store_contract(b.results.as_ref()));
-on_both_backends!(account_source_and_sink, |b| contract::account_contract(b.sink.as_ref(), b.accounts.as_ref()));
-on_both_backends!(account_directory, |b| contract::account_directory_contract(b.sink.as_ref(), b.directory.as_ref()));
+on_both_backends!(user_store, |b| contract::user_store_contract(b.users.as_ref()));
+on_both_backends!(account_directory, |b| contract::account_directory_contract(b.users.as_ref()));
+on_both_backends!(import_store, |b| contract::import_store_contract(b.imports.as_ref()));
 on_both_backends!(job_queue, |b| async {
     let mut reader = b.queue_reader.lock().await;
     contract::job_queue_contract(b.queue.as_ref(), reader.as_mut(), b.closed_queue.as_ref()).await;

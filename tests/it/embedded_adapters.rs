@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use crate::support::contract::{self, unique_mandator};
 use chrono::{NaiveDate, Utc};
 use futures::StreamExt;
-use segments_core::domain::records::AccountItem;
 use segments_core::domain::{
-    Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
+    Account, AccountHistory, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction,
+    TransactionId, UserData, UserId,
 };
 use segments_core::jobs::{Job, JobMessage, ResultSummary};
-use segments_core::ports::{AccountSink, AccountSource, JobQueue, JobStore, ResultStore};
+use segments_core::ports::{AccountSource, JobQueue, JobStore, ResultStore, UserStore};
 use segments_core::rules::SegmentRequest;
 use segments_embedded::{DATABASE_FILE, EmbeddedQueue, EmbeddedStore};
 
@@ -27,8 +27,8 @@ async fn one_store_serves_concurrent_contract_runs() {
     futures::join!(
         contract::job_store_contract(&store),
         contract::job_store_contract(&store),
-        contract::account_contract(&store, &store),
-        contract::account_contract(&store, &store),
+        contract::user_store_contract(&store),
+        contract::user_store_contract(&store),
         contract::result_store_contract(&store),
     );
 }
@@ -53,18 +53,22 @@ fn account(user: &str, id: &str, balance: &str) -> Account {
     }
 }
 
-fn transaction(account: &Account, id: &str, amount: &str) -> AccountItem {
-    AccountItem::Transaction {
+fn transaction(account: &Account, id: &str, amount: &str) -> Transaction {
+    Transaction {
+        transaction_id: TransactionId::parse(id).unwrap(),
+        booking_date: NaiveDate::from_ymd_opt(2024, 5, 2).unwrap(),
+        amount: Money::parse(amount).unwrap(),
+        currency: account.currency,
+        counterpart_name: "ACME".into(),
+        labels: vec!["RENT".into()],
+    }
+}
+
+/// A user with one account and its transactions.
+fn user_data(account: &Account, transactions: Vec<Transaction>) -> UserData {
+    UserData {
         user_id: account.user_id.clone(),
-        account_id: account.account_id.clone(),
-        transaction: Transaction {
-            transaction_id: TransactionId::parse(id).unwrap(),
-            booking_date: NaiveDate::from_ymd_opt(2024, 5, 2).unwrap(),
-            amount: Money::parse(amount).unwrap(),
-            currency: account.currency,
-            counterpart_name: "ACME".into(),
-            labels: vec!["RENT".into()],
-        },
+        accounts: vec![AccountHistory { account: account.clone(), transactions }],
     }
 }
 
@@ -80,10 +84,7 @@ async fn data_survives_closing_and_reopening_the_store() {
         let store = open(&dir);
         let clone = store.clone();
         store.ensure_shard_count(&mandator, 2).await.unwrap();
-        store
-            .put_items(&mandator, 2, &[AccountItem::Account(a.clone()), transaction(&a, "t1", "-0.01")])
-            .await
-            .unwrap();
+        store.put_user(&mandator, 2, &user_data(&a, vec![transaction(&a, "t1", "-0.01")]), None).await.unwrap();
         clone.create(&queued).await.unwrap();
         clone.create(&done).await.unwrap();
         clone.complete(&done, summary).await.unwrap();
@@ -165,15 +166,10 @@ async fn a_shard_of_thousands_of_users_streams_in_order() {
     let store = open(&dir);
     let mandator = unique_mandator("stream");
     store.ensure_shard_count(&mandator, 1).await.unwrap();
-    let mut items = Vec::new();
     for i in (0..USERS).rev() {
-        let a = account(&format!("user{i}"), "a", "1.00");
-        items.push(transaction(&a, "t2", "-2.00"));
-        items.push(transaction(&a, "t1", "1.00"));
-        items.push(AccountItem::Account(a));
-    }
-    for batch in items.chunks(500) {
-        store.put_items(&mandator, 1, batch).await.unwrap();
+        let a = account(&format!("user{i}"), &format!("a{i}"), "1.00");
+        let data = user_data(&a, vec![transaction(&a, "t2", "-2.00"), transaction(&a, "t1", "1.00")]);
+        store.put_user(&mandator, 1, &data, None).await.unwrap();
     }
 
     let mut users = store.users(&mandator, 0);

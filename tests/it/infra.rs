@@ -10,8 +10,9 @@ use std::process::Command;
 
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
-use segments_aws::{AwsResources, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
+use segments_aws::{AwsResources, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
 use segments_core::domain::SegmentType;
+use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX, ImportMessage};
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
 use segments_core::usecases::jobs_api::USAGE_SCOPE;
 use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
@@ -222,6 +223,7 @@ fn binary_of(function: Function) -> &'static str {
         Function::GetResult => "get-result",
         Function::SegmentsApi => "segments-api",
         Function::JobsApi => "jobs-api",
+        Function::DataApi => "data-api",
     }
 }
 
@@ -346,6 +348,8 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
         ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR], &[])),
         ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
+        ("data-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR, IMPORT_QUEUE_URL_VAR], &[])),
+        ("import-worker".to_owned(), with(&[MAX_RECEIVE_COUNT_VAR, SEGMENTS_TABLE_VAR], &[])),
     ]);
     for &t in SegmentType::ALL {
         expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
@@ -362,6 +366,9 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         assert_eq!(ref_target(&env["RESULTS_BUCKET"]), Some("ResultsBucket"));
         if let Some(table) = env.get(SEGMENTS_TABLE_VAR) {
             assert_eq!(ref_target(table), Some("SegmentsTable"));
+        }
+        if let Some(queue) = env.get(IMPORT_QUEUE_URL_VAR) {
+            assert_eq!(ref_target(queue), Some(IMPORT_QUEUE), "{}: the queue the import worker consumes", f.name);
         }
         if let Some(claim) = env.get(MANDATOR_CLAIM_VAR) {
             assert_eq!(claim, "client_id", "Cognito client-credentials tokens name the client in client_id");
@@ -393,6 +400,7 @@ fn each_function_is_granted_only_what_it_uses() {
         pairs.iter().map(|(a, r)| ((*a).to_owned(), (*r).to_owned())).collect()
     };
     let results = format!("ResultsBucket/{RESULTS_PREFIX}*");
+    let uploads = format!("ResultsBucket/{IMPORTS_PREFIX}*");
 
     let mut create = grants(&[
         ("dynamodb:GetItem", "AccountDataTable"),
@@ -437,6 +445,51 @@ fn each_function_is_granted_only_what_it_uses() {
         ])
     );
 
+    assert_eq!(
+        function(&all, "data-api").grants(),
+        grants(&[
+            ("dynamodb:GetItem", "AccountDataTable"),
+            ("dynamodb:Query", "AccountDataTable"),
+            ("dynamodb:PutItem", "AccountDataTable"),
+            ("dynamodb:DeleteItem", "AccountDataTable"),
+            ("dynamodb:ConditionCheckItem", "AccountDataTable"),
+            ("dynamodb:BatchGetItem", "AccountDataTable"),
+            ("dynamodb:Query", "SegmentsTable"),
+            ("dynamodb:BatchWriteItem", "SegmentsTable"),
+            // The imports: their records and lock, the presigned uploads, the queue of started ones.
+            ("dynamodb:GetItem", "JobsTable"),
+            ("dynamodb:PutItem", "JobsTable"),
+            ("dynamodb:DeleteItem", "JobsTable"),
+            ("s3:PutObject", &uploads),
+            ("s3:GetObject", &uploads),
+            ("s3:ListBucket", "ResultsBucket"),
+            ("sqs:SendMessage", IMPORT_QUEUE),
+        ])
+    );
+
+    // Downloads the uploads, writes users as the data API does, keeps the import's record, takes
+    // the accounts it removes out of the segments, and polls its queue.
+    assert_eq!(
+        function(&all, "import-worker").grants(),
+        grants(&[
+            ("s3:GetObject", &uploads),
+            ("dynamodb:GetItem", "AccountDataTable"),
+            ("dynamodb:Query", "AccountDataTable"),
+            ("dynamodb:PutItem", "AccountDataTable"),
+            ("dynamodb:DeleteItem", "AccountDataTable"),
+            ("dynamodb:ConditionCheckItem", "AccountDataTable"),
+            ("dynamodb:BatchGetItem", "AccountDataTable"),
+            ("dynamodb:GetItem", "JobsTable"),
+            ("dynamodb:PutItem", "JobsTable"),
+            ("dynamodb:DeleteItem", "JobsTable"),
+            ("dynamodb:Query", "SegmentsTable"),
+            ("dynamodb:BatchWriteItem", "SegmentsTable"),
+            ("sqs:ReceiveMessage", IMPORT_QUEUE),
+            ("sqs:DeleteMessage", IMPORT_QUEUE),
+            ("sqs:GetQueueAttributes", IMPORT_QUEUE),
+        ])
+    );
+
     for &t in SegmentType::ALL {
         let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference").to_owned();
         assert_eq!(
@@ -467,10 +520,12 @@ fn each_function_is_granted_only_what_it_uses() {
     assert_eq!(function(&all, "dlq-handler").grants(), dead_letters);
 }
 
-/// The dead-letter queue of every work queue.
+/// The dead-letter queue of every work queue (the import queue's is not one: its worker fails the
+/// import on the last receive, and nothing else reads it).
 fn dead_letter_queues(doc: &Value) -> BTreeSet<String> {
     of_type(doc, "AWS::SQS::Queue")
         .into_iter()
+        .filter(|(name, _)| *name != IMPORT_QUEUE)
         .filter_map(|(_, q)| get_att(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
         .map(|(dlq, _)| dlq.to_owned())
         .collect()
@@ -511,9 +566,11 @@ fn check_routes(doc: &Value) {
     for route in ROUTES {
         let binary = binary_of(route.function).to_owned();
         if !route.path.contains("{segmentType}") {
-            // The segments management API: reading and writing scopes.
+            // The segments management API and the data API: reading and writing scopes.
             let scope = if route.path == "/usage" {
                 USAGE_SCOPE
+            } else if route.function == Function::DataApi {
+                if route.method == "GET" { data_api::READ_SCOPE } else { data_api::WRITE_SCOPE }
             } else if matches!(route.method, "GET" | "HEAD") {
                 READ_SCOPE
             } else {
@@ -576,6 +633,7 @@ fn the_resource_server_defines_every_scope_and_the_example_client_uses_client_cr
     let mut expected: BTreeSet<String> = SegmentType::ALL.iter().map(|t| t.scope()).collect();
     expected
         .extend(["segments/definitions.read", "segments/definitions.write", "segments/usage.read"].map(String::from));
+    expected.extend([data_api::READ_SCOPE, data_api::WRITE_SCOPE].map(String::from));
     assert_eq!(defined, expected);
 
     for route in template_routes(&doc) {
@@ -590,6 +648,9 @@ fn the_resource_server_defines_every_scope_and_the_example_client_uses_client_cr
     assert!(scopes.is_subset(&defined), "the example client asks for defined scopes only");
     for &t in SegmentType::ALL {
         assert!(scopes.contains(&t.scope()), "the example client may use {t}");
+    }
+    for scope in [data_api::READ_SCOPE, data_api::WRITE_SCOPE] {
+        assert!(scopes.contains(scope), "the example client may load its account data ({scope})");
     }
     assert_eq!(ref_target(&resource(&doc, "UserPoolDomain")["Properties"]["UserPoolId"]), Some("UserPool"));
 }
@@ -676,6 +737,57 @@ fn check_workers(doc: &Value) {
     }
 }
 
+/// The import queue: filled by the data API's start, consumed by the import worker.
+const IMPORT_QUEUE: &str = "ImportQueue";
+/// The import worker's ephemeral storage holds both files and what it spills grouping them.
+const MIN_IMPORT_STORAGE_MB: u64 = 8 * 1024;
+
+#[test]
+fn the_import_worker_consumes_the_import_queue_alone_with_room_for_large_files() {
+    check_import_worker(&template());
+}
+
+fn check_import_worker(doc: &Value) {
+    let all = functions(doc);
+    let worker = function(&all, "import-worker");
+    assert!(worker.events("SQS").is_empty(), "no SAM SQS event (it would attach a managed policy on every queue)");
+    let sources = event_sources(doc, worker.name);
+    assert_eq!(sources.len(), 1, "one event source mapping");
+    let sqs = sources[0];
+    assert_eq!(get_att(&sqs["EventSourceArn"]), Some((IMPORT_QUEUE, "Arn")));
+    assert_eq!(as_u64(&sqs["BatchSize"], "BatchSize"), 1, "one import per invocation");
+    assert!(strings(&sqs["FunctionResponseTypes"]).contains("ReportBatchItemFailures"));
+    assert!(!sqs["ScalingConfig"]["MaximumConcurrency"].is_null(), "maximum concurrency");
+
+    let timeout = as_u64(&worker.properties["Timeout"], "Timeout");
+    assert_eq!(timeout, 900, "the Lambda maximum");
+    let storage = as_u64(&worker.properties["EphemeralStorage"]["Size"], "EphemeralStorage.Size");
+    assert!((MIN_IMPORT_STORAGE_MB..=10240).contains(&storage), "ephemeral storage {storage} MB");
+
+    let queue = resource(doc, IMPORT_QUEUE);
+    assert_eq!(queue["Type"], "AWS::SQS::Queue");
+    let queue = &queue["Properties"];
+    let visibility = as_u64(&queue["VisibilityTimeout"], "VisibilityTimeout");
+    assert!(visibility >= VISIBILITY_PER_TIMEOUT * timeout, "visibility {visibility} s < 6 x {timeout} s");
+    let redrive = &queue["RedrivePolicy"];
+    let (dlq, "Arn") = get_att(&redrive["deadLetterTargetArn"]).expect("a dead-letter queue") else {
+        panic!("the import queue's DLQ ARN")
+    };
+    assert_eq!(resource(doc, dlq)["Type"], "AWS::SQS::Queue");
+    let max_receive = as_u64(&redrive["maxReceiveCount"], "maxReceiveCount");
+    assert_eq!(
+        worker.environment()[MAX_RECEIVE_COUNT_VAR],
+        json!(max_receive.to_string()),
+        "the worker fails the import on the last receive"
+    );
+    assert!(!dead_letter_queues(doc).contains(dlq), "the dead-letter handler reads job messages only");
+    assert!(alarm_on(doc, "AWS/SQS", "QueueName", |v| get_att(v) == Some((dlq, "QueueName"))), "DLQ alarm");
+    assert!(alarm_on(doc, "AWS/Lambda", "FunctionName", |v| ref_target(v) == Some(worker.name)), "errors alarm");
+
+    let data_api = function(&all, "data-api").environment();
+    assert_eq!(ref_target(&data_api[IMPORT_QUEUE_URL_VAR]), Some(IMPORT_QUEUE), "the data API queues what it starts");
+}
+
 fn alarm_on(doc: &Value, namespace: &str, dimension: &str, matches: impl Fn(&Value) -> bool) -> bool {
     of_type(doc, "AWS::CloudWatch::Alarm").into_iter().any(|(_, alarm)| {
         let p = &alarm["Properties"];
@@ -730,6 +842,13 @@ fn check_bucket(doc: &Value) {
     assert_eq!(rule["Status"], "Enabled");
     assert_eq!(as_u64(&rule["ExpirationInDays"], "ExpirationInDays"), RESULT_RETENTION_DAYS.unsigned_abs());
     assert!(as_u64(&rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"], "days") >= 1);
+    // Uploaded import files go no later than their import's record.
+    let uploads = rules
+        .iter()
+        .find(|r| r["Status"] == "Enabled" && r["Prefix"].as_str().is_some_and(|p| IMPORTS_PREFIX.starts_with(p)))
+        .expect("a rule covering the uploads of imports");
+    let days = as_u64(&uploads["ExpirationInDays"], "ExpirationInDays");
+    assert!((1..=IMPORT_RETENTION_DAYS.unsigned_abs()).contains(&days), "uploads expire after {days} days");
 
     let block = &bucket["PublicAccessBlockConfiguration"];
     for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
@@ -788,6 +907,7 @@ fn the_event_fixtures_are_requests_of_template_routes_and_messages_of_every_work
         template_routes(&doc).into_iter().map(|r| format!("{} {}", r.method, r.path)).collect();
     let mut requested = BTreeSet::new();
     let mut messaged = BTreeSet::new();
+    let mut imports_messaged = false;
     for (name, event) in fixtures() {
         if let Some(route_key) = event["routeKey"].as_str() {
             assert!(routes.contains(route_key), "{name}: {route_key} is not a route of the template");
@@ -799,19 +919,25 @@ fn the_event_fixtures_are_requests_of_template_routes_and_messages_of_every_work
             for record in records {
                 assert_eq!(record["eventSource"], "aws:sqs", "{name}");
                 let body = record["body"].as_str().expect("a body");
+                if serde_json::from_str::<ImportMessage>(body).is_ok() {
+                    imports_messaged = true;
+                    continue;
+                }
                 let message: JobMessage = serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
                 messaged.insert(message.segment_type);
             }
         }
     }
     for route in template_routes(&doc) {
-        if SegmentType::ALL.iter().any(|t| route.scopes.contains(&t.scope())) {
+        if SegmentType::ALL.iter().any(|t| route.scopes.contains(&t.scope())) || route.path.starts_with("/data/imports")
+        {
             let key = format!("{} {}", route.method, route.path);
             assert!(requested.contains(&key), "no fixture in events/ for {key}");
         }
     }
     let every: BTreeSet<SegmentType> = SegmentType::ALL.iter().copied().collect();
     assert_eq!(messaged, every, "an SQS fixture per worker");
+    assert!(imports_messaged, "an SQS fixture of the import worker");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,4 +1036,16 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed()
         rule["ExpirationInDays"] = json!(30);
     }
     assert!(fails(check_bucket, longer), "a retention other than 14 days is caught");
+
+    let mut uploads_kept = doc.clone();
+    uploads_kept["Resources"]["ResultsBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|rule| rule["Prefix"] != IMPORTS_PREFIX);
+    assert!(fails(check_bucket, uploads_kept), "uploads without an expiry are caught");
+
+    assert!(!fails(check_import_worker, doc.clone()));
+    let mut small = doc.clone();
+    small["Resources"]["ImportWorkerFunction"]["Properties"]["EphemeralStorage"]["Size"] = json!(512);
+    assert!(fails(check_import_worker, small), "an import worker without room for large files is caught");
 }

@@ -330,6 +330,8 @@ async fn embedded_export_redirects_to_a_runner_link_that_expires_and_refuses_tam
         services: e.s.core.clone(),
         segments: embedded_segments_services(e.store.clone(), &e.s.core),
         jobs_api: e.s.api.clone(),
+        data: segments_embedded::wiring::account_data(e.store.clone()),
+        imports: segments_embedded::wiring::imports_api(e.store.clone(), e.links.clone()).0,
         links: Some(e.links.clone()),
         signer,
     });

@@ -14,6 +14,7 @@ use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
 use crate::support::flows::{ALL_TYPE_SCOPES, all_users, get_page};
 use crate::support::moto::MotoServer;
 use crate::support::queues::{self, Record, take_bodies};
+use crate::support::users::put_items;
 use chrono::{Duration, NaiveDate, Utc};
 use segments_aws::services as aws_services;
 use segments_aws::{DynamoAccounts, SqsQueue, provision};
@@ -22,7 +23,7 @@ use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, UserId};
 use segments_core::http::testing::{create_job_request, status_and_json};
 use segments_core::jobs::{Job, JobMessage, JobStatus};
-use segments_core::ports::AccountSink;
+use segments_core::ports::UserStore;
 use segments_core::sqs::{handle_dead_letters, handle_sqs_batch};
 use segments_core::usecases::Services;
 use segments_core::usecases::run_shard::{Disposition, process_message};
@@ -47,7 +48,7 @@ enum Queue {
 struct Env {
     s: Services,
     faults: FaultPlan,
-    sink: Arc<dyn AccountSink>,
+    users: Arc<dyn UserStore>,
     queue: Queue,
     _dir: Option<tempfile::TempDir>,
     _moto: Option<MotoServer>,
@@ -61,11 +62,11 @@ impl Env {
     async fn embedded() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path()).unwrap();
-        let sink = Arc::new(store.clone());
+        let users = Arc::new(store.clone());
         let (s, rx) = embedded_services(store, Self::config());
         let faults = FaultPlan::default();
         let s = with_faults(s, &faults);
-        Env { s, faults, sink, queue: Queue::Embedded(Mutex::new(rx)), _dir: Some(dir), _moto: None }
+        Env { s, faults, users, queue: Queue::Embedded(Mutex::new(rx)), _dir: Some(dir), _moto: None }
     }
 
     async fn moto() -> Env {
@@ -81,7 +82,7 @@ impl Env {
         Env {
             s,
             faults,
-            sink: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+            users: Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
             queue: Queue::Sqs { queue, client: clients.sqs.clone(), dlq_url, queue_url },
             _dir: None,
             _moto: Some(moto),
@@ -411,8 +412,7 @@ async fn mandators(env: &Env) -> (MandatorId, MandatorId) {
     let items = items();
     let (one, sixteen) = (unique_mandator("one"), unique_mandator("sixteen"));
     for (m, shards) in [(&one, 1), (&sixteen, 16)] {
-        env.sink.ensure_shard_count(m, shards).await.unwrap();
-        env.sink.put_items(m, shards, &items).await.unwrap();
+        put_items(env.users.as_ref(), m, shards, &items).await;
     }
     (one, sixteen)
 }

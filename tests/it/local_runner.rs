@@ -1,62 +1,14 @@
 //! The local runner end to end, as a developer uses it: `segments serve --demo` on a fresh data
 //! directory, a token from its output or from `segments token`, and the API over real HTTP.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::flows::{as_reference, reference_high_balance};
+use crate::support::runner::{BIN, Runner, cli_token};
 use reqwest::StatusCode;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_segments");
-
-/// A running `segments serve`; stopped when dropped.
-struct Runner {
-    child: Child,
-    url: String,
-    token: String,
-}
-
-impl Runner {
-    fn start(data_dir: &Path, demo: bool) -> Runner {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--port", "0", "--json", "--data-dir"]).arg(data_dir);
-        if demo {
-            cmd.args(["--demo", "--demo-users", "300"]);
-        }
-        let mut child =
-            cmd.stdout(Stdio::piped()).stderr(Stdio::null()).env("RUST_LOG", "warn").spawn().expect("segments starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("the first line of serve");
-        let info: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
-        Runner {
-            child,
-            url: info["url"].as_str().expect("url").to_owned(),
-            token: info["token"].as_str().expect("token").to_owned(),
-        }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn cli_token(data_dir: &Path, mandator: &str, scopes: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["token", "--mandator", mandator, "--data-dir"]).arg(data_dir);
-    for s in scopes {
-        cmd.args(["--scope", s]);
-    }
-    let out = cmd.output().expect("segments token runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
 
 async fn post(http: &reqwest::Client, r: &Runner, token: &str, path: &str, body: &str) -> (StatusCode, Value) {
     let resp = http

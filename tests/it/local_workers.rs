@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 use crate::support::contract::unique_mandator;
 use crate::support::faults::{CrashPoint, FaultPlan, with_faults};
 use crate::support::flows::{all_users, get_page, post_job};
+use crate::support::users::put_items;
 use chrono::NaiveDate;
 use financial_segments::workers::spawn_embedded_pool;
 use segments_core::config::ServiceConfig;
 use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, UserId};
 use segments_core::jobs::{Job, JobStatus};
-use segments_core::ports::AccountSink;
 use segments_core::usecases::Services;
 use segments_embedded::EmbeddedStore;
 use segments_embedded::wiring::services as embedded_services;
@@ -34,8 +34,7 @@ async fn mandator_with_data(store: &EmbeddedStore, shards: u32) -> MandatorId {
             })
         })
         .collect();
-    store.ensure_shard_count(&mandator, shards).await.unwrap();
-    store.put_items(&mandator, shards, &items).await.unwrap();
+    put_items(store, &mandator, shards, &items).await;
     mandator
 }
 

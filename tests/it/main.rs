@@ -1,14 +1,18 @@
 //! The integration tests: one binary, a module per area. `support` holds what several areas share:
 //! the moto launcher, the two backends and the port contract suites `contracts` runs on both,
-//! request flows, queue helpers and fault injection.
+//! request flows, queue helpers, fault injection and the local runner's process.
 
 mod support;
 
+mod account_data;
 mod aws_adapters;
 mod callback_delivery;
 mod callbacks;
 mod contracts;
+mod data_api;
+mod data_imports;
 mod embedded_adapters;
+mod importer;
 mod infra;
 mod job_endpoints;
 mod jobs_at_scale;

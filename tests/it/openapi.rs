@@ -5,6 +5,9 @@ use std::collections::BTreeSet;
 use financial_segments::server::ROUTES;
 use segments_core::domain::{AccountType, SegmentType};
 use segments_core::http::PROBLEM_CODES;
+use segments_core::usecases::account_data::body::{
+    MAX_ACCOUNTS, MAX_COUNTERPART_CHARS, MAX_LABEL_CHARS, MAX_LABELS, MAX_PURPOSE_CHARS,
+};
 use serde_json::Value;
 
 fn document() -> Value {
@@ -55,4 +58,14 @@ fn its_limits_are_the_code_limits() {
     assert_eq!(per_page["schema"]["default"], get_result::DEFAULT_PER_PAGE);
     let groups = &doc["components"]["schemas"]["FinancialBreakdownRequest"]["properties"]["labelGroups"];
     assert_eq!(groups["maxItems"], segments_core::rules::params::MAX_LABEL_GROUPS);
+
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["UserData"]["properties"]["accounts"]["maxItems"], MAX_ACCOUNTS);
+    assert_eq!(schemas["UserDataPatch"]["properties"]["accounts"]["maxItems"], MAX_ACCOUNTS);
+    assert_eq!(schemas["UserDataPatch"]["properties"]["deleteAccounts"]["maxItems"], MAX_ACCOUNTS);
+    let transaction = &schemas["DataTransaction"]["properties"];
+    assert_eq!(transaction["counterpartName"]["maxLength"], MAX_COUNTERPART_CHARS);
+    assert_eq!(transaction["purpose"]["maxLength"], MAX_PURPOSE_CHARS);
+    assert_eq!(transaction["labels"]["maxItems"], MAX_LABELS);
+    assert_eq!(transaction["labels"]["items"]["maxLength"], MAX_LABEL_CHARS);
 }

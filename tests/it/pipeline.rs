@@ -9,15 +9,16 @@ use std::sync::Arc;
 use crate::support::flows::{all_users, as_reference, get_page, post_job, reference_high_balance};
 use crate::support::moto::MotoServer;
 use crate::support::queues::{Record, sqs_event};
+use crate::support::users::{aws_importer, embedded_importer, import_dir};
 use chrono::{Days, NaiveDate, Utc};
 use financial_segments::generate::{self, GenerateConfig};
 use segments_aws::services as aws_services;
-use segments_aws::{DynamoAccounts, SqsQueue, provision};
+use segments_aws::{SqsQueue, provision};
 use segments_core::config::ServiceConfig;
 use segments_core::domain::{MandatorId, SegmentType};
-use segments_core::ports::AccountSink;
+use segments_core::imports::ImportMode;
 use segments_core::usecases::Services;
-use segments_core::usecases::import::{ImportOptions, import_files};
+use segments_core::usecases::import::Importer;
 use segments_core::usecases::run_shard::{Disposition, ShardRunner, process_message};
 use segments_embedded::EmbeddedStore;
 use segments_embedded::wiring::services as embedded_services;
@@ -39,9 +40,9 @@ fn generate_data(dir: &Path, users: u64) -> NaiveDate {
     end
 }
 
-async fn import(sink: &dyn AccountSink, dir: &Path, shards: u32) {
-    let options = ImportOptions { mandator: Some(MandatorId::parse(MANDATOR).unwrap()), shard_count: shards };
-    import_files(sink, &dir.join("accounts.ndjson"), &dir.join("transactions.ndjson"), options, |_| {}).await.unwrap();
+async fn import(importer: &Importer, dir: &Path, shards: u32) {
+    let mandator = MandatorId::parse(MANDATOR).unwrap();
+    import_dir(importer, &mandator, ImportMode::UpsertUsers, dir, Some(shards)).await.unwrap();
 }
 
 /// The jobs of the scenario: every type, highBalance twice (today, and ten days ago so later
@@ -117,7 +118,7 @@ fn eur_accounts(dir: &Path) -> std::collections::BTreeSet<String> {
 async fn through_embedded(dir: &Path, end: NaiveDate, shards: u32) -> Vec<(String, Vec<Value>)> {
     let store_dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(store_dir.path()).unwrap();
-    import(&store, dir, shards).await;
+    import(&embedded_importer(&store), dir, shards).await;
     let (s, mut rx) = embedded_services(store, ServiceConfig::default());
     let worker = s.runner();
     run_jobs(&s, end, shards, move || async move {
@@ -168,7 +169,7 @@ async fn through_moto(dir: &Path, end: NaiveDate, shards: u32, redeliver: bool) 
     let resources = provision::provision_all(&clients, "pipeline", 5).await.unwrap();
     let s = aws_services(&clients, &resources, ServiceConfig::default());
     let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
-    import(&DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()), dir, shards).await;
+    import(&aws_importer(&clients, &resources, "pipeline").await, dir, shards).await;
     let worker = s.runner();
     run_jobs(&s, end, shards, move || async move { drain_sqs(&worker, &queue, redeliver).await }).await
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use crate::support::moto::MotoServer;
+use crate::support::users::{embedded_importer, import_dir, put_items};
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use lambda_http::Body;
 use segments_aws::segments_api as aws_segments_services;
@@ -17,10 +18,11 @@ use segments_core::domain::{
     Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
 };
 use segments_core::http::testing::ApiRequest;
+use segments_core::imports::ImportMode;
 use segments_core::jobs::JobMessage;
-use segments_core::ports::AccountSink;
+use segments_core::ports::UserStore;
 use segments_core::usecases::Services;
-use segments_core::usecases::import::{ImportError, ImportOptions, import_files};
+use segments_core::usecases::import::{ImportError, Importer};
 use segments_core::usecases::run_shard::{Disposition, process_message};
 use segments_core::usecases::segments::SegmentsServices;
 use segments_embedded::EmbeddedStore;
@@ -44,7 +46,8 @@ struct Env {
     /// Every port of the same store: the workers run the refresh jobs with it.
     core: Services,
     workers: Workers,
-    accounts: Arc<dyn AccountSink>,
+    users: Arc<dyn UserStore>,
+    importer: Importer,
 }
 
 /// An account as a test writes it: `(userId, accountId, type, balance)`, balance dated today.
@@ -89,7 +92,7 @@ impl Env {
         self.data(mandator, accounts, &[]).await;
     }
 
-    /// Writes accounts and their transactions through the account sink, as the importer does.
+    /// Writes accounts and their transactions into their users.
     async fn data(&self, mandator: &str, accounts: &[AccountRow<'_>], transactions: &[TransactionRow<'_>]) {
         let mandator = MandatorId::parse(mandator).unwrap();
         let eur = Currency::parse("EUR").unwrap();
@@ -118,8 +121,7 @@ impl Env {
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             },
         }));
-        self.accounts.ensure_shard_count(&mandator, SHARDS).await.unwrap();
-        self.accounts.put_items(&mandator, SHARDS, &items).await.unwrap();
+        put_items(self.users.as_ref(), &mandator, SHARDS, &items).await;
     }
 
     async fn call(
@@ -920,8 +922,8 @@ async fn account_directory_and_importer(env: &Env) {
     let transactions = dir.path().join("transactions.ndjson");
     std::fs::write(&accounts, format!("{}\n{}\n", line("u900", "acc-new"), line("u900", "acc-007"))).unwrap();
     std::fs::write(&transactions, "").unwrap();
-    let options = ImportOptions { mandator: None, shard_count: SHARDS };
-    let err = import_files(env.accounts.as_ref(), &accounts, &transactions, options.clone(), |_| {}).await.unwrap_err();
+    let err =
+        import_dir(&env.importer, &mandator, ImportMode::UpsertUsers, dir.path(), Some(SHARDS)).await.unwrap_err();
     let ImportError::Invalid { errors, more: 0 } = err else { panic!("{err:?}") };
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(errors[0].line, 2);
@@ -930,8 +932,8 @@ async fn account_directory_and_importer(env: &Env) {
     assert!(env.s.directory.account_users(&mandator, &new).await.unwrap().is_empty(), "nothing was written");
     // The same account for its own user imports (upsert), and so does a new one.
     std::fs::write(&accounts, format!("{}\n{}\n", line("u900", "acc-new"), line("u003", "acc-007"))).unwrap();
-    let report = import_files(env.accounts.as_ref(), &accounts, &transactions, options, |_| {}).await.unwrap();
-    assert_eq!(report.accounts, 2);
+    let record = import_dir(&env.importer, &mandator, ImportMode::UpsertUsers, dir.path(), Some(SHARDS)).await.unwrap();
+    assert_eq!(record.counts.accounts, 2);
     let found = env.s.directory.account_users(&mandator, &new).await.unwrap();
     assert_eq!(found.get(&new[0]).map(UserId::as_str), Some("u900"));
 }
@@ -955,7 +957,8 @@ fn embedded() -> (tempfile::TempDir, Env) {
     let store = EmbeddedStore::open(dir.path()).unwrap();
     let (core, rx) = embedded_services(store.clone(), ServiceConfig::default());
     let s = embedded_segments_services(store.clone(), &core);
-    (dir, Env { s, core, workers: Workers::Embedded(Mutex::new(rx)), accounts: Arc::new(store) })
+    let importer = embedded_importer(&store);
+    (dir, Env { s, core, workers: Workers::Embedded(Mutex::new(rx)), users: Arc::new(store), importer })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1018,8 +1021,9 @@ async fn every_scenario_through_moto() {
     let core = aws_services(&clients, &resources, ServiceConfig::default());
     let s = aws_segments_services(&clients, &resources, &table, ServiceConfig::default());
     let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
-    let accounts = Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
-    let env = Env { s, core, workers: Workers::Sqs(queue), accounts };
+    let users = Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
+    let importer = segments_aws::importer(&clients, &resources, &table);
+    let env = Env { s, core, workers: Workers::Sqs(queue), users, importer };
     all_scenarios(&env).await;
 }
 

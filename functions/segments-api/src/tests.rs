@@ -87,27 +87,33 @@ async fn refusals_are_problems_with_stable_codes() {
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
 }
 
-/// Account items of the demo mandator, as the importer writes them.
-fn demo_accounts(ids: &[(&str, &str)]) -> Vec<segments_core::domain::records::AccountItem> {
-    use segments_core::domain::{Account, AccountId, AccountType, Currency, Money, UserId};
-    ids.iter()
-        .map(|(user, account)| {
-            segments_core::domain::records::AccountItem::Account(Account {
+/// Stores a user of the demo mandator with one checking account.
+async fn store_user(store: &EmbeddedStore, user: &str, account: &str) {
+    use segments_core::domain::{Account, AccountHistory, AccountId, AccountType, Currency, Money, UserData, UserId};
+    use segments_core::ports::UserStore;
+    let mandator = segments_core::domain::MandatorId::parse("demo-bank").unwrap();
+    let data = UserData {
+        user_id: UserId::parse(user).unwrap(),
+        accounts: vec![AccountHistory {
+            account: Account {
                 user_id: UserId::parse(user).unwrap(),
                 account_id: AccountId::parse(account).unwrap(),
                 account_type: AccountType::Checking,
                 currency: Currency::parse("EUR").unwrap(),
                 balance: Money::parse("10").unwrap(),
                 balance_date: chrono::Utc::now().date_naive(),
-            })
-        })
-        .collect()
+            },
+            transactions: vec![],
+        }],
+    };
+    store.ensure_shard_count(&mandator, 4).await.unwrap();
+    store.put_user(&mandator, 4, &data, None).await.unwrap();
 }
 
 #[tokio::test]
 async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
     use segments_core::domain::segment::{Segment, SegmentId, Status};
-    use segments_core::ports::{AccountSink, SegmentStore};
+    use segments_core::ports::SegmentStore;
 
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).unwrap();
@@ -141,8 +147,7 @@ async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
     let put = include_str!("../../../events/segments-change-accounts.json");
 
     // acc-0000042-02 is not in the data yet: refused, naming it.
-    store.ensure_shard_count(&mandator, 4).await.unwrap();
-    store.put_items(&mandator, 4, &demo_accounts(&[("user-0000007", "acc-0000007-01")])).await.unwrap();
+    store_user(&store, "user-0000007", "acc-0000007-01").await;
     let (status, problem) = status_and_json(handle(&s, lambda_http::request::from_str(put).unwrap()).await.unwrap());
     assert_eq!(
         (status, problem["code"].as_str(), problem["field"].as_str()),
@@ -150,7 +155,7 @@ async fn the_recorded_events_create_a_dynamic_segment_and_tag_accounts_by_id() {
     );
     assert!(problem["detail"].as_str().unwrap().ends_with(": acc-0000042-02"), "{problem}");
 
-    store.put_items(&mandator, 4, &demo_accounts(&[("user-0000042", "acc-0000042-02")])).await.unwrap();
+    store_user(&store, "user-0000042", "acc-0000042-02").await;
     let (status, tagged) = status_and_json(handle(&s, lambda_http::request::from_str(put).unwrap()).await.unwrap());
     assert_eq!((status, tagged["memberCount"].as_u64()), (200, Some(2)), "{tagged}");
     let members = store.members(&mandator, segment.id).await.unwrap();

@@ -1,16 +1,24 @@
 //! The DynamoDB item layout (docs/storage.md) and the mapping between items and domain values,
-//! written out by hand: a shard's Query decodes millions of items, so decoding moves the strings
-//! out of the item instead of copying them, and builds error messages only on failure.
+//! written out by hand.
 //!
 //! AccountData table:
 //! - shard count of a mandator: `pk = M#{mandatorId}#META`, `sk = SHARDS`, `shardCount` (N);
-//! - account: `pk = M#{mandatorId}#S#{shard:04}`, `sk = U#{userId}#A#{accountId}`;
-//! - transaction: same `pk`, `sk = U#{userId}#A#{accountId}#T#{bookingDate}#{transactionId}`.
+//! - a user's account data, one compressed record (`segments_core::snapshot`) cut into blocks of
+//!   at most 350 KiB, one item per block: `pk = M#{mandatorId}#S#{shard:04}` (the user's shard),
+//!   `sk = U#{userId}#B{index:02}` for index 0 to n − 1, attributes `v` (N, the user's version),
+//!   `n` (N, the block count n) and `b` (B, the block's bytes). Every block of a write carries
+//!   the same `v` and `n`, so a reader knows when it sees two writes at once. The attribute names
+//!   are short on purpose: DynamoDB bills them as item bytes;
+//! - account directory: `pk = M#{mandatorId}#ACCOUNT#{accountId}`, `sk = USER`, `userId` (S), the
+//!   user holding the account (written by the `accounts` module).
 //!
-//! Identifiers never contain `#` and every character they may contain sorts after it, so the sort
-//! key order is: users by userId, then each account followed by its transactions, accounts by
-//! accountId, transactions by (bookingDate, transactionId). A shard's Query therefore yields
-//! each user's items contiguously and in the order the domain wants.
+//! Identifiers never contain `#` and every character they may contain sorts after it, so in sort
+//! key order the users of a shard come by userId, each user's blocks together and in index order:
+//! a shard's Query yields one user after the other.
+//!
+//! The layout before this one kept an item per account and per transaction under the same
+//! partition keys (`sk = U#{userId}#A#{accountId}[#T#…]`, no `b` attribute). Such an item is
+//! never read as data: the mandator must be imported again.
 //!
 //! Jobs table: `pk = M#{mandatorId}`, `sk = JOB#{jobId}`; `expiresAt` (N, epoch seconds) is the
 //! TTL attribute.
@@ -19,16 +27,15 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
 
+use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 
-use segments_core::domain::records::{AccountItem, shard_of};
-use segments_core::domain::{
-    Account, AccountId, JobId, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
-};
+use segments_core::domain::{JobId, MandatorId, SegmentType, UserId};
 use segments_core::jobs::{Job, JobStatus, ResultSummary};
 use segments_core::ports::StoreError;
 use segments_core::rules::SegmentParams;
+use segments_core::snapshot::MAX_BLOCKS;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -38,23 +45,14 @@ pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 
 // AccountData attributes.
-pub(super) const ITEM_TYPE: &str = "itemType";
-pub(super) const USER_ID: &str = "userId";
-pub(super) const ACCOUNT_ID: &str = "accountId";
-pub(super) const ACCOUNT_TYPE: &str = "accountType";
-pub(super) const CURRENCY: &str = "currency";
-pub(super) const BALANCE: &str = "balance";
-pub(super) const BALANCE_DATE: &str = "balanceDate";
-pub(super) const TRANSACTION_ID: &str = "transactionId";
-pub(super) const BOOKING_DATE: &str = "bookingDate";
-pub(super) const AMOUNT: &str = "amount";
-pub(super) const COUNTERPART_NAME: &str = "counterpartName";
-pub(super) const PURPOSE: &str = "purpose";
-pub(super) const LABELS: &str = "labels";
 pub(super) const SHARD_COUNT: &str = "shardCount";
+/// The version of the user a block belongs to (N).
+pub(super) const BLOCK_VERSION: &str = "v";
+/// How many blocks the user's record has (N).
+pub(super) const BLOCK_COUNT: &str = "n";
+/// The block's bytes (B).
+pub(super) const BLOCK_DATA: &str = "b";
 
-const ACCOUNT_ITEM: &str = "ACCOUNT";
-const TRANSACTION_ITEM: &str = "TRANSACTION";
 const META_SORT_KEY: &str = "SHARDS";
 
 // Jobs attributes.
@@ -87,12 +85,14 @@ fn meta_pk(mandator: &MandatorId) -> String {
     format!("M#{mandator}#META")
 }
 
-fn account_sk(user: &UserId, account: &AccountId) -> String {
-    format!("U#{user}#A#{account}")
+/// The start of the sort key of every block of the user, and of nothing else: a userId never
+/// contains `#`.
+pub(super) fn user_sk_prefix(user: &UserId) -> String {
+    format!("U#{user}#")
 }
 
-fn transaction_sk(user: &UserId, account: &AccountId, t: &Transaction) -> String {
-    format!("U#{user}#A#{account}#T#{}#{}", t.booking_date.format("%Y-%m-%d"), t.transaction_id)
+pub(super) fn block_sk(user: &UserId, index: usize) -> String {
+    format!("U#{user}#B{index:02}")
 }
 
 pub(super) fn job_pk(mandator: &MandatorId) -> String {
@@ -105,6 +105,10 @@ fn job_sk(job_id: JobId) -> String {
 
 pub(super) fn meta_key(mandator: &MandatorId) -> Item {
     HashMap::from([(PARTITION_KEY.to_owned(), s(meta_pk(mandator))), (SORT_KEY.to_owned(), s(META_SORT_KEY))])
+}
+
+pub(super) fn block_key(pk: &str, user: &UserId, index: usize) -> Item {
+    HashMap::from([(PARTITION_KEY.to_owned(), s(pk)), (SORT_KEY.to_owned(), s(block_sk(user, index)))])
 }
 
 pub(super) fn job_key(mandator: &MandatorId, job_id: JobId) -> Item {
@@ -162,24 +166,7 @@ where
 }
 
 fn parse_date(name: &str, text: &str) -> Result<NaiveDate, String> {
-    // `YYYY-MM-DD`, the form every date is written in, read directly: a shard's Query decodes a
-    // date per item, and chrono's format-driven parser costs more than the rest of the item.
-    if let Some(date) = segments_core::domain::date::iso_date(text.as_bytes()) {
-        return Ok(date);
-    }
     NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|e| format!("attribute {name}: {e}"))
-}
-
-fn parse_money(name: &str, text: &str) -> Result<Money, String> {
-    // Only the attribute name: the value is a balance or an amount and stays out of messages.
-    Money::parse(text).map_err(|e| format!("attribute {name} {e}"))
-}
-
-fn id<T: TryFrom<String>>(name: &str, value: String) -> Result<T, String>
-where
-    T::Error: Display,
-{
-    T::try_from(value).map_err(|e| format!("attribute {name} {e}"))
 }
 
 fn date_text(d: NaiveDate) -> String {
@@ -205,103 +192,103 @@ pub(super) fn decode_shard_count(mut item: Item) -> Result<u32, StoreError> {
     }
 }
 
-/// The item of one account or transaction, placed on the user's shard.
-pub(super) fn account_data_item(mandator: &MandatorId, shard_count: u32, data: &AccountItem) -> Item {
-    let pk = shard_pk(mandator, shard_of(data.user_id(), shard_count));
-    let mut item = HashMap::with_capacity(12);
-    item.insert(PARTITION_KEY.to_owned(), s(pk));
-    match data {
-        AccountItem::Account(a) => {
-            item.insert(SORT_KEY.to_owned(), s(account_sk(&a.user_id, &a.account_id)));
-            item.insert(ITEM_TYPE.to_owned(), s(ACCOUNT_ITEM));
-            item.insert(USER_ID.to_owned(), s(a.user_id.as_str()));
-            item.insert(ACCOUNT_ID.to_owned(), s(a.account_id.as_str()));
-            item.insert(ACCOUNT_TYPE.to_owned(), s(a.account_type.as_str()));
-            item.insert(CURRENCY.to_owned(), s(a.currency.as_str()));
-            item.insert(BALANCE.to_owned(), n(a.balance));
-            item.insert(BALANCE_DATE.to_owned(), s(date_text(a.balance_date)));
-        }
-        AccountItem::Transaction { user_id, account_id, transaction: t } => {
-            item.insert(SORT_KEY.to_owned(), s(transaction_sk(user_id, account_id, t)));
-            item.insert(ITEM_TYPE.to_owned(), s(TRANSACTION_ITEM));
-            item.insert(USER_ID.to_owned(), s(user_id.as_str()));
-            item.insert(ACCOUNT_ID.to_owned(), s(account_id.as_str()));
-            item.insert(TRANSACTION_ID.to_owned(), s(t.transaction_id.as_str()));
-            item.insert(BOOKING_DATE.to_owned(), s(date_text(t.booking_date)));
-            item.insert(AMOUNT.to_owned(), n(t.amount));
-            item.insert(CURRENCY.to_owned(), s(t.currency.as_str()));
-            if !t.counterpart_name.is_empty() {
-                item.insert(COUNTERPART_NAME.to_owned(), s(t.counterpart_name.as_str()));
-            }
-            if !t.purpose.is_empty() {
-                item.insert(PURPOSE.to_owned(), s(t.purpose.as_str()));
-            }
-            if !t.labels.is_empty() {
-                // A list, not a string set: it keeps the labels' order and may be compared as is.
-                item.insert(LABELS.to_owned(), AttributeValue::L(t.labels.iter().map(|l| s(l.as_str())).collect()));
-            }
-        }
-    }
+/// The item of block `index` of the `count` blocks of the user's record at `version`, in the
+/// partition `pk` of the user's shard.
+pub(super) fn block_item(pk: &str, user: &UserId, index: usize, count: usize, version: u64, bytes: &[u8]) -> Item {
+    let mut item = block_key(pk, user, index);
+    item.insert(BLOCK_VERSION.to_owned(), n(version));
+    item.insert(BLOCK_COUNT.to_owned(), n(count));
+    item.insert(BLOCK_DATA.to_owned(), AttributeValue::B(Blob::new(bytes)));
     item
 }
 
-/// Decodes an item of a shard's Query.
-pub(super) fn decode_account_data(mut item: Item) -> Result<AccountItem, StoreError> {
-    let decoded = decode_account_data_fields(&mut item);
-    decoded.map_err(|e| {
-        let sk = match item.get(SORT_KEY) {
-            Some(AttributeValue::S(sk)) => sk.as_str(),
-            _ => "?",
-        };
-        StoreError::Corrupt(format!("account data item {sk}: {e}"))
-    })
+/// One block of a user's record, as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Block {
+    /// The userId of the sort key, not yet validated: blocks are grouped by it first.
+    pub user: String,
+    pub index: usize,
+    pub count: usize,
+    pub version: u64,
+    pub bytes: Vec<u8>,
 }
 
-fn decode_account_data_fields(item: &mut Item) -> Result<AccountItem, String> {
-    let item_type = take_s(item, ITEM_TYPE)?;
-    let user_id: UserId = id(USER_ID, take_s(item, USER_ID)?)?;
-    let account_id: AccountId = id(ACCOUNT_ID, take_s(item, ACCOUNT_ID)?)?;
-    let currency = take_s(item, CURRENCY)?;
-    let currency =
-        segments_core::domain::Currency::parse(&currency).ok_or_else(|| format!("attribute {CURRENCY} is invalid"))?;
-    match item_type.as_str() {
-        ACCOUNT_ITEM => Ok(AccountItem::Account(Account {
-            user_id,
-            account_id,
-            account_type: parse(ACCOUNT_TYPE, &take_s(item, ACCOUNT_TYPE)?)?,
-            currency,
-            balance: parse_money(BALANCE, &take_n(item, BALANCE)?)?,
-            balance_date: parse_date(BALANCE_DATE, &take_s(item, BALANCE_DATE)?)?,
-        })),
-        TRANSACTION_ITEM => {
-            let transaction = Transaction {
-                transaction_id: id::<TransactionId>(TRANSACTION_ID, take_s(item, TRANSACTION_ID)?)?,
-                booking_date: parse_date(BOOKING_DATE, &take_s(item, BOOKING_DATE)?)?,
-                amount: parse_money(AMOUNT, &take_n(item, AMOUNT)?)?,
-                currency,
-                counterpart_name: take_opt_s(item, COUNTERPART_NAME)?.unwrap_or_default(),
-                purpose: take_opt_s(item, PURPOSE)?.unwrap_or_default(),
-                labels: take_labels(item)?,
-            };
-            Ok(AccountItem::Transaction { user_id, account_id, transaction })
-        }
-        other => Err(format!("attribute {ITEM_TYPE} has unknown value {other:?}")),
+/// Why an item of a shard is not a block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum BlockError {
+    /// Account data in the layout before this one (an item per account and per transaction).
+    EarlierLayout,
+    Invalid(String),
+}
+
+/// The user and block index of a block's sort key.
+pub(super) fn parse_block_sk(sk: &str) -> Result<(&str, usize), BlockError> {
+    let invalid = || BlockError::Invalid(format!("sort key {sk} is not a block's"));
+    let (user, block) = sk.strip_prefix("U#").and_then(|rest| rest.split_once('#')).ok_or_else(invalid)?;
+    if block.starts_with("A#") {
+        return Err(BlockError::EarlierLayout);
     }
+    let index = block.strip_prefix('B').filter(|i| i.len() == 2 && i.bytes().all(|b| b.is_ascii_digit()));
+    let index: usize = index.ok_or_else(invalid)?.parse().map_err(|_| invalid())?;
+    if user.is_empty() || index >= MAX_BLOCKS {
+        return Err(invalid());
+    }
+    Ok((user, index))
 }
 
-fn take_labels(item: &mut Item) -> Result<Vec<String>, String> {
-    match item.remove(LABELS) {
-        None | Some(AttributeValue::Null(_)) => Ok(Vec::new()),
-        Some(AttributeValue::L(values)) => values
-            .into_iter()
-            .map(|v| match v {
-                AttributeValue::S(label) => Ok(label),
-                _ => Err(format!("attribute {LABELS} holds a value that is not a string")),
-            })
-            .collect(),
-        // Tolerated for items written by other tools; sets have no order, DynamoDB returns them sorted.
-        Some(AttributeValue::Ss(labels)) => Ok(labels),
-        Some(_) => Err(format!("attribute {LABELS} is not a list of strings")),
+/// Decodes an item of a shard's Query, moving the bytes out of it.
+pub(super) fn decode_block(mut item: Item) -> Result<Block, BlockError> {
+    let sk = match item.remove(SORT_KEY) {
+        Some(AttributeValue::S(sk)) => sk,
+        _ => return Err(BlockError::Invalid(format!("an item without a string {SORT_KEY}"))),
+    };
+    let (user, index) = parse_block_sk(&sk)?;
+    let bytes = match item.remove(BLOCK_DATA) {
+        Some(AttributeValue::B(b)) => b.into_inner(),
+        None => return Err(BlockError::EarlierLayout),
+        Some(_) => return Err(BlockError::Invalid(format!("block {sk}: attribute {BLOCK_DATA} is not binary"))),
+    };
+    let numbers = |item: &mut Item| -> Result<(u64, usize), String> {
+        let version = parse(BLOCK_VERSION, &take_n(item, BLOCK_VERSION)?)?;
+        Ok((version, parse(BLOCK_COUNT, &take_n(item, BLOCK_COUNT)?)?))
+    };
+    let (version, count) = numbers(&mut item).map_err(|e| BlockError::Invalid(format!("block {sk}: {e}")))?;
+    if count == 0 || count > MAX_BLOCKS {
+        return Err(BlockError::Invalid(format!("block {sk}: attribute {BLOCK_COUNT} is {count}")));
+    }
+    Ok(Block { user: user.to_owned(), index, count, version, bytes })
+}
+
+/// What the blocks read of one user make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Record {
+    /// No block: nothing is stored.
+    Absent,
+    /// Every block of one version, none missing: the record, joined.
+    Whole { version: u64, blocks: usize, bytes: Vec<u8> },
+    /// Blocks of two versions, or some missing: the read met a write (a Query is not a snapshot
+    /// of a transaction).
+    Torn,
+}
+
+impl Record {
+    /// `blocks` of one user, in sort key order.
+    pub(super) fn of(blocks: Vec<Block>) -> Record {
+        let Some(first) = blocks.first() else {
+            return Record::Absent;
+        };
+        let (version, count) = (first.version, first.count);
+        let whole = blocks.len() == count
+            && blocks.iter().enumerate().all(|(i, b)| b.index == i && b.version == version && b.count == count);
+        if !whole {
+            return Record::Torn;
+        }
+        let mut parts = blocks.into_iter().map(|b| b.bytes);
+        let mut bytes = parts.next().unwrap_or_default();
+        for part in parts {
+            bytes.extend_from_slice(&part);
+        }
+        Record::Whole { version, blocks: count, bytes }
     }
 }
 
@@ -438,41 +425,16 @@ fn decode_job_fields(item: &mut Item) -> Result<Job, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use segments_core::domain::{AccountType, Currency};
+    use segments_core::domain::AccountType;
+    use segments_core::domain::Money;
     use segments_core::rules::params::HighBalanceParams;
-
-    fn m(s: &str) -> Money {
-        s.parse().unwrap()
-    }
 
     fn mandator() -> MandatorId {
         MandatorId::parse("bank-1").unwrap()
     }
 
-    fn account(user: &str, id: &str, balance: &str) -> AccountItem {
-        AccountItem::Account(Account {
-            user_id: UserId::parse(user).unwrap(),
-            account_id: AccountId::parse(id).unwrap(),
-            account_type: AccountType::Savings,
-            currency: Currency::parse("EUR").unwrap(),
-            balance: m(balance),
-            balance_date: "2024-05-31".parse().unwrap(),
-        })
-    }
-
-    fn transaction(user: &str, account: &str, id: &str, date: &str, amount: &str, labels: &[&str]) -> AccountItem {
-        AccountItem::Transaction {
-            user_id: UserId::parse(user).unwrap(),
-            account_id: AccountId::parse(account).unwrap(),
-            transaction: Transaction {
-                transaction_id: TransactionId::parse(id).unwrap(),
-                booking_date: date.parse().unwrap(),
-                amount: m(amount),
-                currency: Currency::parse("EUR").unwrap(),
-                counterpart_name: if labels.is_empty() { String::new() } else { "ACME Insurance".to_owned() },
-                labels: labels.iter().map(|l| (*l).to_owned()).collect(),
-            },
-        }
+    fn user(id: &str) -> UserId {
+        UserId::parse(id).unwrap()
     }
 
     fn sk(item: &Item) -> &str {
@@ -482,92 +444,86 @@ mod tests {
         }
     }
 
-    #[test]
-    fn given_dates_when_decoded_then_the_direct_reading_agrees_with_chrono_and_refuses_the_invalid() {
-        for text in ["2024-02-29", "1999-12-31", "0001-01-01", "2026-11-20"] {
-            assert_eq!(parse_date("d", text), Ok(NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()));
-        }
-        for bad in
-            ["2023-02-29", "2024-13-01", "2024-00-10", "2024-01-32", "2024-1-01", "20240101", "2024/01/01", "", "x"]
-        {
-            assert_eq!(parse_date("d", bad).is_err(), NaiveDate::parse_from_str(bad, "%Y-%m-%d").is_err(), "{bad}");
-        }
+    fn block(user_id: &str, index: usize, count: usize, version: u64, bytes: &[u8]) -> Block {
+        Block { user: user_id.to_owned(), index, count, version, bytes: bytes.to_vec() }
     }
 
     #[test]
-    fn account_data_round_trips_exactly() {
-        for data in [
-            account("u1", "a1", "1234567.89"),
-            account("u1", "a2", "-0.10"),
-            transaction("u1", "a1", "t1", "2024-05-01", "-0.10", &["INSURANCE", "CARINSURANCE"]),
-            transaction("u1", "a1", "t2", "2024-05-01", "0", &[]),
-        ] {
-            let item = account_data_item(&mandator(), 16, &data);
-            assert_eq!(decode_account_data(item).unwrap(), data);
-        }
+    fn a_block_round_trips_and_its_attributes_are_short() {
+        let pk = shard_pk(&mandator(), 7);
+        let item = block_item(&pk, &user("u1"), 1, 3, 1_700_000_000_000_001, &[0, 1, 255]);
+        assert_eq!(item.get(PARTITION_KEY), Some(&s("M#bank-1#S#0007")));
+        assert_eq!(sk(&item), "U#u1#B01");
+        let mut names: Vec<&str> = item.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["b", "n", "pk", "sk", "v"]);
+        assert_eq!(decode_block(item), Ok(block("u1", 1, 3, 1_700_000_000_000_001, &[0, 1, 255])));
     }
 
     #[test]
-    fn amounts_are_stored_as_their_exact_decimal_text() {
-        let item = account_data_item(&mandator(), 16, &account("u1", "a1", "0.1"));
-        assert_eq!(item.get(BALANCE), Some(&AttributeValue::N("0.10".to_owned())));
-        // What DynamoDB hands back may be normalized; it still decodes to the same amount.
-        let mut item = item;
-        item.insert(BALANCE.to_owned(), AttributeValue::N("0.1".to_owned()));
-        assert_eq!(decode_account_data(item).unwrap(), account("u1", "a1", "0.10"));
-    }
-
-    #[test]
-    fn empty_text_and_labels_are_not_stored() {
-        let item = account_data_item(&mandator(), 16, &transaction("u1", "a1", "t1", "2024-05-01", "5", &[]));
-        assert!(!item.contains_key(LABELS) && !item.contains_key(PURPOSE) && !item.contains_key(COUNTERPART_NAME));
-    }
-
-    #[test]
-    fn a_user_s_items_are_contiguous_and_in_domain_order_by_sort_key() {
-        let in_domain_order = [
-            account("u1", "a1", "1"),
-            transaction("u1", "a1", "t2", "2024-04-30", "1", &[]),
-            transaction("u1", "a1", "t1", "2024-05-01", "1", &[]),
-            transaction("u1", "a1", "t1-b", "2024-05-01", "1", &[]),
-            transaction("u1", "a1", "t1b", "2024-05-01", "1", &[]),
-            account("u1", "a1-x", "1"),
-            account("u1", "a1x", "1"),
-            transaction("u1", "a1x", "t0", "2023-01-01", "1", &[]),
-            account("u1-2", "a0", "1"),
-            account("u10", "a0", "1"),
-        ];
-        let keys: Vec<String> =
-            in_domain_order.iter().map(|d| sk(&account_data_item(&mandator(), 1, d)).to_owned()).collect();
+    fn a_user_s_blocks_are_contiguous_in_index_order_and_users_in_id_order() {
+        let in_order = [("u1", 0), ("u1", 1), ("u1", 7), ("u1-2", 0), ("u1.x", 0), ("u10", 0), ("u1x", 0), ("v", 0)];
+        let keys: Vec<String> = in_order.iter().map(|(u, i)| block_sk(&user(u), *i)).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+        assert!(keys.iter().all(|k| k.starts_with("U#")));
+        assert!(!block_sk(&user("u10"), 0).starts_with(&user_sk_prefix(&user("u1"))), "the prefix ends the id");
     }
 
     #[test]
-    fn items_are_placed_on_the_user_s_shard() {
-        let data = account("u1", "a1", "1");
-        let item = account_data_item(&mandator(), 16, &data);
-        let shard = shard_of(data.user_id(), 16);
-        assert_eq!(item.get(PARTITION_KEY), Some(&s(format!("M#bank-1#S#{shard:04}"))));
+    fn items_of_the_earlier_layout_are_recognised() {
+        assert_eq!(parse_block_sk("U#u1#A#acc-1"), Err(BlockError::EarlierLayout));
+        assert_eq!(parse_block_sk("U#u1#A#acc-1#T#2024-05-01#t1"), Err(BlockError::EarlierLayout));
+        // An account item: no bytes.
+        let mut item = block_key("M#bank-1#S#0000", &user("u1"), 0);
+        item.insert("itemType".to_owned(), s("ACCOUNT"));
+        assert_eq!(decode_block(item), Err(BlockError::EarlierLayout));
     }
 
     #[test]
-    fn a_broken_item_is_corrupt_and_names_its_key_but_no_amount() {
-        let mut item = account_data_item(&mandator(), 16, &account("u1", "a1", "987.65"));
-        item.insert(BALANCE.to_owned(), AttributeValue::S("987.65".to_owned()));
-        let err = decode_account_data(item).unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt(_)));
-        let text = err.to_string();
-        assert!(text.contains("U#u1#A#a1") && text.contains("balance"), "{text}");
-        assert!(!text.contains("987"), "{text}");
+    fn malformed_blocks_are_invalid() {
+        for bad in ["U#u1#B", "U#u1#B1", "U#u1#B001", "U#u1#Bx1", "U##B00", "X#u1#B00", "U#u1", "U#u1#B08"] {
+            assert!(matches!(parse_block_sk(bad), Err(BlockError::Invalid(_))), "{bad}");
+        }
+        assert_eq!(parse_block_sk("U#u-1.x#B07"), Ok(("u-1.x", 7)));
+        let pk = "M#bank-1#S#0000";
+        let mut no_count = block_item(pk, &user("u1"), 0, 1, 5, b"x");
+        no_count.remove(BLOCK_COUNT);
+        let mut zero_count = block_item(pk, &user("u1"), 0, 1, 5, b"x");
+        zero_count.insert(BLOCK_COUNT.to_owned(), n(0));
+        let mut text_bytes = block_item(pk, &user("u1"), 0, 1, 5, b"x");
+        text_bytes.insert(BLOCK_DATA.to_owned(), s("x"));
+        for item in [no_count, zero_count, text_bytes] {
+            assert!(matches!(decode_block(item), Err(BlockError::Invalid(e)) if e.contains("U#u1#B00")));
+        }
+    }
+
+    #[test]
+    fn blocks_of_one_version_join_and_any_other_mix_is_torn() {
+        assert_eq!(Record::of(Vec::new()), Record::Absent);
+        let whole = vec![block("u", 0, 3, 9, b"ab"), block("u", 1, 3, 9, b"cd"), block("u", 2, 3, 9, b"e")];
+        assert_eq!(Record::of(whole), Record::Whole { version: 9, blocks: 3, bytes: b"abcde".to_vec() });
+        let torn = [
+            // a block of the previous write left to read
+            vec![block("u", 0, 1, 10, b"ab"), block("u", 1, 3, 9, b"cd"), block("u", 2, 3, 9, b"e")],
+            // the new first block, the old others
+            vec![block("u", 0, 2, 10, b"ab"), block("u", 1, 2, 9, b"cd")],
+            // a missing block
+            vec![block("u", 0, 3, 9, b"ab"), block("u", 2, 3, 9, b"e")],
+            vec![block("u", 1, 2, 9, b"cd")],
+            vec![block("u", 0, 2, 9, b"ab")],
+        ];
+        for blocks in torn {
+            assert_eq!(Record::of(blocks.clone()), Record::Torn, "{blocks:?}");
+        }
     }
 
     #[test]
     fn jobs_round_trip_with_second_precision_expiry() {
         let params = SegmentParams::HighBalance(HighBalanceParams {
             account_type: AccountType::Checking,
-            threshold: m("5000.10"),
+            threshold: "5000.10".parse::<Money>().unwrap(),
             currency: None,
         });
         let now = DateTime::parse_from_rfc3339("2024-06-01T10:00:00.123456789Z").unwrap().with_timezone(&Utc);

@@ -1,13 +1,19 @@
 //! DynamoDB, S3 and SQS adapters behind the [`segments_core::ports`].
 //!
 //! - [`DynamoAccounts`]: the AccountData table ([`AccountSource`](segments_core::ports::AccountSource),
-//!   [`AccountSink`](segments_core::ports::AccountSink), [`AccountDirectory`](segments_core::ports::AccountDirectory));
-//!   one Query stream per shard (docs/storage.md), one directory item per account.
+//!   [`UserStore`](segments_core::ports::UserStore), [`AccountDirectory`](segments_core::ports::AccountDirectory));
+//!   one compressed record per user in a few block items, one Query stream per shard
+//!   (docs/storage.md), one directory item per account, one transaction per user's write.
 //! - [`DynamoJobs`]: the Jobs table ([`JobStore`](segments_core::ports::JobStore)); every state change is
 //!   a conditional write, so redelivered messages change nothing (docs/jobs.md).
+//! - [`DynamoImports`]: import records and each mandator's import lock, in the Jobs table
+//!   ([`ImportStore`](segments_core::ports::ImportStore)).
 //! - [`S3Results`]: result objects ([`ResultStore`](segments_core::ports::ResultStore)).
 //! - [`SqsQueue`]: one work queue per segment type ([`JobQueue`](segments_core::ports::JobQueue)), plus the
 //!   receive/delete calls of the local runner that polls SQS.
+//! - [`SqsImportQueue`]: the queue of started imports ([`ImportQueue`](segments_core::ports::ImportQueue)).
+//! - [`S3Links`]: presigned GETs of results ([`ResultLinks`](segments_core::ports::ResultLinks)) and
+//!   presigned PUTs of import uploads ([`UploadLinks`](segments_core::ports::UploadLinks)).
 //! - [`provision`]: creates the tables, bucket and queues for local setups and tests; the SAM
 //!   template is the deployable truth.
 //!
@@ -25,6 +31,10 @@ mod callback_secrets;
 #[cfg(feature = "dynamodb")]
 mod catalog;
 mod clients;
+#[cfg(feature = "sqs")]
+mod import_queue;
+#[cfg(feature = "dynamodb")]
+mod imports;
 #[cfg(feature = "dynamodb")]
 mod items;
 #[cfg(feature = "dynamodb")]
@@ -52,6 +62,10 @@ pub use callback_secrets::{CALLBACK_SECRET_ATTRIBUTE, CALLBACK_SECRET_SORT_KEY, 
 #[cfg(feature = "dynamodb")]
 pub use catalog::DynamoCatalog;
 pub use clients::AwsClients;
+#[cfg(feature = "sqs")]
+pub use import_queue::{IMPORT_QUEUE_URL_VAR, SqsImportQueue};
+#[cfg(feature = "dynamodb")]
+pub use imports::{DynamoImports, IMPORT_LOCK_SORT_KEY};
 #[cfg(feature = "dynamodb")]
 pub use items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
 #[cfg(feature = "dynamodb")]
@@ -61,7 +75,7 @@ pub use links::S3Links;
 #[cfg(feature = "sqs")]
 pub use queue::{ReceivedMessage, SqsQueue};
 #[cfg(feature = "s3")]
-pub use results::S3Results;
+pub use results::{S3Results, UPLOAD_PART_BYTES};
 #[cfg(feature = "dynamodb")]
 pub use segments::DynamoSegments;
 pub use wiring::*;

@@ -25,6 +25,7 @@ use tracing::instrument;
 use super::items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
 use super::{AwsClients, AwsResources};
 use segments_core::domain::SegmentType;
+use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX};
 use segments_core::jobs::RESULT_RETENTION_DAYS;
 use segments_core::ports::BoxError;
 
@@ -35,6 +36,8 @@ pub const ABORT_INCOMPLETE_UPLOADS_DAYS: i32 = 1;
 
 /// The id of the bucket's lifecycle rule for results.
 pub const RESULTS_LIFECYCLE_RULE_ID: &str = "expire-results";
+/// The id of the bucket's lifecycle rule for the uploaded files of imports.
+pub const IMPORTS_LIFECYCLE_RULE_ID: &str = "expire-imports";
 /// Messages in a dead-letter queue are kept for the longest time SQS allows (14 days).
 const DLQ_RETENTION_SECONDS: u32 = 14 * 24 * 60 * 60;
 /// How long to wait for a new table to become active.
@@ -150,7 +153,8 @@ async fn create_keyed_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Re
     Ok(())
 }
 
-/// The results bucket: private, with a lifecycle rule expiring `results/` after 14 days.
+/// The results bucket: private, with lifecycle rules expiring `results/` and `imports/` after 14
+/// days.
 #[instrument(skip(client))]
 pub async fn create_results_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<(), ProvisionError> {
     let mut create = client.create_bucket().bucket(name);
@@ -195,8 +199,19 @@ pub async fn create_results_bucket(client: &aws_sdk_s3::Client, name: &str) -> R
         )
         .build()
         .map_err(|e| service_error("building the lifecycle rule", e))?;
+    let uploads = LifecycleRule::builder()
+        .id(IMPORTS_LIFECYCLE_RULE_ID)
+        .filter(LifecycleRuleFilter::builder().prefix(IMPORTS_PREFIX).build())
+        .status(ExpirationStatus::Enabled)
+        .expiration(LifecycleExpiration::builder().days(IMPORT_RETENTION_DAYS as i32).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder().days_after_initiation(ABORT_INCOMPLETE_UPLOADS_DAYS).build(),
+        )
+        .build()
+        .map_err(|e| service_error("building the lifecycle rule of the uploads", e))?;
     let lifecycle = BucketLifecycleConfiguration::builder()
         .rules(rule)
+        .rules(uploads)
         .build()
         .map_err(|e| service_error("building the lifecycle configuration", e))?;
     client

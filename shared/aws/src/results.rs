@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::operation::head_object::HeadObjectError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
@@ -97,6 +98,17 @@ impl ResultStore for S3Results {
             }
         });
         Ok(Some(Box::pin(pieces)))
+    }
+
+    #[instrument(skip_all, fields(key = %key))]
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => Ok(Some(out.content_length.unwrap_or_default().max(0) as u64)),
+            Err(e) => match e.into_service_error() {
+                HeadObjectError::NotFound(_) => Ok(None),
+                other => Err(StoreError::unavailable(format!("looking up object {key}"), other)),
+            },
+        }
     }
 
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {

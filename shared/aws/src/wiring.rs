@@ -36,7 +36,7 @@ pub fn intake(
     config: ServiceConfig,
 ) -> segments_core::usecases::create_job::JobIntake {
     segments_core::usecases::create_job::JobIntake {
-        accounts: account_data(clients, resources),
+        accounts: account_store(clients, resources),
         jobs: job_records(clients, resources),
         queue: work_queues(clients, resources),
         callbacks: callbacks(clients, &resources.jobs_table),
@@ -66,7 +66,7 @@ pub fn runner(
     config: ServiceConfig,
 ) -> segments_core::usecases::run_shard::ShardRunner {
     segments_core::usecases::run_shard::ShardRunner {
-        accounts: account_data(clients, resources),
+        accounts: account_store(clients, resources),
         jobs: job_records(clients, resources),
         results: result_objects(clients, resources),
         callbacks: callbacks(clients, &resources.jobs_table),
@@ -103,20 +103,113 @@ pub fn segments_api(
         intake: intake(clients, resources, config.clone()),
         reader: reader(clients, resources, config),
         segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
-        directory: account_data(clients, resources),
+        directory: account_store(clients, resources),
     }
+}
+
+/// What the data API takes: the AccountData table (the users and the account directory) and the
+/// Segments table, whose memberships the accounts a write removes leave.
+#[cfg(feature = "dynamodb")]
+pub fn account_data(
+    clients: &AwsClients,
+    account_table: &str,
+    segments_table: &str,
+) -> segments_core::usecases::account_data::AccountData {
+    segments_core::usecases::account_data::AccountData {
+        users: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), account_table)),
+        segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
+    }
+}
+
+/// The data API's context from `ACCOUNT_DATA_TABLE` and `SEGMENTS_TABLE`, and the settings. It
+/// reads neither the Jobs table nor the bucket nor the queues, so it needs no names of them.
+#[cfg(feature = "dynamodb")]
+pub async fn account_data_from_env()
+-> Result<(segments_core::usecases::account_data::AccountData, ServiceConfig), BoxError> {
+    let config = ServiceConfig::from_env()?;
+    let account_table = required(crate::ACCOUNT_DATA_TABLE_VAR)?;
+    let segments_table = segments_table_from_env()?;
+    let clients = AwsClients::from_env().await;
+    Ok((account_data(&clients, &account_table, &segments_table), config))
+}
+
+/// What the data API's bulk imports take: their records and locks in the Jobs table, upload links
+/// into the results bucket, and the import queue at `import_queue_url`.
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+pub fn imports_api(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    import_queue_url: &str,
+) -> segments_core::usecases::imports_api::ImportsApi {
+    segments_core::usecases::imports_api::ImportsApi {
+        imports: import_records(clients, resources),
+        uploads: Arc::new(crate::S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
+        files: result_objects(clients, resources),
+        queue: Arc::new(crate::SqsImportQueue::new(clients.sqs.clone(), import_queue_url)),
+    }
+}
+
+/// What an import takes: the AccountData table it writes, the import records and locks in the
+/// Jobs table and the Segments table `segments_table` (accounts an import takes away leave their
+/// segments).
+#[cfg(feature = "import")]
+pub fn importer(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    segments_table: &str,
+) -> segments_core::usecases::import::Importer {
+    segments_core::usecases::import::Importer {
+        users: Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone())),
+        imports: Arc::new(crate::DynamoImports::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
+        segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
+    }
+}
+
+/// What the import worker takes: the uploads in the results bucket, the AccountData table it
+/// writes, the import records in the Jobs table and the Segments table `segments_table` (accounts
+/// an import takes away leave their segments); `scratch` is its local working folder.
+#[cfg(all(feature = "import", feature = "s3"))]
+pub fn import_worker(
+    clients: &AwsClients,
+    resources: &AwsResources,
+    segments_table: &str,
+    config: &ServiceConfig,
+    scratch: std::path::PathBuf,
+) -> segments_core::usecases::import_worker::ImportWorker {
+    segments_core::usecases::import_worker::ImportWorker {
+        importer: importer(clients, resources, segments_table),
+        files: result_objects(clients, resources),
+        scratch,
+        max_receive_count: config.max_receive_count,
+    }
+}
+
+/// The import worker's context from its environment (the resource names, `SEGMENTS_TABLE`,
+/// `MAX_RECEIVE_COUNT`).
+#[cfg(all(feature = "import", feature = "s3"))]
+pub async fn import_worker_from_env(
+    scratch: std::path::PathBuf,
+) -> Result<segments_core::usecases::import_worker::ImportWorker, BoxError> {
+    let (clients, resources, config) = from_env().await?;
+    let segments_table = segments_table_from_env()?;
+    Ok(import_worker(&clients, &resources, &segments_table, &config, scratch))
 }
 
 // One adapter each over the resources every builder above shares.
 
 #[cfg(all(feature = "dynamodb", any(feature = "s3", feature = "sqs")))]
-fn account_data(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoAccounts> {
+fn account_store(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoAccounts> {
     Arc::new(crate::DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()))
 }
 
 #[cfg(all(feature = "dynamodb", any(feature = "s3", feature = "sqs")))]
 fn job_records(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoJobs> {
     Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone()))
+}
+
+#[cfg(all(feature = "dynamodb", feature = "s3"))]
+fn import_records(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoImports> {
+    Arc::new(crate::DynamoImports::new(clients.dynamodb.clone(), resources.jobs_table.clone()))
 }
 
 #[cfg(all(feature = "dynamodb", feature = "s3"))]
@@ -143,7 +236,7 @@ pub fn services(
     config: ServiceConfig,
 ) -> segments_core::usecases::Services {
     segments_core::usecases::Services {
-        accounts: account_data(clients, resources),
+        accounts: account_store(clients, resources),
         jobs: job_records(clients, resources),
         results: result_objects(clients, resources),
         queue: work_queues(clients, resources),

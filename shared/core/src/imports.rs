@@ -136,3 +136,12 @@ impl ImportRecord {
 
 /// The object key prefix of every uploaded import file (its own lifecycle rule).
 pub const IMPORTS_PREFIX: &str = "imports/";
+
+/// The message that hands a started import to the import worker. It carries no settings: the
+/// import record is the single source of truth.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImportMessage {
+    pub mandator_id: MandatorId,
+    pub import_id: ImportId,
+}

@@ -244,6 +244,9 @@ pub trait ResultStore: Send + Sync {
 
     /// Writes an object of any size piece by piece.
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError>;
+
+    /// The object's size in bytes, `None` when missing. Reads none of its bytes.
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError>;
 }
 
 /// The work queue of the workers (one queue per segment type on AWS).
@@ -372,6 +375,19 @@ pub trait ResultLinks: Send + Sync {
     /// A URL that lets anyone holding it GET the object `key` for `ttl`, or `None` when there is
     /// no such object.
     async fn link(&self, key: &str, ttl: std::time::Duration) -> Result<Option<String>, StoreError>;
+}
+
+/// Short-lived links that let a client upload one object straight into the store.
+#[async_trait]
+pub trait UploadLinks: Send + Sync {
+    /// A URL that lets anyone holding it PUT the object `key` (replacing it) for `ttl`.
+    async fn upload_link(&self, key: &str, ttl: std::time::Duration) -> Result<String, StoreError>;
+}
+
+/// The queue of started imports, consumed by the import worker.
+#[async_trait]
+pub trait ImportQueue: Send + Sync {
+    async fn enqueue_import(&self, message: &crate::imports::ImportMessage) -> Result<(), StoreError>;
 }
 
 /// The per-mandator secrets that sign callbacks (docs/security.md).

@@ -78,6 +78,38 @@ pub fn encode(user: &UserData) -> Result<Vec<u8>, EncodeError> {
     Ok(compressed)
 }
 
+/// Largest varint: a u64 in 7-bit groups.
+const MAX_VARINT: u64 = 10;
+
+/// At most the bytes of a record before compression beyond those of its accounts and
+/// transactions ([`account_bound`], [`transaction_bound`]): the format byte and two counts.
+pub const RECORD_BOUND: u64 = 1 + 2 * MAX_VARINT;
+
+/// At most the bytes an account adds to its user's record before compression, transactions
+/// aside.
+pub fn account_bound(account_id: &AccountId) -> u64 {
+    // id, type, currency, balance, balance date, transaction count
+    MAX_VARINT + account_id.as_str().len() as u64 + 1 + 3 + 3 * MAX_VARINT
+}
+
+/// At most the bytes a transaction adds to its user's record before compression, counting its
+/// counterpart name and labels in full although the record keeps each distinct string once.
+pub fn transaction_bound(transaction_id: &TransactionId, counterpart_name: &str, labels: &[String]) -> u64 {
+    let strings: u64 = std::iter::once(counterpart_name)
+        .chain(labels.iter().map(String::as_str))
+        .map(|s| MAX_VARINT + s.len() as u64)
+        .sum();
+    // date, id, amount, counterpart index, label count, label indexes, then the strings
+    4 * MAX_VARINT + MAX_VARINT + transaction_id.as_str().len() as u64 + MAX_VARINT * labels.len() as u64 + strings
+}
+
+/// Whether every record of at most `raw_bound` bytes before compression fits the store: zstd
+/// adds at most a small fraction (about 1/256) and a frame header to incompressible data, so a
+/// caller that summed the bounds above needs to encode only the users above this.
+pub fn always_fits(raw_bound: u64) -> bool {
+    raw_bound + raw_bound / 128 + 1024 <= (MAX_BLOCKS * BLOCK_BYTES) as u64
+}
+
 /// The compressed record cut into blocks of at most [`BLOCK_BYTES`]; at least one.
 pub fn blocks(compressed: &[u8]) -> Vec<&[u8]> {
     if compressed.is_empty() {
@@ -353,7 +385,7 @@ mod tests {
                     vec![
                         tx("t2", "2024-05-02", -4_999, "Allianz  AG", &["INSURANCE", "CONTRACT"]),
                         tx("t1", "2024-05-02", 12, "", &[]),
-                        tx("t0", "2023-01-01", 999_999_999_999_999_99 / 10, "Allianz  AG", &["INSURANCE"]),
+                        tx("t0", "2023-01-01", 99_999_999_999_999_999 / 10, "Allianz  AG", &["INSURANCE"]),
                         tx("t9", "2024-07-01", -1, "ACME", &["CONTRACT"]),
                     ],
                 ),
@@ -395,6 +427,31 @@ mod tests {
         other[0] = 2;
         assert_eq!(decode_raw(u(), &other), Err(DecodeError::Format(2)));
         assert!(matches!(decode(u(), b"not zstd"), Err(DecodeError::Compression(_))));
+    }
+
+    #[test]
+    fn the_size_bounds_hold_for_every_record() {
+        let data = user();
+        let bound = RECORD_BOUND
+            + data
+                .accounts
+                .iter()
+                .map(|h| {
+                    account_bound(&h.account.account_id)
+                        + h.transactions
+                            .iter()
+                            .map(|t| transaction_bound(&t.transaction_id, &t.counterpart_name, &t.labels))
+                            .sum::<u64>()
+                })
+                .sum::<u64>();
+        assert!(encode_raw(&data).len() as u64 <= bound);
+        assert!(always_fits(bound));
+        assert!(!always_fits((MAX_BLOCKS * BLOCK_BYTES) as u64));
+        // Incompressible data grows a little, never beyond what `always_fits` allows for.
+        let mut noise = vec![0u8; 1 << 20];
+        rand::fill(&mut noise[..]);
+        let compressed = zstd::bulk::compress(&noise, LEVEL).unwrap();
+        assert!(compressed.len() as u64 <= noise.len() as u64 + noise.len() as u64 / 128 + 1024);
     }
 
     #[test]

@@ -14,7 +14,10 @@
 //!   the expiry (the job's).
 //! - `usage`: `{mandator}#{YYYY-MM}#{segmentType}` → completed jobs (see [`segments_core::jobs::usage_embedded_key`]),
 //!   raised in the write transaction that completes the job.
-//! - `results`: object key → bytes.
+//! - `results`: object key → bytes. The uploaded files of imports (`imports/…`) are files in the
+//!   data directory instead (`objects/{key}`), streamed in and out.
+//! - `imports`: `M#{mandator}#IMPORT#{importId}` → the import record.
+//! - `import_locks`: `M#{mandator}` → the import holding the mandator's import lock, and until when.
 //!
 //! Other values are JSON of small private records: compact enough, readable when debugging, and amounts
 //! stay exact decimal numbers. redb is synchronous, so every call runs on the blocking pool.
@@ -24,6 +27,8 @@
 mod accounts;
 mod callback_secrets;
 mod catalog;
+mod files;
+mod imports;
 mod jobs;
 mod keys;
 mod links;
@@ -41,8 +46,8 @@ use redb::{Database, DatabaseError, TableDefinition};
 use segments_core::jobs::JobMessage;
 use segments_core::ports::StoreError;
 
-pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL};
-pub use queue::EmbeddedQueue;
+pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL, MAX_UPLOAD_LINK_TTL, UPLOAD_PATH};
+pub use queue::{EmbeddedImportQueue, EmbeddedQueue};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "segments.redb";
@@ -100,6 +105,8 @@ impl EmbeddedStore {
             write.open_table(RESULTS).or_unavailable("creating tables")?;
             write.open_table(IDEMPOTENCY).or_unavailable("creating tables")?;
             write.open_table(USAGE).or_unavailable("creating tables")?;
+            write.open_table(imports::IMPORTS).or_unavailable("creating tables")?;
+            write.open_table(imports::IMPORT_LOCKS).or_unavailable("creating tables")?;
         }
         write.commit().or_unavailable("creating tables")?;
         refuse_earlier_layout(&db, &path)?;
@@ -116,6 +123,32 @@ impl EmbeddedStore {
     /// per shard not done yet, or one to finalize a job whose shards are all done.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobMessage>, StoreError> {
         self.blocking("listing unfinished jobs", jobs::unfinished).await
+    }
+
+    /// The message of every import of every mandator that is VALIDATING or APPLYING, so a
+    /// restarted local runner can hand them to its import task again: their message lived only in
+    /// memory, and running an import again is safe.
+    pub async fn running_imports(&self) -> Result<Vec<segments_core::imports::ImportMessage>, StoreError> {
+        self.blocking("listing running imports", |db| {
+            use redb::{ReadableDatabase, ReadableTable};
+            const WHAT: &str = "listing running imports";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(imports::IMPORTS).or_unavailable(WHAT)?;
+            let mut running = Vec::new();
+            for entry in table.iter().or_unavailable(WHAT)? {
+                let (key, value) = entry.or_unavailable(WHAT)?;
+                let record: segments_core::imports::ImportRecord =
+                    serde_json::from_slice(value.value()).map_err(|e| corrupt("import record", key.value(), e))?;
+                if record.status.holds_lock() {
+                    running.push(segments_core::imports::ImportMessage {
+                        mandator_id: record.mandator_id,
+                        import_id: record.import_id,
+                    });
+                }
+            }
+            Ok(running)
+        })
+        .await
     }
 
     /// Runs `work` on the blocking pool: redb's calls block on disk I/O.

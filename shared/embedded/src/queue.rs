@@ -1,10 +1,11 @@
-//! The in-process job queue of the local runner.
+//! The in-process job and import queues of the local runner.
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
 
+use segments_core::imports::ImportMessage;
 use segments_core::jobs::JobMessage;
-use segments_core::ports::{JobQueue, StoreError};
+use segments_core::ports::{ImportQueue, JobQueue, StoreError};
 
 /// A [`JobQueue`] that hands messages to a receiver in the same process. Messages live only in
 /// memory: after a restart the runner requeues [`EmbeddedStore::unfinished_jobs`](super::EmbeddedStore::unfinished_jobs).
@@ -27,6 +28,29 @@ impl JobQueue for EmbeddedQueue {
         self.sender
             .send(message.clone())
             .map_err(|_| StoreError::unavailable("enqueueing a job", "the local job queue is closed"))
+    }
+}
+
+/// An [`ImportQueue`] that hands started imports to a task in the same process.
+#[derive(Debug, Clone)]
+pub struct EmbeddedImportQueue {
+    sender: mpsc::UnboundedSender<ImportMessage>,
+}
+
+impl EmbeddedImportQueue {
+    /// The queue and the receiving end the local import task reads from.
+    pub fn new() -> (EmbeddedImportQueue, mpsc::UnboundedReceiver<ImportMessage>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        (EmbeddedImportQueue { sender }, receiver)
+    }
+}
+
+#[async_trait]
+impl ImportQueue for EmbeddedImportQueue {
+    async fn enqueue_import(&self, message: &ImportMessage) -> Result<(), StoreError> {
+        self.sender
+            .send(message.clone())
+            .map_err(|_| StoreError::unavailable("enqueueing an import", "the local import queue is closed"))
     }
 }
 

@@ -1,18 +1,30 @@
-//! Result objects by key.
+//! Result objects by key: in the database, except the uploaded files of imports, which are files
+//! in the data directory (`files`).
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use redb::ReadableDatabase;
 
+use super::files::{self, FileWriter};
 use super::{EmbeddedStore, OrUnavailable, RESULTS};
 use segments_core::ports::{ByteStream, ObjectWriter, ResultStore, StoreError};
 
 /// Size of the pieces an object is streamed in.
 const STREAM_PIECE_BYTES: usize = 256 * 1024;
 
+impl EmbeddedStore {
+    /// The file of a file object (see [`files`]).
+    fn object_file(&self, key: &str) -> Result<std::path::PathBuf, StoreError> {
+        files::path_of(self.path.parent().unwrap_or(std::path::Path::new(".")), key)
+    }
+}
+
 #[async_trait]
 impl ResultStore for EmbeddedStore {
     async fn put(&self, key: &str, body: Bytes) -> Result<(), StoreError> {
+        if files::is_file_object(key) {
+            return files::put(self.object_file(key)?, body).await;
+        }
         let key = key.to_owned();
         self.blocking("writing a result object", move |db| {
             const WHAT: &str = "writing a result object";
@@ -24,6 +36,9 @@ impl ResultStore for EmbeddedStore {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if files::is_file_object(key) {
+            return files::get(&self.object_file(key)?).await;
+        }
         let key = key.to_owned();
         self.blocking("reading a result object", move |db| {
             const WHAT: &str = "reading a result object";
@@ -35,6 +50,9 @@ impl ResultStore for EmbeddedStore {
     }
 
     async fn get_stream(&self, key: &str) -> Result<Option<ByteStream>, StoreError> {
+        if files::is_file_object(key) {
+            return files::get_stream(self.object_file(key)?).await;
+        }
         const WHAT: &str = "reading a result object";
         // A blocking reader holds one read transaction and hands the value over in pieces
         // through a small channel, so the consumer holds a piece or two at a time.
@@ -76,7 +94,24 @@ impl ResultStore for EmbeddedStore {
     }
 
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
+        if files::is_file_object(key) {
+            return Ok(Box::new(FileWriter::create(self.object_file(key)?).await?));
+        }
         Ok(Box::new(EmbeddedWriter { store: self.clone(), key: key.to_owned(), body: BytesMut::new() }))
+    }
+
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        if files::is_file_object(key) {
+            return files::size(&self.object_file(key)?).await;
+        }
+        let key = key.to_owned();
+        self.blocking("looking up a result object", move |db| {
+            const WHAT: &str = "looking up a result object";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(RESULTS).or_unavailable(WHAT)?;
+            Ok(table.get(key.as_str()).or_unavailable(WHAT)?.map(|v| v.value().len() as u64))
+        })
+        .await
     }
 }
 

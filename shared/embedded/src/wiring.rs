@@ -4,14 +4,17 @@
 use std::sync::Arc;
 
 use segments_core::config::ServiceConfig;
+use segments_core::imports::ImportMessage;
 use segments_core::jobs::JobMessage;
 use segments_core::usecases::Services;
+use segments_core::usecases::account_data::AccountData;
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
+use segments_core::usecases::imports_api::ImportsApi;
 use segments_core::usecases::jobs_api::JobsApiServices;
 use segments_core::usecases::segments::SegmentsServices;
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{EmbeddedQueue, EmbeddedStore, LocalLinks};
+use super::{EmbeddedImportQueue, EmbeddedQueue, EmbeddedStore, LocalLinks};
 
 /// Every port over the embedded store and an in-process queue, whose receiving end is returned
 /// for the runner's worker pool. Callbacks go out under the strict policy.
@@ -35,6 +38,12 @@ pub fn segments_api(store: EmbeddedStore, core: &Services) -> SegmentsServices {
     SegmentsServices { intake: core.intake(), reader: core.reader(), segments: store.clone(), directory: store }
 }
 
+/// The data API over the embedded store: its users, account directory and segments.
+pub fn account_data(store: EmbeddedStore) -> AccountData {
+    let store = Arc::new(store);
+    AccountData { users: store.clone(), segments: store }
+}
+
 /// The job endpoints over the embedded store (the same store as `core`'s), with links the local
 /// runner serves itself.
 pub fn jobs_api(store: EmbeddedStore, core: &Services, links: Arc<LocalLinks>) -> JobsApiServices {
@@ -45,4 +54,13 @@ pub fn jobs_api(store: EmbeddedStore, core: &Services, links: Arc<LocalLinks>) -
 /// or the local runner on an explicit option) decides otherwise.
 pub fn callbacks(store: EmbeddedStore, policy: CallbackPolicy) -> Callbacks {
     Callbacks::http(Arc::new(store), policy)
+}
+
+/// The bulk imports over the embedded store, with upload links the local runner serves itself
+/// and an in-process import queue, whose receiving end is returned for the runner's import task.
+pub fn imports_api(store: EmbeddedStore, links: Arc<LocalLinks>) -> (ImportsApi, UnboundedReceiver<ImportMessage>) {
+    let (queue, receiver) = EmbeddedImportQueue::new();
+    let store = Arc::new(store);
+    let imports = ImportsApi { imports: store.clone(), uploads: links, files: store, queue: Arc::new(queue) };
+    (imports, receiver)
 }

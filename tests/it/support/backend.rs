@@ -9,13 +9,14 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use segments_aws::provision::{self, create_queue_with_dlq};
 use segments_aws::{
-    DynamoAccounts, DynamoCallbackSecrets, DynamoCatalog, DynamoJobs, DynamoSegments, S3Links, S3Results, SqsQueue,
+    DynamoAccounts, DynamoCallbackSecrets, DynamoCatalog, DynamoImports, DynamoJobs, DynamoSegments, S3Links,
+    S3Results, SqsQueue,
 };
 use segments_core::domain::SegmentType;
 use segments_core::jobs::JobMessage;
 use segments_core::ports::{
-    AccountDirectory, AccountSink, AccountSource, CallbackSecrets, JobCatalog, JobQueue, JobStore, ResultLinks,
-    ResultStore, SegmentStore,
+    AccountDirectory, CallbackSecrets, ImportStore, JobCatalog, JobQueue, JobStore, ResultLinks, ResultStore,
+    SegmentStore, UserStore,
 };
 use segments_embedded::{EmbeddedQueue, EmbeddedStore, LINK_PATH, LocalLinks};
 use tokio::sync::Mutex;
@@ -25,9 +26,12 @@ use super::moto::MotoServer;
 
 /// Every port over one backend, and what a contract needs to observe them from outside.
 pub struct Backend {
-    pub accounts: Arc<dyn AccountSource>,
-    pub sink: Arc<dyn AccountSink>,
+    /// The account data, with its shards and account directory.
+    pub users: Arc<dyn UserStore>,
+    /// The account directory of `users`.
     pub directory: Arc<dyn AccountDirectory>,
+    /// Import records and import locks.
+    pub imports: Arc<dyn ImportStore>,
     pub jobs: Arc<dyn JobStore>,
     pub catalog: Arc<dyn JobCatalog>,
     pub results: Arc<dyn ResultStore>,
@@ -64,9 +68,9 @@ impl Backend {
         let links = LocalLinks::new(store.clone(), RUNNER_URL);
         let shared = Arc::new(store.clone());
         Backend {
-            accounts: shared.clone(),
-            sink: shared.clone(),
+            users: shared.clone(),
             directory: shared.clone(),
+            imports: shared.clone(),
             jobs: shared.clone(),
             catalog: shared.clone(),
             results: shared.clone(),
@@ -100,9 +104,9 @@ impl Backend {
         // A second client over the same endpoint, as another process would have.
         let other_clients = server.clients().await;
         Backend {
-            accounts: accounts.clone(),
-            sink: accounts.clone(),
+            users: accounts.clone(),
             directory: accounts,
+            imports: Arc::new(DynamoImports::new(clients.dynamodb.clone(), jobs_table.clone())),
             jobs: Arc::new(DynamoJobs::new(clients.dynamodb.clone(), jobs_table.clone())),
             catalog: Arc::new(DynamoCatalog::new(clients.dynamodb.clone(), jobs_table.clone())),
             results: Arc::new(S3Results::new(clients.s3.clone(), bucket.clone())),

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use futures::{StreamExt, TryStreamExt};
-use segments_core::domain::records::{AccountItem, shard_of};
+use segments_core::domain::records::shard_of;
 use segments_core::domain::segment::{
     AccountRef, LedgerId, MetaValue, Metadata, Refresh, RefreshState, Rule, Scope, Segment, SegmentId, SegmentQuery,
     Status, StatusCode,
@@ -20,10 +20,11 @@ use segments_core::domain::{
 };
 use segments_core::jobs::{IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary};
 use segments_core::ports::{
-    AccountDirectory, AccountSink, AccountSource, CallbackSecrets, JobCatalog, JobPage, JobQueue, JobStore, KeyClaim,
-    ResultLinks, ResultStore, SegmentStore, StoreError,
+    AccountDirectory, AccountSource, CallbackSecrets, JobCatalog, JobPage, JobQueue, JobStore, KeyClaim, ResultLinks,
+    ResultStore, SegmentStore, StoreError, StoredUser, UserStore, UserWriteError,
 };
 use segments_core::rules::SegmentRequest;
+use segments_core::snapshot;
 
 /// A mandator id no other check uses.
 pub fn unique_mandator(label: &str) -> MandatorId {
@@ -336,7 +337,8 @@ pub async fn result_store_contract(store: &dyn ResultStore) {
 }
 
 /// Account data of one mandator as a test writes it: users by id, accounts by id, transactions.
-type Data = BTreeMap<UserId, BTreeMap<AccountId, (Account, Vec<Transaction>)>>;
+type Data = BTreeMap<UserId, Accounts>;
+type Accounts = BTreeMap<AccountId, (Account, Vec<Transaction>)>;
 
 fn account(user: &UserId, id: &str, currency: &str, balance: &str) -> Account {
     Account {
@@ -361,7 +363,9 @@ fn transaction(id: &str, booking_date: &str, amount: &str, currency: &str) -> Tr
 }
 
 /// Users whose ids test byte order (`-` < `.` < digits < upper case < lower case, shorter first),
-/// accounts likewise, and transactions out of order, on equal dates, with exact amounts.
+/// accounts likewise (accountIds are unique per mandator: each starts with its user's id), and
+/// transactions out of order, on equal dates, with exact amounts; and one user whose record
+/// takes several blocks.
 fn sample_data() -> Data {
     let user_ids = ["u1", "u10", "u2", "U9", "u-1", "u.1", "u1x", "u_1", "user:1@bank", "a", "z=9", "u+3"];
     let mut data = Data::new();
@@ -375,7 +379,8 @@ fn sample_data() -> Data {
         };
         for (j, aid) in account_ids.iter().enumerate() {
             let currency = if j == 2 { "USD" } else { "EUR" };
-            let a = account(&user, aid, currency, ["1234567890123.45", "-0.10", "0", "99.99"][(i + j) % 4]);
+            let balance = ["1234567890123.45", "-0.10", "0", "99.99"][(i + j) % 4];
+            let a = account(&user, &format!("{uid}.{aid}"), currency, balance);
             let transactions = match (i + j) % 3 {
                 0 => vec![],
                 1 => vec![
@@ -390,76 +395,102 @@ fn sample_data() -> Data {
         }
         data.insert(user, accounts);
     }
-    // One user larger than a DynamoDB page (1 MB): its items span several pages of a Query.
     let big = UserId::parse("u5-big").expect("a valid user id");
-    let a = account(&big, "main", "EUR", "10.00");
-    let purpose = "p".repeat(600);
-    let transactions = (0..2000)
-        .map(|k| {
-            let mut t =
-                transaction(&format!("t{k:05}"), &format!("2023-{:02}-{:02}", k % 12 + 1, k % 28 + 1), "-1.01", "EUR");
-            t.purpose = purpose.clone();
-            t
-        })
-        .collect();
-    data.insert(big, BTreeMap::from([(a.account_id.clone(), (a, transactions))]));
+    data.insert(big.clone(), large_accounts(&big));
     data
 }
 
-/// The items of `data` in an order unlike the stored one: transactions before their accounts,
-/// users backwards.
-fn items_of(data: &Data) -> Vec<AccountItem> {
-    let mut items = Vec::new();
-    for (user, accounts) in data.iter().rev() {
-        for (account, transactions) in accounts.values() {
-            for t in transactions.iter().rev() {
-                items.push(AccountItem::Transaction {
-                    user_id: user.clone(),
-                    account_id: account.account_id.clone(),
-                    transaction: t.clone(),
+/// An account whose record needs four blocks, more than a DynamoDB Query page: its transaction
+/// ids are random, so compression cannot shrink them.
+fn large_accounts(user: &UserId) -> Accounts {
+    let a = account(user, &format!("{user}.main"), "EUR", "10.00");
+    let transactions = (0..36_000)
+        .map(|k| {
+            let id = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            transaction(&id, &format!("2023-{:02}-{:02}", k % 12 + 1, k % 28 + 1), "-1.01", "EUR")
+        })
+        .collect();
+    let accounts = BTreeMap::from([(a.account_id.clone(), (a, transactions))]);
+    let record = snapshot::encode(&stored_form(user, &accounts)).expect("the record fits the store");
+    assert!(record.len() > 3 * snapshot::BLOCK_BYTES, "four blocks, not {} bytes", record.len());
+    accounts
+}
+
+/// A user's data as a store gives it back: accounts by accountId, transactions by (bookingDate,
+/// transactionId).
+fn stored_form(user: &UserId, accounts: &Accounts) -> UserData {
+    UserData {
+        user_id: user.clone(),
+        accounts: accounts
+            .values()
+            .map(|(account, transactions)| {
+                let mut transactions = transactions.clone();
+                transactions.sort_by(|a, b| {
+                    (a.booking_date, a.transaction_id.as_str()).cmp(&(b.booking_date, b.transaction_id.as_str()))
                 });
-            }
-            items.push(AccountItem::Account(account.clone()));
-        }
+                AccountHistory { account: account.clone(), transactions }
+            })
+            .collect(),
     }
-    items
+}
+
+/// A user's data in an order unlike the stored one: accounts and transactions backwards.
+fn written_form(user: &UserId, accounts: &Accounts) -> UserData {
+    let mut data = stored_form(user, accounts);
+    data.accounts.reverse();
+    for history in &mut data.accounts {
+        history.transactions.reverse();
+    }
+    data
 }
 
 /// What `users` must yield for `data` on one shard.
 fn expected_shard(data: &Data, shard: u32, shard_count: u32) -> Vec<UserData> {
     data.iter()
         .filter(|(user, _)| shard_of(user, shard_count) == shard)
-        .map(|(user, accounts)| UserData {
-            user_id: user.clone(),
-            accounts: accounts
-                .values()
-                .map(|(account, transactions)| {
-                    let mut transactions = transactions.clone();
-                    transactions.sort_by(|a, b| {
-                        (a.booking_date, a.transaction_id.as_str()).cmp(&(b.booking_date, b.transaction_id.as_str()))
-                    });
-                    AccountHistory { account: account.clone(), transactions }
-                })
-                .collect(),
-        })
+        .map(|(user, accounts)| stored_form(user, accounts))
         .collect()
 }
 
-async fn put_all(sink: &dyn AccountSink, mandator: &MandatorId, shard_count: u32, items: &[AccountItem]) {
-    // Several calls of different sizes, as the importer and the generator make them.
-    for chunk in items.chunks(333) {
-        sink.put_items(mandator, shard_count, chunk).await.expect("put_items succeeds");
+/// Writes every user of `data` as a new user; the versions written.
+async fn put_new(store: &dyn UserStore, mandator: &MandatorId, shard_count: u32, data: &Data) -> BTreeMap<UserId, u64> {
+    let mut versions = BTreeMap::new();
+    for (user, accounts) in data {
+        let written = written_form(user, accounts);
+        let version = store.put_user(mandator, shard_count, &written, None).await.expect("put_user succeeds");
+        versions.insert(user.clone(), version);
     }
+    versions
 }
 
 async fn read_shard(source: &dyn AccountSource, mandator: &MandatorId, shard: u32) -> Vec<UserData> {
     source.users(mandator, shard).try_collect().await.expect("the shard reads without error")
 }
 
-/// `AccountSink` and `AccountSource` over one store: the shard count is recorded once, every
-/// shard streams its users whole and in order, amounts stay exact, writes are upserts, and one
-/// mandator never sees another's data.
-pub async fn account_contract(sink: &dyn AccountSink, source: &dyn AccountSource) {
+async fn ids_of_shard(store: &dyn UserStore, mandator: &MandatorId, shard: u32) -> Vec<UserId> {
+    store.user_ids(mandator, shard).try_collect().await.expect("the shard's ids read without error")
+}
+
+async fn stored_user(
+    store: &dyn UserStore,
+    mandator: &MandatorId,
+    shard_count: u32,
+    user: &UserId,
+) -> Option<StoredUser> {
+    store.get_user(mandator, shard_count, user).await.expect("get_user succeeds")
+}
+
+fn version_changed<T: std::fmt::Debug>(result: Result<T, UserWriteError>) -> bool {
+    matches!(result, Err(UserWriteError::VersionChanged))
+}
+
+/// `UserStore` with the `AccountSource` and `AccountDirectory` it extends: the shard count is
+/// recorded once; a user's data reads back exactly and in store order; every shard streams its
+/// users whole, exact and in userId order, and lists their ids; writes are conditional on the
+/// version and write nothing when refused; a record of several blocks shrinks without leaving
+/// anything behind; an accountId belongs to one user at a time, and is free again once its user
+/// drops it or is erased; one mandator never sees another's data.
+pub async fn user_store_contract(store: &dyn UserStore) {
     const SHARDS: u32 = 4;
     let mandator = unique_mandator("accounts");
     // Mandators whose ids extend the first one: their keys share its prefix.
@@ -467,22 +498,25 @@ pub async fn account_contract(sink: &dyn AccountSink, source: &dyn AccountSource
     let dashed = MandatorId::parse(&format!("{mandator}-1")).expect("a valid mandator id");
 
     // The shard count: unknown, recorded, confirmed, never changed.
-    assert_eq!(source.shard_count(&mandator).await.expect("shard_count succeeds"), None, "no data yet");
-    sink.ensure_shard_count(&mandator, SHARDS).await.expect("the first count is recorded");
-    sink.ensure_shard_count(&mandator, SHARDS).await.expect("the same count is confirmed");
+    assert_eq!(store.shard_count(&mandator).await.expect("shard_count succeeds"), None, "no data yet");
+    store.ensure_shard_count(&mandator, SHARDS).await.expect("the first count is recorded");
+    store.ensure_shard_count(&mandator, SHARDS).await.expect("the same count is confirmed");
     assert!(
-        matches!(sink.ensure_shard_count(&mandator, SHARDS * 2).await, Err(StoreError::Conflict(_))),
+        matches!(store.ensure_shard_count(&mandator, SHARDS * 2).await, Err(StoreError::Conflict(_))),
         "a different count conflicts"
     );
-    assert_eq!(source.shard_count(&mandator).await.expect("shard_count succeeds"), Some(SHARDS));
-    assert_eq!(source.shard_count(&longer).await.expect("shard_count succeeds"), None, "counts are per mandator");
+    assert_eq!(store.shard_count(&mandator).await.expect("shard_count succeeds"), Some(SHARDS));
+    assert_eq!(store.shard_count(&longer).await.expect("shard_count succeeds"), None, "counts are per mandator");
 
-    // Before any item: every shard is empty.
+    // Before any user: every shard is empty.
     for shard in 0..SHARDS {
-        assert!(read_shard(source, &mandator, shard).await.is_empty());
+        assert!(read_shard(store, &mandator, shard).await.is_empty());
+        assert!(ids_of_shard(store, &mandator, shard).await.is_empty());
     }
+    assert_eq!(stored_user(store, &mandator, SHARDS, &user_id("u1")).await, None);
 
-    // The same users and ids under other mandators, with other amounts, written first.
+    // The same users and ids under other mandators, with other amounts, written first: accountIds
+    // are unique per mandator only.
     let mut decoy = sample_data();
     for accounts in decoy.values_mut() {
         for (account, transactions) in accounts.values_mut() {
@@ -491,81 +525,175 @@ pub async fn account_contract(sink: &dyn AccountSink, source: &dyn AccountSource
         }
     }
     for other in [&longer, &dashed] {
-        sink.ensure_shard_count(other, SHARDS).await.expect("the first count is recorded");
-        put_all(sink, other, SHARDS, &items_of(&decoy)).await;
+        store.ensure_shard_count(other, SHARDS).await.expect("the first count is recorded");
+        put_new(store, other, SHARDS, &decoy).await;
     }
 
     let mut data = sample_data();
-    put_all(sink, &mandator, SHARDS, &items_of(&data)).await;
+    let versions = put_new(store, &mandator, SHARDS, &data).await;
 
+    // Each user reads back exactly, in store order, at the version its write returned.
+    for (user, accounts) in &data {
+        let stored = stored_user(store, &mandator, SHARDS, user).await.expect("the user is stored");
+        assert_eq!(stored.version, versions[user], "{user}");
+        assert_eq!(stored.data, stored_form(user, accounts), "{user} reads back exactly");
+        for (history, (want, _)) in stored.data.accounts.iter().zip(accounts.values()) {
+            assert_eq!(history.account.balance.to_string(), want.balance.to_string(), "exact balance");
+        }
+    }
+
+    // Every shard streams its users whole and in userId order, and lists the same ids.
     let mut seen = 0;
     for shard in 0..SHARDS {
-        let users = read_shard(source, &mandator, shard).await;
+        let users = read_shard(store, &mandator, shard).await;
         let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
         assert!(ids.windows(2).all(|w| w[0].as_bytes() < w[1].as_bytes()), "shard {shard} is in userId order: {ids:?}");
         assert_eq!(users, expected_shard(&data, shard, SHARDS), "shard {shard} yields exactly the data written");
-        for user in &users {
-            for history in &user.accounts {
-                let want = &data[&user.user_id][&history.account.account_id].0;
-                assert_eq!(history.account.balance.to_string(), want.balance.to_string(), "exact balance");
-            }
-        }
+        let listed = ids_of_shard(store, &mandator, shard).await;
+        assert_eq!(listed.iter().map(UserId::as_str).collect::<Vec<_>>(), ids, "shard {shard} lists its users");
         seen += users.len();
     }
     assert_eq!(seen, data.len(), "every user is on exactly one shard");
-    assert!(read_shard(source, &mandator, SHARDS).await.is_empty(), "a shard past the count is empty");
+    assert!(read_shard(store, &mandator, SHARDS).await.is_empty(), "a shard past the count is empty");
 
-    // Writes are upserts: a changed account and transaction replace the stored ones.
-    let (user, account_id) = data
-        .iter()
-        .find_map(|(u, accounts)| {
-            accounts.iter().find(|(_, (_, t))| !t.is_empty()).map(|(a, _)| (u.clone(), a.clone()))
+    // A writer that read an older version, or none, writes nothing.
+    let user = user_id("u10");
+    let before = stored_user(store, &mandator, SHARDS, &user).await.expect("the user is stored");
+    let mut changed = before.data.clone();
+    changed.accounts[0].account.balance = money("-42.42");
+    changed.accounts[0].transactions.truncate(1);
+    for stale in [None, Some(before.version - 1), Some(before.version + 1)] {
+        let put = store.put_user(&mandator, SHARDS, &changed, stale).await;
+        assert!(version_changed(put), "a write expecting {stale:?} is refused");
+    }
+    assert!(version_changed(store.delete_user(&mandator, SHARDS, &user, before.version - 1).await));
+    assert_eq!(stored_user(store, &mandator, SHARDS, &user).await, Some(before.clone()), "nothing was written");
+    let version = store.put_user(&mandator, SHARDS, &changed, Some(before.version)).await.expect("put_user succeeds");
+    assert!(version > before.version, "a write moves the version on");
+    assert_eq!(stored_user(store, &mandator, SHARDS, &user).await, Some(StoredUser { data: changed.clone(), version }));
+    assert!(version_changed(store.put_user(&mandator, SHARDS, &before.data, Some(before.version)).await));
+    let history = &changed.accounts[0];
+    data.get_mut(&user)
+        .expect("present")
+        .insert(history.account.account_id.clone(), (history.account.clone(), history.transactions.clone()));
+
+    // A record of several blocks replaced by a small one: nothing of the larger one is left.
+    let big = user_id("u5-big");
+    let small = account(&big, "u5-big.main", "EUR", "3.00");
+    let small: Accounts =
+        BTreeMap::from([(small.account_id.clone(), (small, vec![transaction("t1", "2024-05-01", "-0.01", "EUR")]))]);
+    let big_version = versions[&big];
+    let version = store
+        .put_user(&mandator, SHARDS, &written_form(&big, &small), Some(big_version))
+        .await
+        .expect("put_user succeeds");
+    assert!(version > big_version);
+    data.insert(big.clone(), small);
+    assert_eq!(
+        stored_user(store, &mandator, SHARDS, &big).await,
+        Some(StoredUser { data: stored_form(&big, &data[&big]), version })
+    );
+    let shard = shard_of(&big, SHARDS);
+    assert_eq!(read_shard(store, &mandator, shard).await, expected_shard(&data, shard, SHARDS), "no block left");
+    let ids: Vec<UserId> = expected_shard(&data, shard, SHARDS).into_iter().map(|u| u.user_id).collect();
+    assert_eq!(ids_of_shard(store, &mandator, shard).await, ids);
+
+    // An accountId another user holds is refused, and nothing is written.
+    let holder = user_id("u1");
+    let held = account_id("u1.a1");
+    let newcomer = user_id("w-new");
+    let claims = BTreeMap::from([
+        (account_id("w-new.a"), (account(&newcomer, "w-new.a", "EUR", "1.00"), vec![])),
+        (held.clone(), (account(&newcomer, "u1.a1", "EUR", "1.00"), vec![])),
+    ]);
+    match store.put_user(&mandator, SHARDS, &written_form(&newcomer, &claims), None).await {
+        Err(UserWriteError::AccountHeld { account, holder: h }) => {
+            assert_eq!((account, h), (held.clone(), holder.clone()))
+        }
+        other => panic!("a held account is refused, not {other:?}"),
+    }
+    assert_eq!(stored_user(store, &mandator, SHARDS, &newcomer).await, None, "nothing was written");
+    let lookup = [held.clone(), account_id("w-new.a")];
+    assert_eq!(
+        store.account_users(&mandator, &lookup).await.expect("account_users succeeds"),
+        BTreeMap::from([(held.clone(), holder.clone())]),
+        "the directory is unchanged"
+    );
+    // Also for a stored user taking it on.
+    let taker = user_id("u2");
+    let before = stored_user(store, &mandator, SHARDS, &taker).await.expect("the user is stored");
+    let mut more = data[&taker].clone();
+    more.insert(held.clone(), (account(&taker, "u1.a1", "EUR", "5.00"), vec![]));
+    let put = store.put_user(&mandator, SHARDS, &written_form(&taker, &more), Some(before.version)).await;
+    assert!(matches!(put, Err(UserWriteError::AccountHeld { ref account, .. }) if *account == held), "{put:?}");
+    assert_eq!(stored_user(store, &mandator, SHARDS, &taker).await, Some(before), "nothing was written");
+
+    // An account its user drops is free for another.
+    let holder_version = stored_user(store, &mandator, SHARDS, &holder).await.expect("the user is stored").version;
+    let replacement = BTreeMap::from([(account_id("u1.b1"), (account(&holder, "u1.b1", "EUR", "2.00"), vec![]))]);
+    store
+        .put_user(&mandator, SHARDS, &written_form(&holder, &replacement), Some(holder_version))
+        .await
+        .expect("put_user succeeds");
+    data.insert(holder.clone(), replacement);
+    let free = store.account_users(&mandator, &[held.clone(), account_id("u1.b1")]).await.expect("account_users");
+    assert_eq!(free, BTreeMap::from([(account_id("u1.b1"), holder.clone())]), "the dropped account is released");
+    store
+        .put_user(&mandator, SHARDS, &written_form(&newcomer, &claims), None)
+        .await
+        .expect("the free account is taken");
+    data.insert(newcomer.clone(), claims);
+    assert_eq!(
+        store.account_users(&mandator, &lookup).await.expect("account_users succeeds"),
+        BTreeMap::from([(held.clone(), newcomer.clone()), (account_id("w-new.a"), newcomer.clone())])
+    );
+
+    // An erased user is gone, with its accounts; written again, it gets a later version.
+    let erased = user_id("u-1");
+    let last = stored_user(store, &mandator, SHARDS, &erased).await.expect("the user is stored");
+    store.delete_user(&mandator, SHARDS, &erased, last.version).await.expect("delete_user succeeds");
+    assert_eq!(stored_user(store, &mandator, SHARDS, &erased).await, None);
+    assert!(version_changed(store.delete_user(&mandator, SHARDS, &erased, last.version).await), "erased already");
+    let erased_accounts = data.remove(&erased).expect("present");
+    let ids: Vec<AccountId> = erased_accounts.keys().cloned().collect();
+    assert_eq!(store.account_users(&mandator, &ids).await.expect("account_users succeeds"), BTreeMap::new());
+    for shard in 0..SHARDS {
+        assert_eq!(read_shard(store, &mandator, shard).await, expected_shard(&data, shard, SHARDS), "{shard}");
+        let ids: Vec<UserId> = expected_shard(&data, shard, SHARDS).into_iter().map(|u| u.user_id).collect();
+        assert_eq!(ids_of_shard(store, &mandator, shard).await, ids, "{shard}");
+    }
+    let again = store
+        .put_user(&mandator, SHARDS, &written_form(&erased, &erased_accounts), None)
+        .await
+        .expect("put_user succeeds");
+    assert!(again > last.version, "never a version an earlier reader may hold");
+    data.insert(erased.clone(), erased_accounts);
+
+    // Data the store cannot keep is refused before anything is written.
+    let crowded = user_id("w-crowded");
+    let many: Accounts = (0..=snapshot::MAX_ACCOUNTS)
+        .map(|i| {
+            let a = account(&crowded, &format!("w-crowded.{i}"), "EUR", "1.00");
+            (a.account_id.clone(), (a, vec![]))
         })
-        .expect("sample data has transactions");
-    let (changed_account, transactions) = data.get_mut(&user).and_then(|a| a.get_mut(&account_id)).expect("present");
-    changed_account.balance = money("-42.42");
-    transactions[0].amount = money("0.01");
-    transactions[0].labels = vec!["CHANGED".into()];
-    let changed = vec![
-        AccountItem::Account(changed_account.clone()),
-        AccountItem::Transaction {
-            user_id: user.clone(),
-            account_id: account_id.clone(),
-            transaction: transactions[0].clone(),
-        },
-    ];
-    sink.put_items(&mandator, SHARDS, &changed).await.expect("put_items succeeds");
-    let shard = shard_of(&user, SHARDS);
-    assert_eq!(read_shard(source, &mandator, shard).await, expected_shard(&data, shard, SHARDS), "upserted in place");
+        .collect();
+    let put = store.put_user(&mandator, SHARDS, &written_form(&crowded, &many), None).await;
+    assert!(matches!(put, Err(UserWriteError::TooLarge(_))), "{put:?}");
+    assert_eq!(stored_user(store, &mandator, SHARDS, &crowded).await, None);
 
     // The other mandators read only their own data.
     for other in [&longer, &dashed] {
         for shard in 0..SHARDS {
-            assert_eq!(read_shard(source, other, shard).await, expected_shard(&decoy, shard, SHARDS), "{other}");
+            assert_eq!(read_shard(store, other, shard).await, expected_shard(&decoy, shard, SHARDS), "{other}");
         }
     }
 
-    // A transaction whose account item is missing is reported, never silently left out.
-    let broken = unique_mandator("accounts-orphan");
-    sink.ensure_shard_count(&broken, 1).await.expect("the first count is recorded");
-    let user = UserId::parse("u1").expect("a valid user id");
-    let present = account(&user, "a1", "EUR", "1.00");
-    let orphan = AccountItem::Transaction {
-        user_id: user.clone(),
-        account_id: AccountId::parse("a0").expect("a valid account id"),
-        transaction: transaction("t1", "2024-05-01", "1.00", "EUR"),
-    };
-    sink.put_items(&broken, 1, &[AccountItem::Account(present), orphan]).await.expect("put_items succeeds");
-    let read: Vec<_> = source.users(&broken, 0).collect().await;
-    assert!(
-        read.iter().any(|r| matches!(r, Err(StoreError::Corrupt(_)))),
-        "a transaction without its account is Corrupt: {read:?}"
-    );
-
     // A consumer may stop early.
     let busiest = (0..SHARDS).max_by_key(|s| expected_shard(&data, *s, SHARDS).len()).unwrap_or(0);
-    let first = source.users(&mandator, busiest).next().await;
+    let first = store.users(&mandator, busiest).next().await;
     assert!(matches!(first, Some(Ok(_))), "the first user of a shard");
+    let first = store.user_ids(&mandator, busiest).next().await;
+    assert!(matches!(first, Some(Ok(_))), "the first id of a shard");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1171,49 +1299,51 @@ async fn users_of(
     directory.account_users(mandator, accounts).await.expect("account_users succeeds")
 }
 
-/// `AccountDirectory` as an `AccountSink` fills it: known accounts map to their users (the last
-/// write of an account names its user), unknown ones are absent, lookups of any size (more than
-/// one DynamoDB batch, duplicates included) answer every id, and each mandator has its own.
-pub async fn account_directory_contract(sink: &dyn AccountSink, directory: &dyn AccountDirectory) {
+/// `AccountDirectory` as a `UserStore` fills it: known accounts map to their users, unknown ones
+/// are absent, lookups of any size (more than one DynamoDB batch, duplicates included) answer
+/// every id, an account moves to another user once its user dropped it, and each mandator has
+/// its own.
+pub async fn account_directory_contract(store: &dyn UserStore) {
     const SHARDS: u32 = 3;
     let mandator = unique_mandator("directory");
     let other = unique_mandator("directory-other");
     let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
 
-    // 150 accounts of 30 users, and transactions of some (they name no new account).
+    // 150 accounts of 30 users, some with transactions (they name no account of their own).
     let mut expected = BTreeMap::new();
-    let mut items = Vec::new();
+    let mut data = Data::new();
     for u in 0..30 {
         let user = user_id(&format!("user-{u:02}"));
+        let mut accounts = Accounts::new();
         for a in 0..5 {
-            let id = format!("acc-{}", u * 5 + a);
-            let acc = account(&user, &id, "EUR", "1.00");
-            if a == 0 {
-                items.push(AccountItem::Transaction {
-                    user_id: user.clone(),
-                    account_id: acc.account_id.clone(),
-                    transaction: transaction("t1", "2024-05-01", "-1.00", "EUR"),
-                });
-            }
+            let acc = account(&user, &format!("acc-{}", u * 5 + a), "EUR", "1.00");
+            let transactions = if a == 0 { vec![transaction("t1", "2024-05-01", "-1.00", "EUR")] } else { Vec::new() };
             expected.insert(acc.account_id.clone(), user.clone());
-            items.push(AccountItem::Account(acc));
+            accounts.insert(acc.account_id.clone(), (acc, transactions));
         }
+        data.insert(user, accounts);
     }
     let known: Vec<AccountId> = expected.keys().cloned().collect();
     assert!(known.len() > 100, "more than one BatchGetItem");
 
     // Nothing is known before it is written.
-    assert_eq!(users_of(directory, &mandator, &known).await, BTreeMap::new());
-    assert_eq!(users_of(directory, &mandator, &[]).await, BTreeMap::new(), "an empty lookup");
+    assert_eq!(users_of(store, &mandator, &known).await, BTreeMap::new());
+    assert_eq!(users_of(store, &mandator, &[]).await, BTreeMap::new(), "an empty lookup");
 
-    sink.ensure_shard_count(&mandator, SHARDS).await.expect("the shard count is recorded");
-    put_all(sink, &mandator, SHARDS, &items).await;
-    // Another mandator holds some of the same ids for other users, and one of its own.
+    store.ensure_shard_count(&mandator, SHARDS).await.expect("the shard count is recorded");
+    let versions = put_new(store, &mandator, SHARDS, &data).await;
+    // Another mandator holds some of the same ids for its own user, and one of its own.
     let theirs = [("acc-0", "their-user"), ("acc-149", "their-user"), ("only-theirs", "their-user")];
-    let foreign: Vec<AccountItem> =
-        theirs.iter().map(|(a, u)| AccountItem::Account(account(&user_id(u), a, "EUR", "2.00"))).collect();
-    sink.ensure_shard_count(&other, 1).await.expect("the shard count is recorded");
-    sink.put_items(&other, 1, &foreign).await.expect("put_items succeeds");
+    let their_user = user_id("their-user");
+    let their_accounts: Accounts = theirs
+        .iter()
+        .map(|(a, _)| {
+            let acc = account(&their_user, a, "EUR", "2.00");
+            (acc.account_id.clone(), (acc, vec![]))
+        })
+        .collect();
+    store.ensure_shard_count(&other, 1).await.expect("the shard count is recorded");
+    put_new(store, &other, 1, &BTreeMap::from([(their_user.clone(), their_accounts)])).await;
 
     // Every known id maps to its user, in one lookup of every id, with unknown ones and
     // duplicates mixed in.
@@ -1222,36 +1352,112 @@ pub async fn account_directory_contract(sink: &dyn AccountSink, directory: &dyn 
         lookup.insert(lookup.len() / 2, account_id(unknown));
     }
     lookup.extend(known[..20].iter().cloned());
-    assert_eq!(users_of(directory, &mandator, &lookup).await, expected);
+    assert_eq!(users_of(store, &mandator, &lookup).await, expected);
     // A few, and one.
     let some = [account_id("acc-7"), account_id("nope"), account_id("acc-120")];
-    let found = users_of(directory, &mandator, &some).await;
+    let found = users_of(store, &mandator, &some).await;
     assert_eq!(
         found,
         BTreeMap::from([(account_id("acc-7"), user_id("user-01")), (account_id("acc-120"), user_id("user-24"))])
     );
-    assert_eq!(users_of(directory, &mandator, &[account_id("nope")]).await, BTreeMap::new(), "an unknown id");
+    assert_eq!(users_of(store, &mandator, &[account_id("nope")]).await, BTreeMap::new(), "an unknown id");
 
     // Each mandator its own: ids only another mandator holds are absent, shared ids map to each
     // mandator's own user.
-    let their_answer = users_of(directory, &other, &lookup).await;
+    let their_answer = users_of(store, &other, &lookup).await;
     let their_expected: BTreeMap<_, _> = theirs.iter().map(|(a, u)| (account_id(a), user_id(u))).collect();
     assert_eq!(their_answer, their_expected);
-    assert_eq!(users_of(directory, &longer, &lookup).await, BTreeMap::new(), "a mandator id extending this one");
+    assert_eq!(users_of(store, &longer, &lookup).await, BTreeMap::new(), "a mandator id extending this one");
     assert_eq!(
-        users_of(directory, &mandator, &[account_id("acc-0"), account_id("only-theirs")]).await,
+        users_of(store, &mandator, &[account_id("acc-0"), account_id("only-theirs")]).await,
         BTreeMap::from([(account_id("acc-0"), user_id("user-00"))])
     );
 
-    // The last write of an account names its user.
-    let moved = account(&user_id("user-29"), "acc-0", "EUR", "3.00");
-    sink.put_items(&mandator, SHARDS, &[AccountItem::Account(moved)]).await.expect("put_items succeeds");
+    // An account moves to another user once its user dropped it.
+    let (from, to) = (user_id("user-00"), user_id("user-29"));
+    let mut gaining = data[&to].clone();
+    gaining.insert(account_id("acc-0"), (account(&to, "acc-0", "EUR", "3.00"), vec![]));
+    let put = store.put_user(&mandator, SHARDS, &written_form(&to, &gaining), Some(versions[&to])).await;
+    assert!(matches!(put, Err(UserWriteError::AccountHeld { .. })), "still held: {put:?}");
+    let mut losing = data[&from].clone();
+    losing.remove(&account_id("acc-0"));
+    store.put_user(&mandator, SHARDS, &written_form(&from, &losing), Some(versions[&from])).await.expect("dropped");
+    store.put_user(&mandator, SHARDS, &written_form(&to, &gaining), Some(versions[&to])).await.expect("taken");
     let mut after = expected.clone();
-    after.insert(account_id("acc-0"), user_id("user-29"));
-    assert_eq!(users_of(directory, &mandator, &known).await, after);
+    after.insert(account_id("acc-0"), to.clone());
+    assert_eq!(users_of(store, &mandator, &known).await, after);
     assert_eq!(
-        users_of(directory, &other, &[account_id("acc-0")]).await,
-        BTreeMap::from([(account_id("acc-0"), user_id("their-user"))]),
+        users_of(store, &other, &[account_id("acc-0")]).await,
+        BTreeMap::from([(account_id("acc-0"), their_user)]),
         "another mandator's account did not move"
     );
+}
+
+/// `ImportStore`: a record is created once and reads back exactly, another mandator's is not
+/// found; updates replace it until it is final, and never bring back one that does not exist. The
+/// mandator's import lock is held by one import at a time: taken again by the same import it
+/// renews, and it is free again once its lease has run out or its holder released it.
+pub async fn import_store_contract(store: &dyn segments_core::ports::ImportStore) {
+    use chrono::Duration;
+    use segments_core::imports::{ImportCounts, ImportId, ImportMode, ImportRecord, ImportStatus};
+
+    let (mandator, other) = (unique_mandator("imports"), unique_mandator("imports-other"));
+    let t0 = now();
+    let record = ImportRecord::new(mandator.clone(), ImportMode::ReplaceMandator, t0);
+    store.create_import(&record).await.expect("a new import is created");
+    let read = |id| store.get_import(&mandator, id);
+    assert_eq!(read(record.import_id).await.unwrap(), Some(record.clone()));
+    assert!(matches!(store.create_import(&record).await, Err(StoreError::Conflict(_))), "created twice");
+    assert_eq!(store.get_import(&other, record.import_id).await.unwrap(), None, "another mandator's import");
+    assert_eq!(read(ImportId::new()).await.unwrap(), None);
+
+    let counts = ImportCounts { users: 3, accounts: 5, transactions: 7, erased_users: 1 };
+    let applying = ImportRecord {
+        status: ImportStatus::Applying,
+        updated_at: t0 + Duration::seconds(1),
+        counts,
+        ..record.clone()
+    };
+    assert!(store.update_import(&applying).await.unwrap());
+    assert_eq!(read(record.import_id).await.unwrap(), Some(applying.clone()));
+    // As many bad lines as a record keeps, each as long as one may be: it still fits an item.
+    let failed = ImportRecord {
+        status: ImportStatus::Failed,
+        errors: (1..=100).map(|i| format!("accounts.ndjson:{i}: {}", "x".repeat(900))).collect(),
+        more_errors: 12,
+        failure: Some("the store went away".to_owned()),
+        ..applying.clone()
+    };
+    assert!(store.update_import(&failed).await.unwrap());
+    assert_eq!(read(record.import_id).await.unwrap(), Some(failed.clone()));
+    let completed = ImportRecord { status: ImportStatus::Completed, ..failed.clone() };
+    assert!(!store.update_import(&completed).await.unwrap(), "a final record is not changed");
+    assert_eq!(read(record.import_id).await.unwrap(), Some(failed));
+    let never_created = ImportRecord::new(mandator.clone(), ImportMode::UpsertUsers, t0);
+    assert!(!store.update_import(&never_created).await.unwrap());
+    assert_eq!(read(never_created.import_id).await.unwrap(), None, "an update creates nothing");
+
+    let (a, b) = (ImportId::new(), ImportId::new());
+    let lease = Duration::minutes(20);
+    let at = |minutes| t0 + Duration::minutes(minutes);
+    let holder = |now| store.lock_holder(&mandator, now);
+    assert_eq!(holder(t0).await.unwrap(), None);
+    store.lock_mandator(&mandator, a, t0, t0 + lease).await.expect("a free lock is taken");
+    assert_eq!(holder(at(1)).await.unwrap(), Some(a));
+    let taken = store.lock_mandator(&mandator, b, at(1), at(1) + lease).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "held by another import: {taken:?}");
+    store.lock_mandator(&other, b, at(1), at(60)).await.expect("another mandator's lock is its own");
+    store.lock_mandator(&mandator, a, at(10), at(10) + lease).await.expect("the holder renews");
+    let taken = store.lock_mandator(&mandator, b, at(25), at(25) + lease).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "the renewed lease runs to minute 30: {taken:?}");
+    assert_eq!(holder(at(30)).await.unwrap(), None, "the lease ran out");
+    store.lock_mandator(&mandator, b, at(30), at(30) + lease).await.expect("a lock whose lease ran out is taken");
+    assert_eq!(holder(at(31)).await.unwrap(), Some(b));
+    store.unlock_mandator(&mandator, a).await.expect("releasing a lock one does not hold changes nothing");
+    assert_eq!(holder(at(31)).await.unwrap(), Some(b));
+    store.unlock_mandator(&mandator, b).await.expect("released");
+    assert_eq!(holder(at(31)).await.unwrap(), None);
+    store.unlock_mandator(&mandator, b).await.expect("releasing a free lock changes nothing");
+    store.lock_mandator(&mandator, a, at(31), at(31) + lease).await.expect("a released lock is taken");
+    assert_eq!(store.lock_holder(&other, at(31)).await.unwrap(), Some(b));
 }

@@ -145,6 +145,10 @@ impl ResultStore for CrashingResults {
         self.inner.get_stream(key).await
     }
 
+    async fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.size(key).await
+    }
+
     async fn writer(&self, key: &str) -> Result<Box<dyn ObjectWriter>, StoreError> {
         let inner = self.inner.writer(key).await?;
         if is_part(key) { Ok(Box::new(CrashingPartWriter { inner, plan: self.plan.clone() })) } else { Ok(inner) }

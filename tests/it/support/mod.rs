@@ -4,3 +4,5 @@ pub mod faults;
 pub mod flows;
 pub mod moto;
 pub mod queues;
+pub mod runner;
+pub mod users;

@@ -18,6 +18,11 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The body of a request as bytes, refusing oversized bodies and non-JSON content types.
 pub fn json_body(req: &Request) -> Result<&[u8], AppError> {
+    json_body_up_to(req, MAX_BODY_BYTES)
+}
+
+/// [`json_body`] for the routes that take more than [`MAX_BODY_BYTES`] (account data).
+pub fn json_body_up_to(req: &Request, max_bytes: usize) -> Result<&[u8], AppError> {
     if let Some(ct) = req.headers().get(http::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or_default().trim();
@@ -31,8 +36,8 @@ pub fn json_body(req: &Request) -> Result<&[u8], AppError> {
         Body::Binary(b) => b,
         _ => &[],
     };
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(AppError::BodyTooLarge(MAX_BODY_BYTES));
+    if bytes.len() > max_bytes {
+        return Err(AppError::BodyTooLarge(max_bytes));
     }
     Ok(bytes)
 }

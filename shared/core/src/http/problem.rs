@@ -42,6 +42,10 @@ pub const PROBLEM_CODES: &[&str] = &[
     "unknown_accounts",
     "segment_not_taggable",
     "segment_has_no_rule",
+    "import_conflict",
+    "upload_missing",
+    "account_held",
+    "data_conflict",
 ];
 
 impl Problem {
@@ -131,6 +135,14 @@ impl From<&AppError> for Problem {
                 Problem::new(S::UNPROCESSABLE_ENTITY, "segment_has_no_rule", "Segment has no rule", detail)
                     .with_field("rule")
             }
+            AppError::ImportConflict(_) => Problem::new(S::CONFLICT, "import_conflict", "Import conflict", detail),
+            AppError::UploadMissing(file) => {
+                Problem::new(S::BAD_REQUEST, "upload_missing", "Upload missing", detail).with_field(file)
+            }
+            AppError::AccountHeld { field, .. } => {
+                Problem::new(S::CONFLICT, "account_held", "Account held by another user", detail).with_field(field)
+            }
+            AppError::DataConflict => Problem::new(S::CONFLICT, "data_conflict", "Concurrent writes", detail),
         }
     }
 }
@@ -203,6 +215,10 @@ mod tests {
             AppError::UnknownAccounts(vec!["u/a".into()]),
             AppError::SegmentNotTaggable("INACTIVE"),
             AppError::NoRule,
+            AppError::ImportConflict("c".into()),
+            AppError::UploadMissing("accounts.ndjson"),
+            AppError::AccountHeld { account: "a".into(), field: "/accounts/0/accountId".into() },
+            AppError::DataConflict,
         ]
     }
 

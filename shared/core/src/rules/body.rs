@@ -40,9 +40,12 @@ pub enum BodyError {
 pub struct Fields {
     prefix: String,
     map: Map<String, Value>,
+    /// Fields named as JSON pointers (`/accounts/0/amount`) instead of dotted paths.
+    pointer: bool,
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What a JSON value is, for messages: "must be a string, not {kind}".
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -57,23 +60,40 @@ impl Fields {
     /// Parses a body; an empty body is an empty object (every field at its default).
     pub fn parse(body: &[u8]) -> Result<Fields, MalformedBody> {
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Fields { prefix: String::new(), map: Map::new() });
+            return Ok(Fields { prefix: String::new(), map: Map::new(), pointer: false });
         }
         let value: Value =
             serde_json::from_slice(body).map_err(|e| MalformedBody(format!("request body is not valid JSON: {e}")))?;
         match value {
-            Value::Object(map) => Ok(Fields { prefix: String::new(), map }),
+            Value::Object(map) => Ok(Fields { prefix: String::new(), map, pointer: false }),
             other => Err(MalformedBody(format!("request body must be a JSON object, not {}", kind(&other)))),
         }
     }
 
     /// Reads a nested object, naming its fields `prefix.name`.
     pub fn nested(prefix: String, map: Map<String, Value>) -> Fields {
-        Fields { prefix, map }
+        Fields { prefix, map, pointer: false }
+    }
+
+    /// The fields of a body read by [`Fields::parse`], named as JSON pointers (`/accounts`).
+    pub fn with_pointer_names(self) -> Fields {
+        Fields { prefix: String::new(), map: self.map, pointer: true }
+    }
+
+    /// Reads an object found at the JSON pointer `pointer` (`""` for the body itself), naming its
+    /// fields `{pointer}/name`: the form of bodies whose fields sit deep in arrays.
+    pub fn at_pointer(pointer: String, map: Map<String, Value>) -> Fields {
+        Fields { prefix: pointer, map, pointer: true }
     }
 
     pub fn name(&self, field: &str) -> String {
-        if self.prefix.is_empty() { field.to_owned() } else { format!("{}.{field}", self.prefix) }
+        if self.pointer {
+            format!("{}/{}", self.prefix, pointer_token(field))
+        } else if self.prefix.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{}.{field}", self.prefix)
+        }
     }
 
     fn err(&self, field: &str, message: impl Into<String>) -> FieldError {
@@ -169,6 +189,11 @@ impl Fields {
             Some(k) => Err(self.err(k, "is not a known field")),
         }
     }
+}
+
+/// A member name as one token of a JSON pointer (RFC 6901: `~` and `/` escaped).
+pub fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
 }
 
 /// An ISO date `YYYY-MM-DD`, strictly.

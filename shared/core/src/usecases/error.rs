@@ -2,6 +2,7 @@ use crate::domain::SegmentType;
 use crate::jobs::JobStatus;
 use crate::ports::StoreError;
 use crate::rules::body::{BodyError, FieldError};
+use crate::usecases::account_data::DataError;
 
 /// Progress of a job that is not ready yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -64,6 +65,20 @@ pub enum AppError {
     SegmentNotTaggable(&'static str),
     #[error("the segment has no rule to refresh from")]
     NoRule,
+    /// The import cannot start: it is not awaiting its upload, or another import of the mandator
+    /// is running.
+    #[error("{0}")]
+    ImportConflict(String),
+    /// An import's file (`accounts.ndjson`, `transactions.ndjson`) has not been uploaded.
+    #[error("{0} has not been uploaded; PUT it to its upload URL first")]
+    UploadMissing(&'static str),
+    /// An accountId of the request (`field`, a JSON pointer) that another user of the mandator
+    /// holds: accountIds are unique per mandator.
+    #[error("account {account} belongs to another user; accountIds are unique per mandator")]
+    AccountHeld { account: String, field: String },
+    /// Writes to one user kept overtaking this one.
+    #[error("the user's data kept changing during the write; retry")]
+    DataConflict,
 }
 
 impl From<BodyError> for AppError {
@@ -71,6 +86,20 @@ impl From<BodyError> for AppError {
         match e {
             BodyError::Malformed(m) => AppError::MalformedBody(m.0),
             BodyError::Field(f) => AppError::InvalidField(f),
+        }
+    }
+}
+
+impl From<DataError> for AppError {
+    fn from(e: DataError) -> Self {
+        match e {
+            DataError::NotFound => AppError::NotFound("user"),
+            DataError::Invalid { pointer, message } => AppError::InvalidField(FieldError::new(pointer, message)),
+            DataError::AccountHeld { account, pointer } => {
+                AppError::AccountHeld { account: account.to_string(), field: pointer }
+            }
+            DataError::Contended => AppError::DataConflict,
+            DataError::Store(e) => AppError::Unavailable(e),
         }
     }
 }

@@ -12,6 +12,9 @@ mod error;
 pub mod finalize;
 #[cfg(feature = "import")]
 pub mod import;
+#[cfg(feature = "import")]
+pub mod import_worker;
+pub mod imports_api;
 pub mod jobs_api;
 pub mod read_result;
 pub mod run_shard;

@@ -6,6 +6,7 @@
 //! Accounts a write takes away (an erased user's, a PATCH's `deleteAccounts`, a PUT that no longer
 //! lists them) also leave the membership of every managed segment, after the data is written.
 
+pub mod body;
 pub mod patch;
 
 use std::collections::BTreeSet;
@@ -71,20 +72,32 @@ impl AccountData {
     /// Replaces everything stored for the user by `data` (validated, at least one account).
     pub async fn replace(&self, mandator: &MandatorId, data: &UserData) -> Result<WriteSummary, DataError> {
         let shards = self.shards_for_writing(mandator).await?;
+        self.replace_in(mandator, shards, data).await.map_err(|e| write_error(e, data))
+    }
+
+    /// Replaces everything stored for the user by `data` (at least one account) on a mandator
+    /// whose shard count is known: the one write of a whole user, for the data API and the
+    /// importer alike. `VersionChanged` when other writes to the user kept winning.
+    pub async fn replace_in(
+        &self,
+        mandator: &MandatorId,
+        shard_count: u32,
+        data: &UserData,
+    ) -> Result<WriteSummary, UserWriteError> {
         for _ in 0..WRITE_ATTEMPTS {
-            let stored = self.users.get_user(mandator, shards, &data.user_id).await?;
+            let stored = self.users.get_user(mandator, shard_count, &data.user_id).await?;
             let expected = stored.as_ref().map(|s| s.version);
-            match self.users.put_user(mandator, shards, data, expected).await {
+            match self.users.put_user(mandator, shard_count, data, expected).await {
                 Ok(_) => {
                     let removed = removed_accounts(stored.as_ref().map(|s| &s.data), Some(data));
                     self.leave_segments(mandator, &removed).await?;
                     return Ok(WriteSummary::of(data));
                 }
                 Err(UserWriteError::VersionChanged) => continue,
-                Err(e) => return Err(write_error(e, data)),
+                Err(e) => return Err(e),
             }
         }
-        Err(DataError::Contended)
+        Err(UserWriteError::VersionChanged)
     }
 
     /// Applies a day's changes to the stored data. `NotFound` when nothing is stored; a patch
@@ -128,14 +141,21 @@ impl AccountData {
         let Some(shards) = self.users.shard_count(mandator).await? else {
             return Err(DataError::NotFound);
         };
+        if self.erase_in(mandator, shards, user).await? { Ok(()) } else { Err(DataError::NotFound) }
+    }
+
+    /// Erases the user's account data and takes its accounts out of every segment, on a mandator
+    /// whose shard count is known: the one erase of a user, for the data API and the importer
+    /// alike. `false` when nothing was stored.
+    pub async fn erase_in(&self, mandator: &MandatorId, shard_count: u32, user: &UserId) -> Result<bool, DataError> {
         for _ in 0..WRITE_ATTEMPTS {
-            let Some(stored) = self.users.get_user(mandator, shards, user).await? else {
-                return Err(DataError::NotFound);
+            let Some(stored) = self.users.get_user(mandator, shard_count, user).await? else {
+                return Ok(false);
             };
-            match self.users.delete_user(mandator, shards, user, stored.version).await {
+            match self.users.delete_user(mandator, shard_count, user, stored.version).await {
                 Ok(()) => {
                     self.leave_segments(mandator, &removed_accounts(Some(&stored.data), None)).await?;
-                    return Ok(());
+                    return Ok(true);
                 }
                 Err(UserWriteError::VersionChanged) => continue,
                 Err(UserWriteError::Store(e)) => return Err(e.into()),

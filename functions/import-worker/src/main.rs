@@ -1,0 +1,8 @@
+use lambda_runtime::Error;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let worker = segments_aws::import_worker_from_env(import_worker::SCRATCH_DIR.into()).await?;
+    import_worker::serve(worker).await
+}
