@@ -128,7 +128,8 @@ pub struct ImportArgs {
     pub transactions: PathBuf,
     #[command(flatten)]
     pub data: DataDir,
-    /// Import into DynamoDB (ACCOUNT_DATA_TABLE and the usual AWS environment) instead.
+    /// Import into DynamoDB (ACCOUNT_DATA_TABLE; the import's record in JOBS_TABLE, memberships in
+    /// SEGMENTS_TABLE; the usual AWS environment) instead.
     #[arg(long)]
     pub aws: bool,
     /// Mandator to import; every line must belong to it (default: the first line's).

@@ -120,6 +120,9 @@ async fn an_account_held_by_another_user_is_a_conflict_naming_it() {
     assert_eq!(user["accounts"].as_array().unwrap().len(), 1, "nothing was written: {user}");
 }
 
+/// `(method, userId, body, scopes, status, code, field)`.
+type Case<'a> = (&'a str, &'a str, Option<Value>, &'a [&'a str], u16, &'a str, Option<&'a str>);
+
 #[tokio::test]
 async fn refusals_are_problems_naming_the_field() {
     let (_dir, data, config) = context();
@@ -129,7 +132,7 @@ async fn refusals_are_problems_naming_the_field() {
     let new_account = json!({"accounts": [{"accountId": "a-9", "balance": 1, "balanceDate": "2024-06-01"}]});
     let other_currency =
         json!({"accounts": [{"accountId": "a-1", "balance": 1, "balanceDate": "2024-06-01", "currency": "CHF"}]});
-    let cases: Vec<(&str, &str, Option<Value>, &[&str], u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("PUT", "u-1", Some(bad_amount), RW, 400, "invalid_field", Some("/accounts/0/transactions/1/amount")),
         ("PUT", "u 1", Some(user_body(&["a-1"])), RW, 400, "invalid_parameter", Some("userId")),
         ("GET", "u#1", None, RW, 400, "invalid_parameter", Some("userId")),

@@ -1300,12 +1300,11 @@ impl Buckets {
     /// Appends a whole entry (as [`group`] yields it) to the bucket of `user`.
     async fn push_entry(&mut self, user: &str, entry: &[u8]) -> std::io::Result<()> {
         let bucket = self.bucket_of(user);
+        let path = self.path(bucket);
         let writer = match &mut self.writers[bucket] {
             Some(writer) => writer,
-            slot => {
-                let file = tokio::fs::File::create(self.dir.path().join(format!("{bucket:04}.lines"))).await?;
-                slot.insert(BufWriter::with_capacity(BUCKET_BUFFER_BYTES, file))
-            }
+            // Opened on first use: small imports leave most buckets empty.
+            slot => slot.insert(BufWriter::with_capacity(BUCKET_BUFFER_BYTES, tokio::fs::File::create(path).await?)),
         };
         writer.write_all(entry).await?;
         self.sizes[bucket] += entry.len() as u64;
