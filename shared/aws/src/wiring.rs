@@ -142,7 +142,7 @@ pub fn imports_api(
     import_queue_url: &str,
 ) -> segments_core::usecases::imports_api::ImportsApi {
     segments_core::usecases::imports_api::ImportsApi {
-        imports: import_records(clients, resources),
+        imports: Arc::new(crate::DynamoImports::new(clients.dynamodb.clone(), resources.jobs_table.clone())),
         uploads: Arc::new(crate::S3Links::new(clients.s3.clone(), resources.results_bucket.clone())),
         files: result_objects(clients, resources),
         queue: Arc::new(crate::SqsImportQueue::new(clients.sqs.clone(), import_queue_url)),
@@ -205,11 +205,6 @@ fn account_store(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::D
 #[cfg(all(feature = "dynamodb", any(feature = "s3", feature = "sqs")))]
 fn job_records(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoJobs> {
     Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), resources.jobs_table.clone()))
-}
-
-#[cfg(all(feature = "dynamodb", feature = "s3"))]
-fn import_records(clients: &AwsClients, resources: &AwsResources) -> Arc<crate::DynamoImports> {
-    Arc::new(crate::DynamoImports::new(clients.dynamodb.clone(), resources.jobs_table.clone()))
 }
 
 #[cfg(all(feature = "dynamodb", feature = "s3"))]
