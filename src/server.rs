@@ -213,7 +213,9 @@ async fn serve_link(
             (StatusCode::FORBIDDEN, "the link is invalid or has expired").into_response()
         }
         Err(LinkError::Missing) => (StatusCode::NOT_FOUND, "the object no longer exists").into_response(),
-        Err(LinkError::Interrupted(_)) => (StatusCode::INTERNAL_SERVER_ERROR, "reading the object failed").into_response(),
+        Err(LinkError::Interrupted(_)) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "reading the object failed").into_response()
+        }
         Err(LinkError::Store(e)) => {
             tracing::error!(error = %e, "serving an export link failed");
             (StatusCode::SERVICE_UNAVAILABLE, "the store is unavailable").into_response()
@@ -239,7 +241,9 @@ async fn receive_upload(
         Err(LinkError::Invalid | LinkError::Expired) => {
             (StatusCode::FORBIDDEN, "the link is invalid or has expired").into_response()
         }
-        Err(LinkError::Interrupted(e)) => (StatusCode::BAD_REQUEST, format!("the upload was interrupted: {e}")).into_response(),
+        Err(LinkError::Interrupted(e)) => {
+            (StatusCode::BAD_REQUEST, format!("the upload was interrupted: {e}")).into_response()
+        }
         Err(LinkError::Missing) => (StatusCode::NOT_FOUND, "not found").into_response(),
         Err(LinkError::Store(e)) => {
             tracing::error!(error = %e, "storing an upload failed");

@@ -82,7 +82,13 @@ fn tx(id: &str, date: &str, cents: i64, counterpart: &str, labels: &[&str]) -> T
     }
 }
 
-fn account(user: &str, id: &str, account_type: AccountType, cents: i64, transactions: Vec<Transaction>) -> AccountHistory {
+fn account(
+    user: &str,
+    id: &str,
+    account_type: AccountType,
+    cents: i64,
+    transactions: Vec<Transaction>,
+) -> AccountHistory {
     AccountHistory {
         account: Account {
             user_id: uid(user),
@@ -206,7 +212,11 @@ async fn changed_transaction(b: Backend) {
         );
     }
     let directory = b.directory.account_users(&m, &[aid("a-checking"), aid("a-savings")]).await.expect("directory");
-    assert_eq!(directory.into_iter().collect::<Vec<_>>(), [(aid("a-checking"), uid("u-1"))], "a closed account is released");
+    assert_eq!(
+        directory.into_iter().collect::<Vec<_>>(),
+        [(aid("a-checking"), uid("u-1"))],
+        "a closed account is released"
+    );
 }
 
 fn segment(m: &MandatorId, name: &str, now: DateTime<Utc>) -> Segment {
@@ -231,17 +241,21 @@ async fn erasure(b: Backend) {
     let m = mandator();
     for user in ["u-1", "u-2"] {
         let accounts = vec![
-            account(user, &format!("{user}-a"), AccountType::Checking, 10_000, vec![tx("t1", "2026-10-01", -100, "", &[])]),
+            account(
+                user,
+                &format!("{user}-a"),
+                AccountType::Checking,
+                10_000,
+                vec![tx("t1", "2026-10-01", -100, "", &[])],
+            ),
             account(user, &format!("{user}-b"), AccountType::Savings, 20_000, vec![]),
         ];
         data.replace(&m, &UserData { user_id: uid(user), accounts }).await.expect("stored");
     }
     let gold = segment(&m, "gold", Utc::now());
     b.segments.create_segment(&gold).await.expect("a segment");
-    let members: Vec<AccountRef> = ["u-1-a", "u-1-b", "u-2-a"]
-        .iter()
-        .map(|a| AccountRef { account_id: aid(a), user_id: uid(&a[..3]) })
-        .collect();
+    let members: Vec<AccountRef> =
+        ["u-1-a", "u-1-b", "u-2-a"].iter().map(|a| AccountRef { account_id: aid(a), user_id: uid(&a[..3]) }).collect();
     b.segments.change_members(&m, gold.id, &members, &[]).await.expect("tagged");
 
     data.erase(&m, &uid("u-1")).await.expect("erased");
@@ -259,20 +273,16 @@ async fn erasure(b: Backend) {
     let directory = b.directory.account_users(&m, &[aid("u-1-a"), aid("u-2-a")]).await.expect("directory");
     assert_eq!(directory.keys().cloned().collect::<Vec<_>>(), [aid("u-2-a")]);
     // The erased user's accountIds are free for another user.
-    let taker = UserData {
-        user_id: uid("u-3"),
-        accounts: vec![account("u-3", "u-1-a", AccountType::Checking, 1, vec![])],
-    };
+    let taker =
+        UserData { user_id: uid("u-3"), accounts: vec![account("u-3", "u-1-a", AccountType::Checking, 1, vec![])] };
     data.replace(&m, &taker).await.expect("a freed accountId can be taken");
 }
 
 async fn concurrent_patches(b: Backend) {
     let data = Arc::new(services(&b));
     let m = mandator();
-    let user = UserData {
-        user_id: uid("u-1"),
-        accounts: vec![account("u-1", "a-1", AccountType::Checking, 0, vec![])],
-    };
+    let user =
+        UserData { user_id: uid("u-1"), accounts: vec![account("u-1", "a-1", AccountType::Checking, 0, vec![])] };
     data.replace(&m, &user).await.expect("stored");
     let patch = |id: &str, cents: i64| UserPatch {
         accounts: vec![AccountPatch {
@@ -296,8 +306,7 @@ async fn concurrent_patches(b: Backend) {
         writer.await.expect("the writer ran").expect("every patch applies, in some order");
     }
     let stored = data.get(&m, &uid("u-1")).await.expect("read").expect("stored");
-    let ids: Vec<String> =
-        stored.data.accounts[0].transactions.iter().map(|t| t.transaction_id.to_string()).collect();
+    let ids: Vec<String> = stored.data.accounts[0].transactions.iter().map(|t| t.transaction_id.to_string()).collect();
     assert_eq!(ids, ["t-0", "t-1", "t-2", "t-3", "t-4", "t-5"], "no patch was lost");
 }
 
@@ -371,7 +380,9 @@ async fn torn_reads(b: Backend) {
 fn normalize(user: &UserData) -> UserData {
     let mut user = user.clone();
     for account in &mut user.accounts {
-        account.transactions.sort_by(|a, b| (a.booking_date, &a.transaction_id).cmp(&(b.booking_date, &b.transaction_id)));
+        account
+            .transactions
+            .sort_by(|a, b| (a.booking_date, &a.transaction_id).cmp(&(b.booking_date, &b.transaction_id)));
     }
     user
 }

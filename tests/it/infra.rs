@@ -10,7 +10,9 @@ use std::process::Command;
 
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
-use segments_aws::{AwsResources, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY};
+use segments_aws::{
+    AwsResources, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY,
+};
 use segments_core::domain::SegmentType;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX, ImportMessage};
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};

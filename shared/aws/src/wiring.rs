@@ -121,16 +121,22 @@ pub fn account_data(
     }
 }
 
-/// The data API's context from `ACCOUNT_DATA_TABLE` and `SEGMENTS_TABLE`, and the settings. It
-/// reads neither the Jobs table nor the bucket nor the queues, so it needs no names of them.
-#[cfg(feature = "dynamodb")]
-pub async fn account_data_from_env()
--> Result<(segments_core::usecases::account_data::AccountData, ServiceConfig), BoxError> {
-    let config = ServiceConfig::from_env()?;
-    let account_table = required(crate::ACCOUNT_DATA_TABLE_VAR)?;
-    let segments_table = segments_table_from_env()?;
-    let clients = AwsClients::from_env().await;
-    Ok((account_data(&clients, &account_table, &segments_table), config))
+/// The data API's context from its environment: a user's data (the AccountData table and
+/// `SEGMENTS_TABLE`), the bulk imports (the Jobs table, the results bucket and `IMPORT_QUEUE_URL`)
+/// and the settings.
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+pub async fn data_api_from_env() -> Result<
+    (
+        segments_core::usecases::account_data::AccountData,
+        segments_core::usecases::imports_api::ImportsApi,
+        ServiceConfig,
+    ),
+    BoxError,
+> {
+    let (clients, resources, config) = from_env().await?;
+    let data = account_data(&clients, &resources.account_table, &segments_table_from_env()?);
+    let imports = imports_api(&clients, &resources, &crate::SqsImportQueue::url_from_env()?);
+    Ok((data, imports, config))
 }
 
 /// What the data API's bulk imports take: their records and locks in the Jobs table, upload links

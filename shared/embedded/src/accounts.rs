@@ -301,7 +301,10 @@ impl AccountDirectory for EmbeddedStore {
             let mut out = BTreeMap::new();
             for (key, account) in keys {
                 if let Some(user) = directory.get(key.as_str()).or_unavailable(WHAT)? {
-                    out.insert(account, UserId::parse(user.value()).map_err(|e| corrupt("account directory", &key, e))?);
+                    out.insert(
+                        account,
+                        UserId::parse(user.value()).map_err(|e| corrupt("account directory", &key, e))?,
+                    );
                 }
             }
             Ok(out)

@@ -105,6 +105,39 @@ impl TransactionRecord {
     }
 }
 
+/// Bounds on a transaction's free text, the same whichever way the data comes in (the data API,
+/// an import): the longest counterpart name, purpose (checked, then dropped) and label, and the
+/// most labels. A label group of financialBreakdown names labels of at most 64 characters.
+pub const MAX_COUNTERPART_CHARS: usize = 256;
+pub const MAX_PURPOSE_CHARS: usize = 1024;
+pub const MAX_LABELS: usize = 20;
+pub const MAX_LABEL_CHARS: usize = 64;
+
+impl TransactionRecord {
+    /// The field whose text is out of bounds and why, as the data API words it.
+    pub fn check_free_text(&self) -> Result<(), (&'static str, String)> {
+        let too_long = |max: usize| format!("must be at most {max} characters");
+        if self.counterpart_name.chars().count() > MAX_COUNTERPART_CHARS {
+            return Err(("counterpartName", too_long(MAX_COUNTERPART_CHARS)));
+        }
+        if self.purpose.chars().count() > MAX_PURPOSE_CHARS {
+            return Err(("purpose", too_long(MAX_PURPOSE_CHARS)));
+        }
+        if self.labels.len() > MAX_LABELS {
+            return Err(("labels", format!("must have at most {MAX_LABELS} items")));
+        }
+        let bad_label =
+            |l: &String| l.is_empty() || l.chars().count() > MAX_LABEL_CHARS || l.chars().any(char::is_control);
+        if self.labels.iter().any(bad_label) {
+            return Err((
+                "labels",
+                format!("must be labels of 1 to {MAX_LABEL_CHARS} characters without control characters"),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One item of account data as the stores keep it: the mandator is part of every key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AccountItem {

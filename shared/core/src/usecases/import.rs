@@ -1176,6 +1176,7 @@ impl Checked {
     fn check_transaction(&self, lines: &Lines) -> Result<TransactionRecord, String> {
         let r: TransactionRecord = lines.parse(TRANSACTION_FIELDS)?;
         self.check_mandator(&r.mandator_id)?;
+        r.check_free_text().map_err(|(field, reason)| format!("{field}: {reason}"))?;
         match self.accounts.get(&r.account_id) {
             None => Err(format!("no account line for userId {}, accountId {}", r.user_id, r.account_id)),
             Some(account) if account.user != r.user_id => Err(format!(
@@ -1414,7 +1415,7 @@ mod tests {
     use futures::stream::{self, BoxStream, StreamExt};
 
     use super::*;
-    use crate::domain::records::shard_of;
+    use crate::domain::records::{MAX_COUNTERPART_CHARS, MAX_LABEL_CHARS, MAX_LABELS, shard_of};
     use crate::domain::segment::{AccountRef, Segment, SegmentId, SegmentQuery};
     use crate::ports::{AccountDirectory, AccountSource, StoredUser, next_version};
 
@@ -2075,14 +2076,18 @@ mod tests {
     async fn a_user_too_large_for_the_store_is_an_error_at_its_first_account() {
         use rand::Rng;
         let mut rng = rand::rng();
-        // Printable, without quote and backslash, random: it hardly compresses.
-        let noise = |rng: &mut rand::rngs::ThreadRng| -> String {
-            (0..200_000).map(|_| char::from(rng.random_range(b'0'..=b'~'))).filter(|c| *c != '\\').collect()
+        // Printable, without quote and backslash, random: it hardly compresses. Each transaction
+        // carries as much text as the bounds allow, so a few thousand exceed the store's limit.
+        let noise = |rng: &mut rand::rngs::ThreadRng, n: usize| -> String {
+            (0..n).map(|_| char::from(rng.random_range(b'0'..=b'~'))).map(|c| if c == '\\' { '_' } else { c }).collect()
         };
-        let transactions: Vec<String> = (0..24)
+        let transactions: Vec<String> = (0..2_500)
             .map(|i| {
+                let labels: Vec<String> =
+                    (0..MAX_LABELS).map(|_| format!("\"{}\"", noise(&mut rng, MAX_LABEL_CHARS))).collect();
                 transaction("m1", "big", "a1", &format!("t{i}"), "EUR", "1")
-                    .replace("\"ACME\"", &format!("\"{}\"", noise(&mut rng)))
+                    .replace("\"ACME\"", &format!("\"{}\"", noise(&mut rng, MAX_COUNTERPART_CHARS)))
+                    .replace("[\"RENT\"]", &format!("[{}]", labels.join(",")))
             })
             .collect();
         let f = Fixture::lines(
@@ -2092,6 +2097,23 @@ mod tests {
         let errors = f.invalid().await;
         assert_eq!(errors.len(), 1, "{errors:#?}");
         assert!(errors[0].contains("accounts.ndjson:2: userId big: the user's data is"), "{}", errors[0]);
+    }
+
+    #[tokio::test]
+    async fn free_text_is_bounded_as_in_the_data_api() {
+        let long = "x".repeat(MAX_COUNTERPART_CHARS + 1);
+        let f = Fixture::lines(
+            &[account("m1", "u1", "a1", "EUR", "1")],
+            &[
+                transaction("m1", "u1", "a1", "t1", "EUR", "1").replace("\"ACME\"", &format!("\"{long}\"")),
+                transaction("m1", "u1", "a1", "t2", "EUR", "1").replace("[\"RENT\"]", "[\"\"]"),
+                transaction("m1", "u1", "a1", "t3", "EUR", "1"),
+            ],
+        );
+        let errors = f.invalid().await;
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        assert!(errors[0].ends_with("transactions.ndjson:1: counterpartName: must be at most 256 characters"));
+        assert!(errors[1].contains("transactions.ndjson:2: labels: must be labels of 1 to 64 characters"));
     }
 
     #[tokio::test]

@@ -31,12 +31,9 @@ pub const MAX_USER_BYTES: usize = MAX_BODY_BYTES;
 /// Most transactions one request names (a PATCH counts the upserted and the deleted ones): a few
 /// years of a busy account's history, and well inside [`MAX_BODY_BYTES`] at a usual size.
 pub const MAX_TRANSACTIONS: usize = 20_000;
-pub const MAX_COUNTERPART_CHARS: usize = 256;
-/// `purpose` is read to be checked and dropped: it is never stored (docs/data.md).
-pub const MAX_PURPOSE_CHARS: usize = 1024;
-pub const MAX_LABELS: usize = 20;
-/// The longest label a financialBreakdown label group can name.
-pub const MAX_LABEL_CHARS: usize = 64;
+/// Bounds of a transaction's free text, shared with the importer. `purpose` is read to be checked
+/// and dropped: it is never stored (docs/data.md).
+pub use crate::domain::records::{MAX_COUNTERPART_CHARS, MAX_LABEL_CHARS, MAX_LABELS, MAX_PURPOSE_CHARS};
 
 /// The body of `PUT /data/users/{userId}`: everything to store for `user_id`, accounts in the
 /// order of the body (pointers into the body follow it; the store orders what it writes),
