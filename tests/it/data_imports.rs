@@ -11,9 +11,11 @@ use segments_aws::provision;
 use segments_aws::{SqsImportQueue, provision::create_queue_with_dlq};
 use segments_core::config::ServiceConfig;
 use segments_core::http::testing::{ApiRequest, status_and_json};
+use segments_core::imports::{ImportMode, ImportRecord, ImportStatus};
 use segments_core::usecases::account_data::AccountData;
 use segments_core::usecases::import_worker::ImportWorker;
 use segments_core::usecases::imports_api::ImportsApi;
+use segments_core::usecases::run_shard::Disposition;
 use serde_json::{Value, json};
 
 use crate::support::moto::MotoServer;
@@ -464,8 +466,150 @@ async fn the_local_runner_starts_an_import_once() {
     assert_eq!((status, &problem["code"]), (StatusCode::CONFLICT, &json!("import_conflict")), "{problem}");
     assert_eq!(api.finish(BANK, &id).await["status"], "COMPLETED");
 
-    // An upload link names one object and expires: another key under it is refused.
+    // An upload link names one object: another key under it is refused.
     let (_, created) = create(&api, BANK, "upsertUsers").await;
     let url = created["accountsUploadUrl"].as_str().unwrap().replace("accounts.ndjson", "transactions.ndjson");
     assert_eq!(upload(&url, &accounts).await, StatusCode::FORBIDDEN);
+    // Bodies are streamed to disk, not held to a request body limit.
+    let large = account_line(BANK, "u-1", "u-1-a1").repeat(40_000);
+    assert!(large.len() > 4 << 20);
+    assert_eq!(upload(created["accountsUploadUrl"].as_str().unwrap(), &large).await, StatusCode::OK);
+    let stored = api.dir.path().join("objects/imports").join(BANK).join(created["importId"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(stored.join("accounts.ndjson")).unwrap().len(), large.len() as u64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker's own outcomes, on the embedded store
+// ---------------------------------------------------------------------------------------------
+
+/// The import API and worker over one embedded store, the files put straight into the store.
+struct Embedded {
+    store: segments_embedded::EmbeddedStore,
+    imports: ImportsApi,
+    worker: ImportWorker,
+    /// The import queue's receiving end: the tests deliver the messages themselves.
+    _started: tokio::sync::mpsc::UnboundedReceiver<segments_core::imports::ImportMessage>,
+    _dir: tempfile::TempDir,
+}
+
+impl Embedded {
+    fn open() -> Embedded {
+        let dir = tempfile::tempdir().unwrap();
+        let store = segments_embedded::EmbeddedStore::open(&dir.path().join("data")).unwrap();
+        let links = std::sync::Arc::new(segments_embedded::LocalLinks::new(store.clone(), "http://127.0.0.1:1"));
+        let (imports, started) = segments_embedded::wiring::imports_api(store.clone(), links);
+        let config = ServiceConfig { max_receive_count: MAX_RECEIVE_COUNT, ..ServiceConfig::default() };
+        let worker = financial_segments::workers::import_worker(&store, dir.path().join("scratch"), &config);
+        Embedded { store, imports, worker, _started: started, _dir: dir }
+    }
+
+    /// An import of [`BANK`] with both files stored and started; its message body.
+    async fn started(&self, users: &[&str]) -> (String, String) {
+        use segments_core::ports::ResultStore;
+        let mandator = segments_core::domain::MandatorId::parse(BANK).unwrap();
+        let created = self.imports.create(&mandator, ImportMode::UpsertUsers, chrono::Utc::now()).await.unwrap();
+        let record = self.imports.imports.get_import(&mandator, created.import_id).await.unwrap().unwrap();
+        let (accounts, transactions) = files(BANK, users);
+        self.store.put(&record.accounts_key(), accounts.into()).await.unwrap();
+        self.store.put(&record.transactions_key(), transactions.into()).await.unwrap();
+        let id = created.import_id.to_string();
+        self.imports.start(&mandator, &id, chrono::Utc::now()).await.unwrap();
+        (id.clone(), json!({"mandatorId": BANK, "importId": id}).to_string())
+    }
+
+    async fn record(&self, id: &str) -> ImportRecord {
+        let mandator = segments_core::domain::MandatorId::parse(BANK).unwrap();
+        let id = segments_core::imports::ImportId::parse(id).unwrap();
+        self.imports.imports.get_import(&mandator, id).await.unwrap().unwrap()
+    }
+}
+
+/// An import that cannot finish within a delivery's time fails with that reason at once (running
+/// it again would end the same way), frees the mandator's lock and leaves no local files.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_out_of_time_fails_with_the_reason_and_frees_the_mandator() {
+    let e = Embedded::open();
+    let (id, body) = e.started(&["u-1"]).await;
+    let budget = Some(Duration::from_secs(1));
+    assert_eq!(e.worker.process(&body, 1, budget).await, Disposition::Ack);
+    let failed = e.record(&id).await;
+    assert_eq!(failed.status, ImportStatus::Failed);
+    assert!(failed.failure.as_deref().unwrap_or_default().contains("did not finish"), "{failed:?}");
+    let mandator = segments_core::domain::MandatorId::parse(BANK).unwrap();
+    assert_eq!(e.imports.imports.lock_holder(&mandator, chrono::Utc::now()).await.unwrap(), None);
+    assert!(!e.worker.scratch.exists(), "the scratch folder is emptied");
+
+    // The next import of the mandator runs.
+    let (next, body) = e.started(&["u-1"]).await;
+    assert_eq!(e.worker.process(&body, 1, None).await, Disposition::Ack);
+    assert_eq!(e.record(&next).await.status, ImportStatus::Completed);
+}
+
+/// An import whose lock another import took meanwhile (its lease ran out before the delivery) is
+/// delivered again later; on the last delivery it fails with the reason instead of waiting on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_held_up_by_another_is_retried_then_failed_on_the_last_delivery() {
+    let e = Embedded::open();
+    let (id, body) = e.started(&["u-1"]).await;
+    let mandator = segments_core::domain::MandatorId::parse(BANK).unwrap();
+    let other = segments_core::imports::ImportId::new();
+    let now = chrono::Utc::now();
+    // The started import's lease ran out and another import took the lock.
+    e.imports.imports.unlock_mandator(&mandator, e.record(&id).await.import_id).await.unwrap();
+    e.imports.imports.lock_mandator(&mandator, other, now, now + chrono::Duration::minutes(5)).await.unwrap();
+
+    assert_eq!(e.worker.process(&body, 1, None).await, Disposition::Retry);
+    assert_eq!(e.record(&id).await.status, ImportStatus::Validating, "left to run later");
+    assert_eq!(e.worker.process(&body, MAX_RECEIVE_COUNT, None).await, Disposition::Ack);
+    let failed = e.record(&id).await;
+    assert_eq!(failed.status, ImportStatus::Failed);
+    assert!(failed.failure.as_deref().unwrap_or_default().contains("another import"), "{failed:?}");
+    assert_eq!(e.imports.imports.lock_holder(&mandator, chrono::Utc::now()).await.unwrap(), Some(other));
+}
+
+/// The local runner's import queue lives in memory: a restarted runner finds the imports that were
+/// running in the store and hands them to its import task again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_runner_finds_the_imports_that_were_running() {
+    let e = Embedded::open();
+    assert!(e.store.running_imports().await.unwrap().is_empty());
+    let (id, body) = e.started(&["u-1"]).await;
+    let running = e.store.running_imports().await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(serde_json::to_value(&running[0]).unwrap(), serde_json::from_str::<Value>(&body).unwrap());
+    assert_eq!(e.worker.process(&body, 1, None).await, Disposition::Ack);
+    assert_eq!(e.record(&id).await.status, ImportStatus::Completed);
+    assert!(e.store.running_imports().await.unwrap().is_empty());
+}
+
+/// POSTs need `segments/data.write`, the GET `segments/data.read`, every route a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_import_route_needs_its_scope() {
+    let api = Local::start();
+    let (id, _) = create(&api, BANK, "upsertUsers").await;
+    let send = |token: Option<String>, method: reqwest::Method, path: String| {
+        let mut request = api.http.request(method, format!("{}{path}", api.runner.url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.header("content-type", "application/json").body("{\"mode\":\"upsertUsers\"}").send().await }
+    };
+    let read = cli_token(api.dir.path(), BANK, &[READ]);
+    let write = cli_token(api.dir.path(), BANK, &[WRITE]);
+    let routes = [
+        (reqwest::Method::POST, "/data/imports".to_owned(), &read),
+        (reqwest::Method::POST, format!("/data/imports/{id}/start"), &read),
+        (reqwest::Method::GET, format!("/data/imports/{id}"), &write),
+    ];
+    for (method, path, refused) in &routes {
+        let response = send(Some((*refused).clone()), method.clone(), path.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{method} {path}");
+        let response = send(None, method.clone(), path.clone()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let response = send(Some(read.clone()), reqwest::Method::GET, format!("/data/imports/{id}")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = send(Some(write.clone()), reqwest::Method::POST, "/data/imports".to_owned()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(response.headers()["cache-control"], "no-store", "the upload links are credentials");
 }
