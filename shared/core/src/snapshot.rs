@@ -120,9 +120,46 @@ pub fn blocks(compressed: &[u8]) -> Vec<&[u8]> {
 
 /// Decodes a user's record (its blocks joined) back into the user's data.
 pub fn decode(user_id: UserId, compressed: &[u8]) -> Result<UserData, DecodeError> {
-    let raw = zstd::stream::decode_all(compressed).map_err(|e| DecodeError::Compression(e.to_string()))?;
-    decode_raw(user_id, &raw)
+    thread_local! {
+        // A shard's reader decodes users one after another: one decompression context and one
+        // buffer per thread, instead of a new context (about 100 KB) per user.
+        static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+        static RAW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    // The frame header states the record's size (the encoder writes it); a frame without it, or
+    // claiming more than a user can be, is not one of ours.
+    let size = zstd::zstd_safe::get_frame_content_size(compressed)
+        .map_err(|_| DecodeError::Compression("not a zstd frame".into()))?
+        .ok_or_else(|| DecodeError::Compression("the frame does not state its size".into()))?;
+    if size > MAX_RAW_BYTES {
+        return Err(DecodeError::Compression(format!("the frame claims {size} bytes")));
+    }
+    DECOMPRESSOR.with_borrow_mut(|decompressor| {
+        RAW.with_borrow_mut(|raw| {
+            let decompressor = match decompressor {
+                Some(d) => d,
+                None => decompressor
+                    .insert(zstd::bulk::Decompressor::new().map_err(|e| DecodeError::Compression(e.to_string()))?),
+            };
+            raw.clear();
+            raw.reserve(size as usize);
+            decompressor.decompress_to_buffer(compressed, raw).map_err(|e| DecodeError::Compression(e.to_string()))?;
+            let user = decode_raw(user_id, raw);
+            if raw.capacity() > KEPT_RAW_BYTES {
+                // A rare large user must not keep its buffer for the rest of the shard.
+                *raw = Vec::new();
+            }
+            user
+        })
+    })
 }
+
+/// The decoding buffer a thread keeps between users.
+const KEPT_RAW_BYTES: usize = 1024 * 1024;
+
+/// Largest record before compression a reader accepts: far above any user that fits the store
+/// compressed (ids and amounts do not compress 30-fold), far below what would exhaust memory.
+const MAX_RAW_BYTES: u64 = 64 * 1024 * 1024;
 
 fn encode_raw(user: &UserData) -> Vec<u8> {
     let mut accounts: Vec<&AccountHistory> = user.accounts.iter().collect();
@@ -260,8 +297,14 @@ fn cents(m: Money) -> i64 {
     d.mantissa() as i64
 }
 
+/// Cents of a stored amount or balance. Within Money's range (below 10^16 in magnitude, so below
+/// 10^18 cents) it is built directly; the general decimal path would normalize every value.
 fn money(cents: i64) -> Result<Money, DecodeError> {
-    Money::from_decimal(rust_decimal::Decimal::new(cents, 2)).map_err(|_| DecodeError::Invalid("amount"))
+    const MAX_CENTS: i64 = 1_000_000_000_000_000_000;
+    if cents.unsigned_abs() >= MAX_CENTS as u64 {
+        return Err(DecodeError::Invalid("amount"));
+    }
+    Ok(Money::from_cents(cents))
 }
 
 const EPOCH: NaiveDate = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
@@ -270,9 +313,13 @@ fn day_number(d: NaiveDate) -> i64 {
     d.signed_duration_since(EPOCH).num_days()
 }
 
+/// Days from 0001-01-01 (day 1 of the common era) to 1970-01-01.
+const EPOCH_FROM_CE: i64 = 719_163;
+
 fn date(day: i64) -> Result<NaiveDate, DecodeError> {
-    EPOCH
-        .checked_add_signed(chrono::TimeDelta::try_days(day).ok_or(DecodeError::Invalid("date"))?)
+    day.checked_add(EPOCH_FROM_CE)
+        .and_then(|d| i32::try_from(d).ok())
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
         .ok_or(DecodeError::Invalid("date"))
 }
 

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use compact_str::CompactString;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Longest identifier accepted anywhere (mandator, user, account, transaction).
@@ -42,12 +43,12 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(CompactString);
 
         impl $name {
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 check_id(s)?;
-                Ok(Self(s.to_owned()))
+                Ok(Self(CompactString::from(s)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -66,7 +67,7 @@ macro_rules! string_id {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
                 check_id(&s)?;
-                Ok(Self(s))
+                Ok(Self(CompactString::from(s)))
             }
         }
 
