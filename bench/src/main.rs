@@ -151,8 +151,7 @@ async fn provision(prefix: &str) -> anyhow::Result<serde_json::Value> {
         resources.env_vars().into_iter().map(|(k, v)| (k, v.into())).collect();
     vars.insert(aws::SEGMENTS_TABLE_VAR.to_owned(), segments_table.into());
     // `serve --aws` also consumes the queue of started bulk imports.
-    let (import_queue, _dlq) =
-        provision::create_queue_with_dlq(&clients.sqs, &format!("{prefix}-imports"), 3).await?;
+    let (import_queue, _dlq) = provision::create_queue_with_dlq(&clients.sqs, &format!("{prefix}-imports"), 3).await?;
     vars.insert(aws::IMPORT_QUEUE_URL_VAR.to_owned(), import_queue.into());
     Ok(serde_json::Value::Object(vars))
 }

@@ -4,7 +4,8 @@
 //! reads again and redoes its change on top of the winner's, and nothing is merged wrongly.
 //!
 //! Accounts a write takes away (an erased user's, a PATCH's `deleteAccounts`, a PUT that no longer
-//! lists them) also leave the membership of every managed segment, after the data is written.
+//! lists them) also leave the membership of every managed segment: after the data is written, or,
+//! for an erasure, before it, so that a repeated DELETE can always finish an interrupted one.
 
 pub mod body;
 pub mod patch;
@@ -152,11 +153,12 @@ impl AccountData {
             let Some(stored) = self.users.get_user(mandator, shard_count, user).await? else {
                 return Ok(false);
             };
+            // Untag first: an erasure that stops after this leaves the data in place, and a retried
+            // DELETE finds it and finishes. The other order could leave the accounts tagged with
+            // nothing left to find them by.
+            self.leave_segments(mandator, &removed_accounts(Some(&stored.data), None)).await?;
             match self.users.delete_user(mandator, shard_count, user, stored.version).await {
-                Ok(()) => {
-                    self.leave_segments(mandator, &removed_accounts(Some(&stored.data), None)).await?;
-                    return Ok(true);
-                }
+                Ok(()) => return Ok(true),
                 Err(UserWriteError::VersionChanged) => continue,
                 Err(UserWriteError::Store(e)) => return Err(e.into()),
                 Err(UserWriteError::AccountHeld { .. } | UserWriteError::TooLarge(_)) => {
