@@ -22,26 +22,6 @@ use segments_core::usecases::account_data::{AccountData, DataError};
 
 use crate::support::backend::Backend;
 
-macro_rules! on_both_backends {
-    ($name:ident, |$b:ident| $check:expr) => {
-        mod $name {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn embedded() {
-                let $b = Backend::embedded();
-                $check.await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn moto() {
-                let $b = Backend::moto().await;
-                $check.await;
-            }
-        }
-    };
-}
-
 on_both_backends!(a_changed_transaction_is_replaced_and_counted_once_by_every_type, |b| changed_transaction(b));
 on_both_backends!(an_erased_user_is_gone_from_data_shards_and_segments, |b| erasure(b));
 on_both_backends!(concurrent_patches_of_one_user_are_both_applied, |b| concurrent_patches(b));

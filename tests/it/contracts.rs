@@ -5,27 +5,6 @@
 use crate::support::backend::Backend;
 use crate::support::contract;
 
-/// `mod $port { embedded, moto }`: `$check` run on a [`Backend`] of each kind.
-macro_rules! on_both_backends {
-    ($port:ident, |$b:ident| $check:expr) => {
-        mod $port {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn embedded() {
-                let $b = Backend::embedded();
-                $check.await;
-            }
-
-            #[tokio::test(flavor = "multi_thread")]
-            async fn moto() {
-                let $b = Backend::moto().await;
-                $check.await;
-            }
-        }
-    };
-}
-
 on_both_backends!(job_store, |b| contract::job_store_contract(b.jobs.as_ref()));
 on_both_backends!(idempotency_keys, |b| contract::idempotency_contract(b.jobs.as_ref()));
 on_both_backends!(result_store, |b| contract::result_store_contract(b.results.as_ref()));

@@ -2,6 +2,7 @@
 //! the moto launcher, the two backends and the port contract suites `contracts` runs on both,
 //! request flows, queue helpers, fault injection and the local runner's process.
 
+#[macro_use]
 mod support;
 
 mod account_data;

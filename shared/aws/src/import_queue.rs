@@ -12,6 +12,7 @@ use segments_core::imports::ImportMessage;
 use segments_core::ports::{ImportQueue, StoreError};
 
 use crate::ReceivedMessage;
+use crate::queue::received;
 
 /// The variable naming the import queue's URL.
 pub const IMPORT_QUEUE_URL_VAR: &str = "IMPORT_QUEUE_URL";
@@ -47,22 +48,7 @@ impl SqsImportQueue {
             .send()
             .await
             .map_err(|e| StoreError::unavailable("receiving from the import queue", e.into_service_error()))?;
-        let Some(m) = out.messages.unwrap_or_default().into_iter().next() else { return Ok(None) };
-        let receive_count = m
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
-        match (m.message_id, m.receipt_handle) {
-            (Some(message_id), Some(receipt_handle)) => Ok(Some(ReceivedMessage {
-                message_id,
-                receipt_handle,
-                body: m.body.unwrap_or_default(),
-                receive_count,
-            })),
-            _ => Err(StoreError::Corrupt("a message of the import queue has no id or receipt handle".into())),
-        }
+        out.messages.unwrap_or_default().into_iter().next().map(|m| received(m, "the import queue")).transpose()
     }
 
     /// Deletes a received message: its import is final.

@@ -77,25 +77,7 @@ impl SqsQueue {
         out.messages
             .unwrap_or_default()
             .into_iter()
-            .map(|m| {
-                let receive_count = m
-                    .attributes
-                    .as_ref()
-                    .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(1);
-                match (m.message_id, m.receipt_handle) {
-                    (Some(message_id), Some(receipt_handle)) => Ok(ReceivedMessage {
-                        message_id,
-                        receipt_handle,
-                        body: m.body.unwrap_or_default(),
-                        receive_count,
-                    }),
-                    _ => Err(StoreError::Corrupt(format!(
-                        "a message of the {segment_type} queue has no id or receipt handle"
-                    ))),
-                }
-            })
+            .map(|m| received(m, &format!("the {segment_type} queue")))
             .collect()
     }
 
@@ -143,6 +125,23 @@ impl SqsQueue {
             StoreError::unavailable(format!("deleting from the {segment_type} queue"), e.into_service_error())
         })?;
         Ok(())
+    }
+}
+
+/// A received SQS message with what the service needs of it; `queue` names the queue in the error
+/// of a message without id or receipt handle.
+pub(crate) fn received(m: aws_sdk_sqs::types::Message, queue: &str) -> Result<ReceivedMessage, StoreError> {
+    let receive_count = m
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(1);
+    match (m.message_id, m.receipt_handle) {
+        (Some(message_id), Some(receipt_handle)) => {
+            Ok(ReceivedMessage { message_id, receipt_handle, body: m.body.unwrap_or_default(), receive_count })
+        }
+        _ => Err(StoreError::Corrupt(format!("a message of {queue} has no id or receipt handle"))),
     }
 }
 

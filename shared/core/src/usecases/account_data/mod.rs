@@ -119,6 +119,9 @@ impl AccountData {
             let next = patch
                 .apply(&stored.data)
                 .map_err(|PatchError { pointer, message }| DataError::Invalid { pointer, message })?;
+            // Patches add up over time: a user must stay readable by one GET.
+            body::check_size(&next)
+                .map_err(|e| DataError::Invalid { pointer: "/accounts".into(), message: e.message })?;
             let written = if next.accounts.is_empty() {
                 self.users.delete_user(mandator, shards, user, stored.version).await
             } else {
