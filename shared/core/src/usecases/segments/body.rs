@@ -278,6 +278,8 @@ pub struct ListQuery {
     pub sort_order: SortOrder,
     /// `createdAt` within `[from, to)`.
     pub created: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Only segments whose `status.code` is this one.
+    pub status: Option<StatusCode>,
     pub metadata: Vec<(String, String)>,
 }
 
@@ -288,6 +290,7 @@ impl Default for ListQuery {
             page: 1,
             sort_order: SortOrder::Asc,
             created: None,
+            status: None,
             metadata: Vec::new(),
         }
     }
@@ -327,6 +330,12 @@ impl ListQuery {
                 }
                 "start_date" => start = Some(date()?),
                 "end_date" => end = Some(date()?),
+                "status" => {
+                    q.status = Some(StatusCode::parse(value.trim()).ok_or_else(|| {
+                        let valid: Vec<&str> = StatusCode::ALL.iter().map(|c| c.as_str()).collect();
+                        FieldError::new(key, format!("must be one of {}", valid.join(", ")))
+                    })?)
+                }
                 _ => match key.strip_prefix("metadata.") {
                     Some(k) if !k.is_empty() => q.metadata.push((k.to_owned(), value.to_owned())),
                     _ => return Err(FieldError::new(key, "is not a known parameter")),
@@ -491,6 +500,9 @@ mod tests {
         ] {
             assert!(ListQuery::parse(bad.clone()).is_err(), "{bad:?}");
         }
+        let q = ListQuery::parse([("status", "SUSPENDED")]).unwrap();
+        assert_eq!(q.status, Some(StatusCode::Suspended));
+        assert_eq!(ListQuery::parse([("status", "active")]).unwrap_err().field, "status");
         let q = ListQuery::parse([("start_date", "2025-01-01"), ("end_date", "2025-01-01")]).unwrap();
         let (from, to) = q.created.unwrap();
         assert_eq!((to - from).num_hours(), 24);

@@ -244,7 +244,7 @@ pub async fn create(
 
 /// The live segments of the target's scope matching the filters, in the requested order. The
 /// store selects the scope and the creation period (on AWS a Query of the scope's partition
-/// within the period, in the requested direction); the metadata filters apply here, on that
+/// within the period, in the requested direction); the status and metadata filters apply here, on that
 /// selection. Paging is in memory: `totalCount` needs every match anyway, and a scope holds
 /// hundreds of segments, not millions.
 async fn filtered(s: &SegmentsServices, t: &Target, q: &ListQuery) -> Result<Vec<Segment>, AppError> {
@@ -256,6 +256,7 @@ async fn filtered(s: &SegmentsServices, t: &Target, q: &ListQuery) -> Result<Vec
         .await?
         .into_iter()
         .filter(|seg| query.selects(seg))
+        .filter(|seg| q.status.is_none_or(|code| seg.status.code == code))
         .filter(|seg| q.metadata.iter().all(|(k, v)| seg.metadata.get(k).is_some_and(|m| m.filter_text() == *v)))
         .collect();
     // The store's order, made exact: equal creation times are ordered by id.
