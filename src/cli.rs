@@ -432,10 +432,13 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
     let gateway = Arc::new(Gateway { services, segments, jobs_api, data, imports, links, signer });
     let token = gateway.signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
+    let console = format!("{url}{}/#token={token}", console::BASE_PATH);
     if a.json {
-        println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR}));
+        println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR, "console": console}));
     } else {
         println!("Financial segments listening on {url}");
+        // The fragment never reaches a server: the page reads the token from it and removes it.
+        println!("Console (signed in as {DEMO_MANDATOR}):\n\n  {console}\n");
         println!("Token for mandator {DEMO_MANDATOR} (all scopes, valid 12 h):\n\n  export TOKEN={token}\n");
         println!(
             "Try:\n\n  curl -s -X POST {url}/segments/highBalance -H \"Authorization: Bearer $TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"accountType\":\"checking\",\"threshold\":5000}}'\n"

@@ -165,6 +165,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     router
         .route(&format!("{}{{*key}}", segments_embedded::LINK_PATH), axum::routing::get(serve_link))
         .route(&format!("{}{{*key}}", segments_embedded::UPLOAD_PATH), axum::routing::put(receive_upload))
+        // The console's files need no token (the console function runs without an authorizer).
+        .route(console::BASE_PATH, axum::routing::any(serve_console))
+        .route(&format!("{}/", console::BASE_PATH), axum::routing::any(serve_console))
+        .route(&format!("{}/{{*file}}", console::BASE_PATH), axum::routing::any(serve_console))
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)
@@ -190,6 +194,13 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
         }
         Err(e) => to_axum(problem_response(&e)),
     }
+}
+
+/// Serves the console exactly as its function does behind API Gateway, with token sign-in.
+async fn serve_console(req: Request) -> Response {
+    let (parts, _) = req.into_parts();
+    let request = http::Request::from_parts(parts, Body::Empty);
+    to_axum(console::respond(&console::ConsoleConfig::token(), &request))
 }
 
 /// Serves an object behind a signed export link (what S3 does for a presigned URL): no bearer
