@@ -1,13 +1,14 @@
 //! The SAM template (`infra/template.yaml`) is the deployable truth (docs/architecture.md). These tests keep
 //! it in step with the code: routes and scopes, one function per function crate with the variables
 //! the code reads, a queue with a dead-letter queue per worker, least-privilege policies, the
-//! tables and the results bucket. They also run the offline linters on it (cfn-lint and
+//! tables and the results bucket, the web console and its optional Cognito sign-in. They also run the offline linters on it (cfn-lint and
 //! `sam validate --lint`), which `tests/run.sh` installs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ::console::{BASE_PATH as CONSOLE_PATH, CLIENT_ID_VAR, COGNITO_DOMAIN_VAR, SCOPES_VAR};
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
 use segments_aws::{
@@ -25,12 +26,21 @@ const TEMPLATE: &str = "infra/template.yaml";
 
 /// The variables `ServiceConfig::from_env` reads (all optional, with defaults).
 const MANDATOR_CLAIM_VAR: &str = "MANDATOR_CLAIM";
+const CONSOLE_CLIENT_ID_VAR: &str = "CONSOLE_CLIENT_ID";
 const MAX_RECEIVE_COUNT_VAR: &str = "MAX_RECEIVE_COUNT";
 
 /// At least this many receives before a message goes to its dead-letter queue.
 const MIN_MAX_RECEIVE_COUNT: u64 = 5;
 /// AWS guidance for SQS event sources: visibility timeout at least 6 x the function timeout.
 const VISIBILITY_PER_TIMEOUT: u64 = 6;
+
+/// The web console's binary. Its routes serve static files without a token: they are not routes
+/// of the API (not in `ROUTES`, not in openapi.json) and are checked apart.
+const CONSOLE_BINARY: &str = "console";
+/// The console's app client (Cognito hosted UI), which exists only with the custom domain.
+const CONSOLE_CLIENT: &str = "ConsoleClient";
+/// The condition of the custom domain and, with it, of the console's Cognito sign-in.
+const CUSTOM_DOMAIN: &str = "HasCustomDomain";
 
 // ---------------------------------------------------------------------------------------------
 // Reading the template
@@ -242,10 +252,12 @@ struct TemplateRoute {
     binary: String,
 }
 
+/// The API's routes: every HTTP event of the template but the console's, each behind the JWT
+/// authorizer.
 fn template_routes(doc: &Value) -> BTreeSet<TemplateRoute> {
     let authorizer = api_authorizer(doc);
     let mut routes = BTreeSet::new();
-    for f in functions(doc) {
+    for f in functions(doc).into_iter().filter(|f| f.binary != CONSOLE_BINARY) {
         for (event, p) in f.events("HttpApi") {
             assert_eq!(ref_target(&p["ApiId"]), Some("Api"), "{}.{event}: on the HTTP API", f.name);
             assert_eq!(p["PayloadFormatVersion"], "2.0", "{}.{event}: payload format 2.0", f.name);
@@ -259,6 +271,101 @@ fn template_routes(doc: &Value) -> BTreeSet<TemplateRoute> {
         }
     }
     routes
+}
+
+/// The console's routes as `(method, path)`. They have no authorizer: the files carry no data,
+/// and every call the page makes goes to the API with the user's token.
+fn console_routes(doc: &Value) -> BTreeSet<(String, String)> {
+    let all = functions(doc);
+    let console = function(&all, CONSOLE_BINARY);
+    console
+        .events("HttpApi")
+        .into_iter()
+        .map(|(event, p)| {
+            assert_eq!(ref_target(&p["ApiId"]), Some("Api"), "{event}: on the HTTP API, the API's own origin");
+            assert_eq!(p["PayloadFormatVersion"], "2.0", "{event}: payload format 2.0");
+            assert_eq!(p["Auth"]["Authorizer"], "NONE", "{event}: the console's files need no token");
+            assert!(p["Auth"]["AuthorizationScopes"].is_null(), "{event}: no scopes");
+            (p["Method"].as_str().expect("a method").to_uppercase(), p["Path"].as_str().expect("a path").to_owned())
+        })
+        .collect()
+}
+
+/// `GET /console` (which redirects to `/console/`) and every file below it.
+fn expected_console_routes() -> BTreeSet<(String, String)> {
+    BTreeSet::from([
+        ("GET".to_owned(), CONSOLE_PATH.to_owned()),
+        ("GET".to_owned(), format!("{CONSOLE_PATH}/{{proxy+}}")),
+    ])
+}
+
+/// `!If [HasCustomDomain, value, !Ref AWS::NoValue]`.
+fn if_custom_domain(value: Value) -> Value {
+    json!({ "Fn::If": [CUSTOM_DOMAIN, value, {"Ref": "AWS::NoValue"}] })
+}
+
+/// Every scope the resource server defines, as `segments/<name>`.
+fn defined_scopes(doc: &Value) -> BTreeSet<String> {
+    let (_, server) =
+        of_type(doc, "AWS::Cognito::UserPoolResourceServer").into_iter().next().expect("a resource server");
+    let server = &server["Properties"];
+    let identifier = server["Identifier"].as_str().expect("an identifier");
+    server["Scopes"]
+        .as_array()
+        .expect("scopes")
+        .iter()
+        .map(|s| format!("{identifier}/{}", s["ScopeName"].as_str().expect("a scope name")))
+        .collect()
+}
+
+/// The places, outside resources and outputs that carry `condition` themselves and outside the
+/// true branch of an `Fn::If` on it, that refer to `name` (`Ref`, `Fn::GetAtt` or `${name}` in
+/// `Fn::Sub`). A stack without the condition would fail to deploy on any of them.
+fn references_outside(doc: &Value, name: &str, condition: &str) -> Vec<String> {
+    fn walk(v: &Value, name: &str, condition: &str, at: &str, found: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Array(args)) = map.get("Fn::If")
+                    && args.first().and_then(Value::as_str) == Some(condition)
+                {
+                    if let Some(otherwise) = args.get(2) {
+                        walk(otherwise, name, condition, &format!("{at}.Fn::If[2]"), found);
+                    }
+                    return;
+                }
+                let sub = match map.get("Fn::Sub") {
+                    Some(Value::String(text)) => Some(text.as_str()),
+                    Some(Value::Array(parts)) => parts.first().and_then(Value::as_str),
+                    _ => None,
+                };
+                if ref_target(v) == Some(name)
+                    || get_att(v).is_some_and(|(resource, _)| resource == name)
+                    || sub.is_some_and(|t| t.contains(&format!("${{{name}}}")) || t.contains(&format!("${{{name}.")))
+                {
+                    found.push(at.to_owned());
+                }
+                for (key, child) in map {
+                    walk(child, name, condition, &format!("{at}.{key}"), found);
+                }
+            }
+            Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(child, name, condition, &format!("{at}[{i}]"), found);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    walk(&doc["Globals"], name, condition, "Globals", &mut found);
+    for section in ["Resources", "Outputs"] {
+        for (id, entry) in doc[section].as_object().into_iter().flatten() {
+            if entry["Condition"] != condition {
+                walk(entry, name, condition, &format!("{section}.{id}"), &mut found);
+            }
+        }
+    }
+    found
 }
 
 /// The JWT authorizer of the API, which is also its default authorizer.
@@ -346,12 +453,17 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         names
     };
     let mut expected = BTreeMap::from([
-        ("create-job".to_owned(), with(&[MANDATOR_CLAIM_VAR], SegmentType::ALL)),
-        ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
-        ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR], &[])),
-        ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR], &[])),
-        ("data-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, SEGMENTS_TABLE_VAR, IMPORT_QUEUE_URL_VAR], &[])),
+        ("create-job".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], SegmentType::ALL)),
+        ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
+        ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, SEGMENTS_TABLE_VAR], &[])),
+        ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
+        (
+            "data-api".to_owned(),
+            with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, SEGMENTS_TABLE_VAR, IMPORT_QUEUE_URL_VAR], &[]),
+        ),
         ("import-worker".to_owned(), with(&[MAX_RECEIVE_COUNT_VAR, SEGMENTS_TABLE_VAR], &[])),
+        // The console reads its sign-in settings only; the global names come with the others.
+        (CONSOLE_BINARY.to_owned(), with(&[COGNITO_DOMAIN_VAR, CLIENT_ID_VAR, SCOPES_VAR], &[])),
     ]);
     for &t in SegmentType::ALL {
         expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
@@ -520,6 +632,9 @@ fn each_function_is_granted_only_what_it_uses() {
         }
     }
     assert_eq!(function(&all, "dlq-handler").grants(), dead_letters);
+
+    // The console only answers with files it carries.
+    assert_eq!(function(&all, CONSOLE_BINARY).grants(), BTreeSet::new());
 }
 
 /// The dead-letter queue of every work queue (the import queue's is not one: its worker fails the
@@ -603,6 +718,146 @@ fn check_routes(doc: &Value) {
         });
     }
     assert_eq!(template_routes(doc), expected);
+    assert_eq!(console_routes(doc), expected_console_routes());
+}
+
+#[test]
+fn the_console_routes_have_no_authorizer_and_every_other_route_the_jwt_one() {
+    let doc = template();
+    assert_eq!(console_routes(&doc), expected_console_routes());
+    let authorizer = api_authorizer(&doc);
+    let mut protected = 0;
+    for f in functions(&doc) {
+        for (event, p) in f.events("HttpApi") {
+            if f.binary == CONSOLE_BINARY {
+                assert_eq!(p["Auth"]["Authorizer"], "NONE", "{}.{event}", f.name);
+            } else {
+                assert_eq!(p["Auth"]["Authorizer"], authorizer.as_str(), "{}.{event}: JWT-protected", f.name);
+                protected += 1;
+            }
+        }
+        if f.binary == CONSOLE_BINARY {
+            let events = f.properties["Events"].as_object().expect("the console's events");
+            assert_eq!(events.len(), expected_console_routes().len(), "the console has its HTTP routes only");
+        }
+    }
+    assert_eq!(protected, template_routes(&doc).len(), "every API route is JWT-protected");
+}
+
+#[test]
+fn the_console_function_has_no_permissions_and_signs_in_through_the_console_client() {
+    let doc = template();
+    let all = functions(&doc);
+    let console = function(&all, CONSOLE_BINARY);
+    assert_eq!(console.properties["Policies"], json!([]), "no policy statements: it calls no AWS service");
+    assert!(console.properties["Role"].is_null(), "SAM's role: the basic execution role");
+    assert!(event_sources(&doc, console.name).is_empty());
+    assert_eq!(as_u64(&console.properties["MemorySize"], "MemorySize"), 128);
+    assert_eq!(as_u64(&console.properties["Timeout"], "Timeout"), 3);
+
+    // With the custom domain, the hosted UI of the pool's domain and the console's client with
+    // its scopes; without it, none of the three (token sign-in).
+    let env = console.environment();
+    assert_eq!(
+        env[COGNITO_DOMAIN_VAR],
+        if_custom_domain(json!({"Fn::Sub": "https://${UserPoolDomain}.auth.${AWS::Region}.amazoncognito.com"}))
+    );
+    assert_eq!(env[CLIENT_ID_VAR], if_custom_domain(json!({ "Ref": CONSOLE_CLIENT })));
+    let scopes = &env[SCOPES_VAR];
+    assert_eq!(scopes, &if_custom_domain(scopes["Fn::If"][1].clone()), "CONSOLE_SCOPES under the condition");
+    let asked: BTreeSet<String> =
+        scopes["Fn::If"][1].as_str().expect("a scope list").split_whitespace().map(str::to_owned).collect();
+    let allowed = strings(&resource(&doc, CONSOLE_CLIENT)["Properties"]["AllowedOAuthScopes"]);
+    assert_eq!(asked, allowed, "the console asks for every scope its client may have");
+
+    let url = &doc["Outputs"]["ConsoleUrl"]["Value"];
+    assert_eq!(
+        url,
+        &json!({"Fn::If": [
+            CUSTOM_DOMAIN,
+            {"Fn::Sub": format!("https://${{ApiDomainName}}{CONSOLE_PATH}/")},
+            {"Fn::Sub": format!("https://${{Api}}.execute-api.${{AWS::Region}}.${{AWS::URLSuffix}}{CONSOLE_PATH}/")},
+        ]})
+    );
+}
+
+#[test]
+fn the_console_client_is_a_public_code_flow_client_of_the_custom_domain_and_in_the_audience() {
+    let doc = template();
+    // The custom domain: both parameters, empty by default.
+    for parameter in ["ApiDomainName", "ApiCertificateArn"] {
+        assert_eq!(doc["Parameters"][parameter]["Type"], "String", "{parameter}");
+        assert_eq!(doc["Parameters"][parameter]["Default"], "", "{parameter}: optional");
+    }
+    let given = |parameter: &str| json!({"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]});
+    assert_eq!(
+        doc["Conditions"][CUSTOM_DOMAIN],
+        json!({"Fn::And": [given("ApiDomainName"), given("ApiCertificateArn")]})
+    );
+    let domain = resource(&doc, "ApiDomain");
+    assert_eq!(domain["Type"], "AWS::ApiGatewayV2::DomainName");
+    assert_eq!(domain["Condition"], CUSTOM_DOMAIN);
+    assert_eq!(ref_target(&domain["Properties"]["DomainName"]), Some("ApiDomainName"));
+    let configuration = &domain["Properties"]["DomainNameConfigurations"][0];
+    assert_eq!(ref_target(&configuration["CertificateArn"]), Some("ApiCertificateArn"));
+    let mapping = resource(&doc, "ApiDomainMapping");
+    assert_eq!(mapping["Type"], "AWS::ApiGatewayV2::ApiMapping");
+    assert_eq!(mapping["Condition"], CUSTOM_DOMAIN);
+    assert_eq!(ref_target(&mapping["Properties"]["DomainName"]), Some("ApiDomain"));
+    assert_eq!(ref_target(&mapping["Properties"]["ApiId"]), Some("Api"));
+    assert!(mapping["Properties"]["ApiMappingKey"].is_null(), "the API at the root of the domain");
+
+    let client = resource(&doc, CONSOLE_CLIENT);
+    assert_eq!(client["Type"], "AWS::Cognito::UserPoolClient");
+    assert_eq!(client["Condition"], CUSTOM_DOMAIN);
+    assert!(strings(&client["DependsOn"]).contains("SegmentsResourceServer"), "its scopes exist first");
+    let p = &client["Properties"];
+    assert_eq!(ref_target(&p["UserPoolId"]), Some("UserPool"));
+    assert_eq!(p["GenerateSecret"], false, "a public client: a page in a browser keeps no secret");
+    assert_eq!(p["AllowedOAuthFlows"], json!(["code"]), "authorization code (with PKCE) only");
+    assert_eq!(p["AllowedOAuthFlowsUserPoolClient"], true);
+    assert_eq!(p["SupportedIdentityProviders"], json!(["COGNITO"]));
+    assert_eq!(p["ExplicitAuthFlows"], json!(["ALLOW_REFRESH_TOKEN_AUTH"]), "passwords go to the hosted UI only");
+    assert_eq!(p["PreventUserExistenceErrors"], "ENABLED");
+    assert_eq!(p["EnableTokenRevocation"], true);
+    assert_eq!(p["TokenValidityUnits"]["AccessToken"], "minutes");
+    assert!(as_u64(&p["AccessTokenValidity"], "AccessTokenValidity") <= 60, "short-lived access tokens");
+    let console_url = json!({"Fn::Sub": format!("https://${{ApiDomainName}}{CONSOLE_PATH}/")});
+    assert_eq!(p["CallbackURLs"], json!([console_url]), "the code goes to the console on the custom domain only");
+    assert_eq!(p["LogoutURLs"], json!([console_url]));
+    let mut scopes = defined_scopes(&doc);
+    scopes.insert("openid".to_owned());
+    assert_eq!(strings(&p["AllowedOAuthScopes"]), scopes, "openid and every scope of the service");
+
+    // Its tokens carry its client id: the authorizer accepts them only with it in the audience.
+    let authorizer = api_authorizer(&doc);
+    let jwt = &resource(&doc, "Api")["Properties"]["Auth"]["Authorizers"][&authorizer]["JwtConfiguration"];
+    let audience = jwt["audience"].as_array().expect("an audience list");
+    assert!(audience.contains(&if_custom_domain(json!({ "Ref": CONSOLE_CLIENT }))), "in the audience, conditionally");
+
+    // Without the custom domain the stack must still deploy: nothing names the conditional
+    // resources outside their condition.
+    for conditional in [CONSOLE_CLIENT, "ApiDomain", "ApiDomainMapping"] {
+        assert_eq!(references_outside(&doc, conditional, CUSTOM_DOMAIN), Vec::<String>::new(), "{conditional}");
+    }
+}
+
+#[test]
+fn the_console_client_id_reaches_every_api_function_under_the_condition() {
+    let doc = template();
+    let all = functions(&doc);
+    let api: BTreeSet<&str> = ROUTES.iter().map(|r| binary_of(r.function)).collect();
+    let reading_the_mandator: BTreeSet<&str> =
+        all.iter().filter(|f| f.environment().contains_key(MANDATOR_CLAIM_VAR)).map(|f| f.binary.as_str()).collect();
+    assert_eq!(reading_the_mandator, api, "the functions that read the mandator from a token are the API's");
+    for f in &all {
+        let value = f.environment().get(CONSOLE_CLIENT_ID_VAR).cloned();
+        if api.contains(f.binary.as_str()) || f.binary == CONSOLE_BINARY {
+            assert_eq!(value, Some(if_custom_domain(json!({ "Ref": CONSOLE_CLIENT }))), "{}", f.name);
+        } else {
+            assert_eq!(value, None, "{}: reads no token", f.name);
+        }
+    }
 }
 
 #[test]
@@ -623,15 +878,8 @@ fn the_resource_server_defines_every_scope_and_the_example_client_uses_client_cr
     let doc = template();
     let (_, server) =
         of_type(&doc, "AWS::Cognito::UserPoolResourceServer").into_iter().next().expect("a resource server");
-    let server = &server["Properties"];
-    let identifier = server["Identifier"].as_str().expect("an identifier");
-    assert_eq!(identifier, "segments");
-    let defined: BTreeSet<String> = server["Scopes"]
-        .as_array()
-        .expect("scopes")
-        .iter()
-        .map(|s| format!("{identifier}/{}", s["ScopeName"].as_str().expect("a scope name")))
-        .collect();
+    assert_eq!(server["Properties"]["Identifier"], "segments");
+    let defined = defined_scopes(&doc);
     let mut expected: BTreeSet<String> = SegmentType::ALL.iter().map(|t| t.scope()).collect();
     expected
         .extend(["segments/definitions.read", "segments/definitions.write", "segments/usage.read"].map(String::from));
@@ -671,6 +919,15 @@ fn the_openapi_paths_are_the_template_routes() {
     let deployed: BTreeSet<(String, String)> =
         template_routes(&doc).into_iter().map(|r| (r.method, generic_path(&r.path))).collect();
     assert_eq!(documented, deployed);
+    // The console's routes are deployed on the same API but are no part of its contract: they
+    // serve the console's own files, without a token, to a browser. They stay out of the document.
+    let console = console_routes(&doc);
+    assert!(!console.is_empty());
+    assert!(documented.is_disjoint(&console), "the console's files are not API operations");
+    assert!(
+        documented.iter().all(|(_, path)| path != CONSOLE_PATH && !path.starts_with(&format!("{CONSOLE_PATH}/"))),
+        "no documented path under {CONSOLE_PATH}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -852,6 +1109,15 @@ fn check_bucket(doc: &Value) {
     let days = as_u64(&uploads["ExpirationInDays"], "ExpirationInDays");
     assert!((1..=IMPORT_RETENTION_DAYS.unsigned_abs()).contains(&days), "uploads expire after {days} days");
 
+    // The console follows an export's 302 to its presigned URL with fetch: reading, from any
+    // origin (the presigned URL is the credential; the bucket cannot name the API's origin
+    // without a cycle), and nothing else.
+    let cors = bucket["CorsConfiguration"]["CorsRules"].as_array().expect("CORS rules");
+    assert_eq!(cors.len(), 1, "one CORS rule");
+    assert_eq!(strings(&cors[0]["AllowedMethods"]), BTreeSet::from(["GET".to_owned(), "HEAD".to_owned()]));
+    assert_eq!(strings(&cors[0]["AllowedOrigins"]), BTreeSet::from(["*".to_owned()]));
+    assert!(cors[0]["AllowedHeaders"].is_null(), "no request headers beyond the CORS-safelisted ones");
+
     let block = &bucket["PublicAccessBlockConfiguration"];
     for flag in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
         assert_eq!(block[flag], true, "{flag}");
@@ -875,10 +1141,10 @@ fn check_bucket(doc: &Value) {
 #[test]
 fn parameters_and_outputs_are_declared() {
     let doc = template();
-    for parameter in ["Stage", "ShardCount", "LogLevel"] {
+    for parameter in ["Stage", "ShardCount", "LogLevel", "ApiDomainName", "ApiCertificateArn"] {
         assert!(doc["Parameters"][parameter].is_object(), "parameter {parameter}");
     }
-    for output in ["ApiUrl", "TokenUrl", "ExampleClientId"] {
+    for output in ["ApiUrl", "ConsoleUrl", "TokenUrl", "ExampleClientId"] {
         assert!(doc["Outputs"][output]["Value"].is_object(), "output {output}");
     }
     assert_eq!(doc["Transform"], "AWS::Serverless-2016-10-31");
@@ -905,8 +1171,9 @@ fn fixtures() -> BTreeMap<String, Value> {
 #[test]
 fn the_event_fixtures_are_requests_of_template_routes_and_messages_of_every_worker() {
     let doc = template();
-    let routes: BTreeSet<String> =
+    let mut routes: BTreeSet<String> =
         template_routes(&doc).into_iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    routes.extend(console_routes(&doc).into_iter().map(|(method, path)| format!("{method} {path}")));
     let mut requested = BTreeSet::new();
     let mut messaged = BTreeSet::new();
     let mut imports_messaged = false;
@@ -1020,6 +1287,26 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed()
         json!([]);
     assert!(fails(check_routes, no_scope), "a removed scope is caught");
 
+    let mut console_protected = doc.clone();
+    let console = console_protected["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(_, r)| r["Metadata"]["BuildProperties"]["Binary"] == CONSOLE_BINARY)
+        .map(|(name, _)| name.clone())
+        .expect("the console function");
+    for (_, event) in console_protected["Resources"][&console]["Properties"]["Events"].as_object_mut().unwrap() {
+        event["Properties"]["Auth"]["Authorizer"] = json!("CognitoJwt");
+    }
+    assert!(fails(check_routes, console_protected), "a console route behind the authorizer is caught");
+
+    let mut open_route = doc.clone();
+    let (function, event) =
+        http_events(&mut open_route).into_iter().find(|(f, _)| *f != console).expect("an API route");
+    open_route["Resources"][&function]["Properties"]["Events"][&event]["Properties"]["Auth"] =
+        json!({"Authorizer": "NONE"});
+    assert!(fails(check_routes, open_route), "an API route without the authorizer is caught");
+
     let mut no_dlq = doc.clone();
     let queue = no_dlq["Resources"]
         .as_object()
@@ -1045,6 +1332,11 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed()
         .unwrap()
         .retain(|rule| rule["Prefix"] != IMPORTS_PREFIX);
     assert!(fails(check_bucket, uploads_kept), "uploads without an expiry are caught");
+
+    let mut cors_writes = doc.clone();
+    cors_writes["Resources"]["ResultsBucket"]["Properties"]["CorsConfiguration"]["CorsRules"][0]["AllowedMethods"] =
+        json!(["GET", "HEAD", "PUT"]);
+    assert!(fails(check_bucket, cors_writes), "a CORS rule that allows writes is caught");
 
     assert!(!fails(check_import_worker, doc.clone()));
     let mut small = doc.clone();

@@ -19,7 +19,7 @@ pub async fn handle(s: &JobIntake, req: Request) -> Result<Response<Body>, lambd
 }
 
 async fn create(s: &JobIntake, req: &Request) -> Result<Response<Body>, AppError> {
-    let caller = Caller::from_request(req, &s.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.config)?;
     let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
     let body = json_body(req)?;
     let key = match req.headers().get(IDEMPOTENCY_KEY_HEADER) {

@@ -61,7 +61,7 @@ async fn route(imports: &ImportsApi, config: &ServiceConfig, req: &Request) -> R
         (Endpoint::Status { .. }, &Method::GET) => READ_SCOPE,
         _ => return Err(AppError::MethodNotAllowed),
     };
-    let caller = Caller::from_request(req, &config.mandator_claim)?;
+    let caller = Caller::from_request(req, config)?;
     caller.require_scope(scope)?;
     let now = Utc::now();
     match endpoint {

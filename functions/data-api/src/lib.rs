@@ -61,7 +61,7 @@ fn resource(req: &Request) -> Result<Resource, AppError> {
 }
 
 async fn route(data: &AccountData, config: &ServiceConfig, req: &Request) -> Result<Response<Body>, AppError> {
-    let caller = Caller::from_request(req, &config.mandator_claim)?;
+    let caller = Caller::from_request(req, config)?;
     match resource(req)? {
         Resource::User(user) => user_data(data, &caller, &user, req).await,
     }

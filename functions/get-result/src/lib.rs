@@ -20,7 +20,7 @@ pub async fn handle(s: &ResultReader, req: Request) -> Result<Response<Body>, la
 }
 
 async fn get(s: &ResultReader, req: &Request) -> Result<Response<Body>, AppError> {
-    let caller = Caller::from_request(req, &s.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.config)?;
     let segment_type = authorize_segment_type(&caller, &segment_type_param(req))?;
     let page = query_u32(req, "page", 1, 1, u32::MAX)?;
     let per_page = query_u32(req, "perPage", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)?;

@@ -57,7 +57,7 @@ async fn route(s: &JobsApiServices, req: &Request) -> Result<Response<Body>, App
     if req.method() != lambda_http::http::Method::GET {
         return Err(AppError::MethodNotAllowed);
     }
-    let caller = Caller::from_request(req, &s.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.config)?;
     let now = Utc::now();
     match endpoint {
         Endpoint::List => {

@@ -62,7 +62,7 @@ fn empty(status: StatusCode) -> Response<Body> {
 }
 
 async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, AppError> {
-    let caller = Caller::from_request(req, &s.intake.config.mandator_claim)?;
+    let caller = Caller::from_request(req, &s.intake.config)?;
     let organization = path_param(req, "organizationId").unwrap_or_default();
     let ledger = path_param(req, "ledgerId");
     let segment = path_param(req, "segmentId");

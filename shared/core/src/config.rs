@@ -22,6 +22,11 @@ pub fn required(name: &str) -> Result<String, ConfigError> {
     }
 }
 
+/// Reads an optional variable; unset, empty or blank is `None`.
+pub fn optional(name: &str) -> Option<String> {
+    env::var(name).ok().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
 /// Reads an optional variable, parsed, with a default.
 pub fn parsed_or<T: FromStr>(name: &str, default: T) -> Result<T, ConfigError>
 where
@@ -40,6 +45,10 @@ where
 pub struct ServiceConfig {
     /// The verified token claim that names the mandator (docs/security.md).
     pub mandator_claim: String,
+    /// The app client of the web console, when it signs in through Cognito: its users' tokens
+    /// carry this `client_id`, and their mandator is their one Cognito group instead
+    /// (docs/security.md).
+    pub console_client_id: Option<String>,
     /// Users per result chunk; at least the largest page.
     pub chunk_size: u32,
     /// Receives of a message after which its job is marked FAILED instead of retried again. Keep
@@ -50,13 +59,18 @@ pub struct ServiceConfig {
 
 impl Default for ServiceConfig {
     fn default() -> Self {
-        ServiceConfig { mandator_claim: "client_id".to_owned(), chunk_size: DEFAULT_CHUNK_SIZE, max_receive_count: 5 }
+        ServiceConfig {
+            mandator_claim: "client_id".to_owned(),
+            console_client_id: None,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            max_receive_count: 5,
+        }
     }
 }
 
 impl ServiceConfig {
-    /// `MANDATOR_CLAIM` (default `client_id`), `RESULT_CHUNK_SIZE` (default 1000, at least 500),
-    /// `MAX_RECEIVE_COUNT` (default 5).
+    /// `MANDATOR_CLAIM` (default `client_id`), `CONSOLE_CLIENT_ID` (default none; empty is none),
+    /// `RESULT_CHUNK_SIZE` (default 1000, at least 500), `MAX_RECEIVE_COUNT` (default 5).
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = ServiceConfig::default();
         let chunk_size = parsed_or("RESULT_CHUNK_SIZE", d.chunk_size)?;
@@ -72,6 +86,7 @@ impl ServiceConfig {
         }
         Ok(ServiceConfig {
             mandator_claim: parsed_or("MANDATOR_CLAIM", d.mandator_claim)?,
+            console_client_id: optional("CONSOLE_CLIENT_ID"),
             chunk_size,
             max_receive_count,
         })
