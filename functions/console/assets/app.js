@@ -144,7 +144,7 @@ function route() {
 
 async function start() {
   try {
-    const response = await fetch("./config.json", { cache: "no-store" });
+    const response = await fetch("/console/config.json", { cache: "no-store" });
     if (response.ok) config = await response.json();
   } catch {
     // Without its configuration the console still offers token sign-in.

@@ -68,8 +68,10 @@ function randomText(bytes = 32) {
   return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
 }
 
+// The address Cognito sends the person back to: the one callback URL of the console's client,
+// whichever of /console and /console/ the page was opened at.
 function redirectUri() {
-  return window.location.origin + window.location.pathname;
+  return window.location.origin + "/console/";
 }
 
 // Sends the browser to the hosted UI with a fresh verifier and state.

@@ -12,8 +12,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::{Body, Request, Response};
 use sha2::{Digest, Sha256};
 
-/// Where the console lives; `/console` itself redirects to `/console/` so relative asset paths
-/// resolve inside it.
+/// Where the console lives.
 pub const BASE_PATH: &str = "/console";
 
 /// One file of the console.
@@ -139,8 +138,8 @@ impl ConsoleConfig {
     }
 }
 
-/// Answers a request for a console path: the file, `304` when the caller's copy is current, a
-/// redirect from `/console` to `/console/`, `404` for anything else, `405` for methods other
+/// Answers a request for a console path: the file (the page for `/console` and `/console/`),
+/// `304` when the caller's copy is current, `404` for anything else, `405` for methods other
 /// than GET and HEAD.
 pub fn respond(config: &ConsoleConfig, request: &Request) -> Response<Body> {
     let method = request.method();
@@ -152,14 +151,9 @@ pub fn respond(config: &ConsoleConfig, request: &Request) -> Response<Body> {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
     let (bytes, content_type): (Vec<u8>, &str) = match rest {
-        "" => {
-            return Response::builder()
-                .status(StatusCode::MOVED_PERMANENTLY)
-                .header(header::LOCATION, format!("{BASE_PATH}/"))
-                .body(Body::Empty)
-                .expect("a valid redirect");
-        }
-        "/" => file("index.html"),
+        // Both forms: API Gateway may hand the function either, and a redirect between them
+        // could loop. The page names its files by absolute paths, so both load them alike.
+        "" | "/" => file("index.html"),
         "/config.json" => (config.to_json().to_string().into_bytes(), "application/json"),
         other => match ASSETS.iter().find(|a| Some(a.name) == other.strip_prefix('/')) {
             Some(a) => (a.bytes.to_vec(), a.content_type),

@@ -40,9 +40,12 @@ fn every_listed_file_is_served_with_its_type_and_the_index_names_only_listed_fil
         assert!(!asset.bytes.is_empty(), "{} is empty", asset.name);
     }
     // Every file the page loads (scripts, styles, icon, and the modules' imports) is listed.
-    for reference in html.split(['"', '\'']).filter(|s| s.starts_with("./")) {
-        assert!(ASSETS.iter().any(|a| format!("./{}", a.name) == reference), "{reference} is not served");
+    let references: Vec<&str> = html.split(['"', '\'']).filter(|s| s.starts_with("/console/")).collect();
+    assert_eq!(references.len(), 3, "the icon, the stylesheet and the script: {references:?}");
+    for reference in references {
+        assert!(ASSETS.iter().any(|a| format!("/console/{}", a.name) == reference), "{reference} is not served");
     }
+    assert!(!html.contains("\"./"), "the page names its files by absolute paths (it is served at /console too)");
     for asset in ASSETS.iter().filter(|a| a.name.ends_with(".js")) {
         let code = std::str::from_utf8(asset.bytes).unwrap();
         for module in code.split("from \"").skip(1).map(|rest| rest.split('"').next().unwrap()) {
@@ -103,11 +106,9 @@ fn half_a_cognito_configuration_is_refused() {
 }
 
 #[test]
-fn the_bare_path_redirects_and_other_paths_and_methods_are_refused() {
+fn the_page_is_served_with_and_without_the_slash_and_other_paths_and_methods_are_refused() {
     let config = ConsoleConfig::token();
-    let bare = respond(&config, &get("/console"));
-    assert_eq!(bare.status(), StatusCode::MOVED_PERMANENTLY);
-    assert_eq!(header(&bare, "location"), "/console/");
+    assert_eq!(text(&respond(&config, &get("/console"))), text(&respond(&config, &get("/console/"))));
     assert_eq!(respond(&config, &get("/console/secret.txt")).status(), StatusCode::NOT_FOUND);
     assert_eq!(respond(&config, &get("/console/../Cargo.toml")).status(), StatusCode::NOT_FOUND);
     assert_eq!(respond(&config, &get("/consoles")).status(), StatusCode::NOT_FOUND);
@@ -130,4 +131,13 @@ fn a_current_copy_is_answered_304_and_head_has_no_body() {
     let response = respond(&config, &head);
     assert_eq!(response.status(), StatusCode::OK);
     assert!(matches!(response.body(), Body::Empty));
+}
+
+#[test]
+fn the_recorded_api_gateway_event_is_answered_with_the_file() {
+    let event = lambda_http::request::from_str(include_str!("../../../events/console-file.json")).unwrap();
+    let response = respond(&ConsoleConfig::token(), &event);
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "content-type"), "text/javascript; charset=utf-8");
+    assert!(text(&response).contains("import"));
 }
