@@ -151,7 +151,9 @@ async function start() {
   }
   document.getElementById("sign-out").addEventListener("click", () => signOut());
   window.addEventListener("hashchange", () => {
-    if (window.location.hash.startsWith("#/")) route();
+    // A signed-in address opened in a tab that already shows the console.
+    if (takeTokenFromFragment()) enter();
+    else if (window.location.hash.startsWith("#/")) route();
   });
   if (config.signIn === "cognito") {
     const problem = await finishCognitoSignIn(config);
