@@ -15,7 +15,7 @@ import {
 import { segmentPage, segmentsPage } from "./segments.js";
 import { jobsPage, resultPage } from "./jobs.js";
 import { usagePage } from "./usage.js";
-import { field, h } from "./ui.js";
+import { field, h, fill } from "./ui.js";
 
 const main = document.getElementById("main");
 const header = document.getElementById("header");
@@ -54,7 +54,7 @@ function showSignIn(message) {
   document.title = "Sign in — Financial Segments";
   const notice = message ? h("p", { role: "alert", class: "error" }, message) : null;
   if (config.signIn === "cognito") {
-    main.replaceChildren(
+    fill(main,
       h(
         "section",
         { class: "sign-in" },
@@ -86,7 +86,7 @@ function showSignIn(message) {
     storeToken(token);
     await enter();
   });
-  main.replaceChildren(form);
+  fill(main, form);
   tokenInput.focus();
 }
 
@@ -164,5 +164,5 @@ async function start() {
 }
 
 start().catch((error) => {
-  main.replaceChildren(h("p", { role: "alert", class: "error" }, `The console could not start: ${error.message}`));
+  fill(main, h("p", { role: "alert", class: "error" }, `The console could not start: ${error.message}`));
 });

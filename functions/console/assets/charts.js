@@ -4,8 +4,9 @@
 import { h, svg } from "./ui.js";
 
 const WIDTH = 640;
-const HEIGHT = 260;
-const MARGIN = { top: 16, right: 16, bottom: 56, left: 72 };
+const PLOT_HEIGHT = 190;
+const MARGIN = { top: 16, right: 16, left: 72 };
+const LONGEST_LABEL = 22;
 
 function niceMax(value) {
   if (value <= 0) return 1;
@@ -14,23 +15,38 @@ function niceMax(value) {
   return steps.map((s) => s * power).find((s) => s >= value) ?? 10 * power;
 }
 
+// Axis text: short, and of one style along an axis (12k, 1.5M; whole numbers from 100 on).
 function compact(value) {
   const abs = Math.abs(value);
   if (abs >= 1e9) return `${(value / 1e9).toFixed(1)}B`;
   if (abs >= 1e6) return `${(value / 1e6).toFixed(1)}M`;
   if (abs >= 1e4) return `${(value / 1e3).toFixed(0)}k`;
-  return Number.isInteger(value) ? String(value) : value.toFixed(2);
+  if (abs >= 100 || Number.isInteger(value)) return String(Math.round(value));
+  return String(Number(value.toFixed(2)));
 }
+
+// Approximate width of an axis text at the tick font (11 px): enough to decide on rotating.
+const CHARACTER_WIDTH = 6.6;
 
 // Vertical bars for `items` [{label, value}], values ≥ or ≤ 0 around a zero line.
 export function barChart(caption, items, { unit = "", description } = {}) {
   const innerWidth = WIDTH - MARGIN.left - MARGIN.right;
-  const innerHeight = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const max = niceMax(Math.max(0, ...items.map((i) => i.value)));
-  const min = -niceMax(Math.max(0, ...items.map((i) => -i.value))) * (items.some((i) => i.value < 0) ? 1 : 0);
-  const range = max - min || 1;
-  const y = (v) => MARGIN.top + ((max - v) / range) * innerHeight;
   const band = innerWidth / Math.max(1, items.length);
+  const short = (label) => (label.length > LONGEST_LABEL ? `${label.slice(0, LONGEST_LABEL - 1)}…` : label);
+  const labels = items.map((i) => short(String(i.label)));
+  // Labels turn when the longest would run into its neighbour; the chart grows to hold them.
+  const longest = Math.max(0, ...labels.map((l) => l.length)) * CHARACTER_WIDTH;
+  const rotate = longest > band * 0.95;
+  const bottom = rotate ? Math.ceil(longest * Math.sin((40 * Math.PI) / 180)) + 24 : 30;
+  const height = MARGIN.top + PLOT_HEIGHT + bottom;
+  const baseline = MARGIN.top + PLOT_HEIGHT + 14;
+  // Counts get whole-number ticks: a maximum of 2 jobs is drawn as 0 1 2 3 4, not 0 0.5 1 ….
+  const counts = items.every((i) => Number.isInteger(i.value));
+  const ceiling = (v) => (counts ? Math.max(4, Math.ceil(v / 4) * 4) : niceMax(v));
+  const max = ceiling(Math.max(0, ...items.map((i) => i.value)));
+  const min = items.some((i) => i.value < 0) ? -ceiling(Math.max(0, ...items.map((i) => -i.value))) : 0;
+  const range = max - min || 1;
+  const y = (v) => MARGIN.top + ((max - v) / range) * PLOT_HEIGHT;
   const marks = [];
   for (let t = 0; t <= 4; t += 1) {
     const value = min + (range * t) / 4;
@@ -39,27 +55,26 @@ export function barChart(caption, items, { unit = "", description } = {}) {
       svg("text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end", class: "tick" }, compact(value)),
     );
   }
-  const rotate = items.length > 8;
   items.forEach((item, index) => {
     const x = MARGIN.left + index * band;
     const top = y(Math.max(0, item.value));
-    const height = Math.max(item.value === 0 ? 0 : 1, Math.abs(y(item.value) - y(0)));
+    const length = Math.max(item.value === 0 ? 0 : 1, Math.abs(y(item.value) - y(0)));
     marks.push(
       svg(
         "rect",
-        { x: x + band * 0.15, y: top, width: band * 0.7, height, class: item.value < 0 ? "bar negative" : "bar" },
+        { x: x + band * 0.15, y: top, width: band * 0.7, height: length, class: item.value < 0 ? "bar negative" : "bar" },
         svg("title", {}, `${item.label}: ${item.display ?? compact(item.value)}${unit}`),
       ),
       svg(
         "text",
         {
           x: x + band / 2,
-          y: HEIGHT - MARGIN.bottom + 14,
+          y: baseline,
           "text-anchor": rotate ? "end" : "middle",
-          transform: rotate ? `rotate(-40 ${x + band / 2} ${HEIGHT - MARGIN.bottom + 14})` : null,
+          transform: rotate ? `rotate(-40 ${x + band / 2} ${baseline})` : null,
           class: "tick",
         },
-        item.label,
+        labels[index],
       ),
     );
   });
@@ -71,7 +86,7 @@ export function barChart(caption, items, { unit = "", description } = {}) {
     h("figcaption", {}, caption),
     svg(
       "svg",
-      { viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: "img", "aria-label": summary, preserveAspectRatio: "xMidYMid meet" },
+      { viewBox: `0 0 ${WIDTH} ${height}`, role: "img", "aria-label": summary, preserveAspectRatio: "xMidYMid meet" },
       svg("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(0), y2: y(0), class: "axis" }),
       marks,
     ),

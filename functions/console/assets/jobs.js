@@ -3,7 +3,7 @@
 
 import { ACCOUNT_TYPES, SEGMENT_TYPES, literal, typeTitle } from "./api.js";
 import { barChart, histogram } from "./charts.js";
-import { announce, clearErrors, describe, errorBox, field, formatDateTime, formatMoney, h, lines, pager, saveBlob, select, showError, table } from "./ui.js";
+import { announce, clearErrors, describe, errorBox, field, formatDateTime, formatMoney, h, lines, pager, saveBlob, select, showError, table, fill } from "./ui.js";
 
 const POLL_MS = 2000;
 // Charts read at most this many users of a result (pages of 500): enough for a shape, and a
@@ -156,7 +156,7 @@ export async function jobsPage(context, requestedType) {
         h("td", { class: "number" }, job.totalElements ?? "—"),
       );
     });
-    jobsSlot.replaceChildren(table("Jobs", ["Job", "Created", "Status", "Progress", "Users"], rows));
+    fill(jobsSlot, table("Jobs", ["Job", "Created", "Status", "Progress", "Users"], rows));
     if (cursor) jobsSlot.append(h("button", { type: "button", onclick: more }, "Show older jobs"));
   }
 
@@ -172,7 +172,7 @@ export async function jobsPage(context, requestedType) {
       if (older.length === 0) cursor = answer.nextCursor;
       render();
     } catch (error) {
-      jobsSlot.replaceChildren(errorBox(error));
+      fill(jobsSlot, errorBox(error));
     }
     if (jobs.some((j) => isLive(j.status))) timer = setTimeout(refresh, POLL_MS);
   }
@@ -189,7 +189,7 @@ export async function jobsPage(context, requestedType) {
     }
   }
 
-  main.replaceChildren(
+  fill(main,
     h("h1", {}, "Financial segments"),
     h("form", { class: "filters", onsubmit: (e) => e.preventDefault() }, field("Segment type", typeSelect)),
     startForm(context, type, () => refresh()),
@@ -296,7 +296,7 @@ export async function resultPage(context, type, jobId) {
   const back = h("p", {}, h("a", { href: `#/jobs/${type}` }, `← ${typeTitle(type)} jobs`));
   const heading = h("h1", {}, `Result of ${jobId.slice(0, 8)}…`);
   const body = h("div", {}, h("p", { class: "loading" }, "Loading the result…"));
-  main.replaceChildren(back, heading, body);
+  fill(main, back, heading, body);
   let timer = null;
   onLeave(() => clearTimeout(timer));
   let perPage = 20;
@@ -316,12 +316,12 @@ export async function resultPage(context, type, jobId) {
     try {
       answer = await readPage(page, perPage);
     } catch (error) {
-      body.replaceChildren(errorBox(error));
+      fill(body, errorBox(error));
       return;
     }
     if (answer.status === 404 && answer.data?.status) {
       const { shardsDone, shardsTotal } = answer.data.progress ?? { shardsDone: 0, shardsTotal: 0 };
-      body.replaceChildren(
+      fill(body,
         h("p", {}, `Status: ${answer.data.status}`),
         h("progress", { max: shardsTotal || 1, value: shardsDone, "aria-label": "Progress" }),
         h("p", {}, `${shardsDone} of ${shardsTotal} shards done`),
@@ -331,12 +331,12 @@ export async function resultPage(context, type, jobId) {
     }
     if (answer.status !== 200) {
       const reason = answer.problem?.detail || answer.problem?.title || `HTTP ${answer.status}`;
-      body.replaceChildren(h("p", { role: "alert", class: "error" }, answer.status === 422 ? `The job failed: ${reason}` : reason));
+      fill(body, h("p", { role: "alert", class: "error" }, answer.status === 422 ? `The job failed: ${reason}` : reason));
       return;
     }
     const result = answer.data;
     if (!body.contains(tableSlot)) {
-      body.replaceChildren(
+      fill(body,
         h("p", {}, `Status: COMPLETED`),
         h(
           "dl",
@@ -365,7 +365,7 @@ export async function resultPage(context, type, jobId) {
       perPage = Number(sizes.value);
       show(1);
     });
-    tableSlot.replaceChildren(
+    fill(tableSlot,
       h("form", { class: "filters", onsubmit: (e) => e.preventDefault() }, field("Users per page", sizes)),
       table("Users", HEADERS[type], result.users.flatMap((u) => userRows(type, u))),
       pager(result.page, result.totalPages, show),
@@ -373,7 +373,7 @@ export async function resultPage(context, type, jobId) {
   }
 
   async function loadCharts(total) {
-    chartSlot.replaceChildren(h("p", { class: "loading" }, "Drawing charts…"));
+    fill(chartSlot, h("p", { class: "loading" }, "Drawing charts…"));
     try {
       if (!chartUsers) {
         chartUsers = [];
@@ -383,7 +383,7 @@ export async function resultPage(context, type, jobId) {
           chartUsers.push(...answer.data.users);
         }
       }
-      chartSlot.replaceChildren(
+      fill(chartSlot,
         h("h2", {}, "Charts"),
         ...charts(type, chartUsers, total, groupAlias, (alias) => {
           groupAlias = alias;
@@ -391,7 +391,7 @@ export async function resultPage(context, type, jobId) {
         }).filter(Boolean),
       );
     } catch (error) {
-      chartSlot.replaceChildren(errorBox(error));
+      fill(chartSlot, errorBox(error));
     }
   }
 

@@ -2,7 +2,7 @@
 // create and edit, deletion with confirmation, and the refresh of a segment with a rule.
 
 import { STATUS_CODES, SEGMENT_TYPES, typeTitle } from "./api.js";
-import { announce, clearErrors, confirm, describe, errorBox, field, formatDateTime, h, lines, pager, select, showError, table } from "./ui.js";
+import { announce, clearErrors, confirm, describe, errorBox, field, formatDateTime, h, lines, pager, select, showError, table, fill } from "./ui.js";
 
 const PAGE_SIZE = 10;
 const MEMBERS_PAGE_SIZE = 20;
@@ -75,7 +75,7 @@ export async function segmentsPage(context) {
   const results = h("div", { class: "results" });
   const newButton = h("button", { type: "button", class: "primary", onclick: () => showCreate() }, "New segment");
   const formSlot = h("div");
-  main.replaceChildren(
+  fill(main,
     h("div", { class: "title-row" }, h("h1", {}, "Segments"), newButton),
     formSlot,
     filterForm,
@@ -87,13 +87,13 @@ export async function segmentsPage(context) {
     const ledgerId = filters.level === "ledger" ? filters.ledger.trim() : "";
     if (filters.level === "ledger" && !ledgerId) {
       showError(filterForm, Object.assign(new Error("is required for the ledger level"), { field: "ledgerId" }));
-      results.replaceChildren();
+      fill(results);
       return;
     }
     const query = { limit: PAGE_SIZE, page: filters.page, sort_order: "desc", status: filters.status };
     if (filters.from || filters.to) Object.assign(query, { start_date: filters.from, end_date: filters.to });
     if (filters.key.trim()) query[`metadata.${filters.key.trim()}`] = filters.value;
-    results.replaceChildren(h("p", { class: "loading" }, "Loading segments…"));
+    fill(results, h("p", { class: "loading" }, "Loading segments…"));
     try {
       const page = await api.get(`${base(mandator, ledgerId)}/segments`, query);
       const totalPages = Math.ceil(page.totalCount / PAGE_SIZE);
@@ -107,7 +107,7 @@ export async function segmentsPage(context) {
           h("td", {}, formatDateTime(s.createdAt)),
         ),
       );
-      results.replaceChildren(
+      fill(results,
         h("p", { id: "segments-total" }, `${page.totalCount} segment${page.totalCount === 1 ? "" : "s"} in total`),
         table("Segments", ["Name", "Status", "Members", "Created"], rows),
         pager(filters.page, totalPages, (p) => {
@@ -117,7 +117,7 @@ export async function segmentsPage(context) {
       );
     } catch (error) {
       if (error.field) showError(filterForm, error);
-      results.replaceChildren(errorBox(error));
+      fill(results, errorBox(error));
     }
   }
 
@@ -142,14 +142,14 @@ export async function segmentsPage(context) {
       heading: ledgerId ? `New segment in ledger ${ledgerId}` : "New segment",
       submitText: "Create segment",
       withRule: true,
-      onCancel: () => formSlot.replaceChildren(),
+      onCancel: () => fill(formSlot),
       onSubmit: async (body) => {
         const answer = await api.call("POST", `${base(mandator, ledgerId)}/segments`, { body }, [201]);
         announce(`Segment ${answer.data.name} created.`);
         window.location.hash = segmentHash(answer.data);
       },
     });
-    formSlot.replaceChildren(form);
+    fill(formSlot, form);
     form.querySelector("input").focus();
   }
 
@@ -243,12 +243,12 @@ export async function segmentPage(context, { id, ledger }) {
   const { api, mandator, main, onLeave } = context;
   const path = `${base(mandator, ledger)}/segments/${encodeURIComponent(id)}`;
   const back = h("p", {}, h("a", { href: "#/segments" }, "← All segments"));
-  main.replaceChildren(back, h("p", { class: "loading" }, "Loading the segment…"));
+  fill(main, back, h("p", { class: "loading" }, "Loading the segment…"));
   let segment;
   try {
     segment = await api.get(path);
   } catch (error) {
-    main.replaceChildren(back, h("h1", {}, "Segment"), errorBox(error));
+    fill(main, back, h("h1", {}, "Segment"), errorBox(error));
     return;
   }
   const details = h("dl", { class: "details" });
@@ -260,7 +260,7 @@ export async function segmentPage(context, { id, ledger }) {
 
   function render() {
     const type = segment.rule?.segmentType;
-    details.replaceChildren(
+    fill(details,
       ...[
         ["Status", `${segment.status.code}${segment.status.description ? ` — ${segment.status.description}` : ""}`],
         ["Level", segment.ledgerId ? `Ledger ${segment.ledgerId}` : "Organization"],
@@ -272,7 +272,7 @@ export async function segmentPage(context, { id, ledger }) {
         ["Last refresh", describeRefresh(segment.lastRefresh, type)],
       ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
     );
-    actions.replaceChildren(
+    fill(actions,
       h("button", { type: "button", onclick: edit }, "Edit"),
       segment.rule ? h("button", { type: "button", onclick: refresh }, "Refresh now") : null,
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
@@ -300,16 +300,16 @@ export async function segmentPage(context, { id, ledger }) {
       submitText: "Save changes",
       segment,
       withRule: false,
-      onCancel: () => formSlot.replaceChildren(),
+      onCancel: () => fill(formSlot),
       onSubmit: async (body) => {
         const answer = await api.call("PATCH", path, { body });
         segment = answer.data;
-        formSlot.replaceChildren();
+        fill(formSlot);
         render();
         announce("Changes saved.");
       },
     });
-    formSlot.replaceChildren(form);
+    fill(formSlot, form);
     form.querySelector("input").focus();
   }
 
@@ -364,7 +364,7 @@ export async function segmentPage(context, { id, ledger }) {
     currentPage = page;
     try {
       const answer = await api.get(`${path}/accounts`, { limit: MEMBERS_PAGE_SIZE, page });
-      memberList.replaceChildren(
+      fill(memberList,
         table(
           "Members",
           ["Account", "User"],
@@ -373,12 +373,12 @@ export async function segmentPage(context, { id, ledger }) {
         pager(page, Math.ceil(answer.totalCount / MEMBERS_PAGE_SIZE), loadMembers),
       );
     } catch (error) {
-      memberList.replaceChildren(errorBox(error));
+      fill(memberList, errorBox(error));
     }
   }
 
-  members.replaceChildren(h("h2", { id: "members-heading" }, "Members"), memberList, membershipForm);
-  main.replaceChildren(back, h("h1", {}, segment.name), details, actions, formSlot, members);
+  fill(members, h("h2", { id: "members-heading" }, "Members"), memberList, membershipForm);
+  fill(main, back, h("h1", {}, segment.name), details, actions, formSlot, members);
   render();
   await loadMembers(1);
 }

@@ -18,6 +18,14 @@ export function h(tag, attributes = {}, ...children) {
   return element;
 }
 
+// Replaces an element's children; like `h`, it skips null, undefined and false (the DOM's own
+// replaceChildren would show them as text).
+export function fill(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+  return element;
+}
+
 function append(element, children) {
   for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
@@ -102,7 +110,7 @@ export function showError(form, error) {
 // A message for the whole page: errors as alerts, the rest politely.
 export function announce(text, { error = false } = {}) {
   const status = document.getElementById("status");
-  status.replaceChildren(error ? h("p", { role: "alert", class: "error" }, text) : h("p", {}, text));
+  fill(status, error ? h("p", { role: "alert", class: "error" }, text) : h("p", {}, text));
   if (!error) {
     const shown = status.firstChild;
     setTimeout(() => shown.isConnected && shown.remove(), 6000);

@@ -3,7 +3,7 @@
 
 import { typeTitle } from "./api.js";
 import { barChart } from "./charts.js";
-import { errorBox, field, h, table } from "./ui.js";
+import { errorBox, field, h, table, fill } from "./ui.js";
 
 export async function usagePage(context) {
   const { api, main } = context;
@@ -15,14 +15,14 @@ export async function usagePage(context) {
     field("Month", month, { field: "month", hint: "YYYY-MM, in UTC." }),
     h("button", { type: "submit" }, "Show usage"),
   );
-  main.replaceChildren(h("h1", {}, "Usage"), form, results);
+  fill(main, h("h1", {}, "Usage"), form, results);
 
   async function load() {
-    results.replaceChildren(h("p", { class: "loading" }, "Loading usage…"));
+    fill(results, h("p", { class: "loading" }, "Loading usage…"));
     try {
       const usage = await api.get("/usage", { month: month.value });
       const total = usage.usage.reduce((sum, u) => sum + u.jobs, 0);
-      results.replaceChildren(
+      fill(results,
         table(
           "Jobs per segment type",
           ["Segment type", "Jobs"],
@@ -37,7 +37,7 @@ export async function usagePage(context) {
         ),
       );
     } catch (error) {
-      results.replaceChildren(errorBox(error));
+      fill(results, errorBox(error));
     }
   }
 
