@@ -9,20 +9,27 @@ const MARGIN = { top: 16, right: 16, left: 72 };
 const LONGEST_LABEL = 22;
 
 function niceMax(value) {
-  if (value <= 0) return 1;
+  if (value <= 0) return 0;
   const power = 10 ** Math.floor(Math.log10(value));
   const steps = [1, 2, 2.5, 5, 10];
   return steps.map((s) => s * power).find((s) => s >= value) ?? 10 * power;
 }
 
-// Axis text: short, and of one style along an axis (12k, 1.5M; whole numbers from 100 on).
+// Axis text: short (12k, 1.5M; whole numbers from 100 on).
 function compact(value) {
-  const abs = Math.abs(value);
-  if (abs >= 1e9) return `${(value / 1e9).toFixed(1)}B`;
-  if (abs >= 1e6) return `${(value / 1e6).toFixed(1)}M`;
-  if (abs >= 1e4) return `${(value / 1e3).toFixed(0)}k`;
-  if (abs >= 100 || Number.isInteger(value)) return String(Math.round(value));
-  return String(Number(value.toFixed(2)));
+  return along(Math.abs(value))(value);
+}
+
+// One style for every text of an axis, chosen by its largest magnitude, so that 1,018 and
+// 11,000 on one axis read 1.0k and 11k.
+function along(largest) {
+  const [divisor, suffix] = largest >= 1e9 ? [1e9, "B"] : largest >= 1e6 ? [1e6, "M"] : largest >= 1e4 ? [1e3, "k"] : [1, ""];
+  return (value) => {
+    const scaled = value / divisor;
+    if (suffix) return `${Math.abs(scaled) >= 10 ? scaled.toFixed(0) : scaled.toFixed(1)}${suffix}`;
+    if (Math.abs(value) >= 100 || Number.isInteger(value)) return String(Math.round(value));
+    return String(Number(value.toFixed(2)));
+  };
 }
 
 // Approximate width of an axis text at the tick font (11 px): enough to decide on rotating.
@@ -48,11 +55,12 @@ export function barChart(caption, items, { unit = "", description } = {}) {
   const range = max - min || 1;
   const y = (v) => MARGIN.top + ((max - v) / range) * PLOT_HEIGHT;
   const marks = [];
+  const tick = along(Math.max(max, -min));
   for (let t = 0; t <= 4; t += 1) {
     const value = min + (range * t) / 4;
     marks.push(
       svg("line", { x1: MARGIN.left, x2: WIDTH - MARGIN.right, y1: y(value), y2: y(value), class: "grid" }),
-      svg("text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end", class: "tick" }, compact(value)),
+      svg("text", { x: MARGIN.left - 6, y: y(value) + 4, "text-anchor": "end", class: "tick" }, tick(value)),
     );
   }
   items.forEach((item, index) => {
@@ -101,7 +109,8 @@ export function histogram(caption, values, { bins = 12, unit = "" } = {}) {
   const width = (hi - lo) / bins || 1;
   const counts = new Array(hi === lo ? 1 : bins).fill(0);
   for (const v of values) counts[Math.min(counts.length - 1, Math.floor((v - lo) / width))] += 1;
-  const items = counts.map((count, i) => ({ label: `${compact(lo + i * width)}${unit}`, value: count }));
+  const label = along(Math.max(Math.abs(lo), Math.abs(hi)));
+  const items = counts.map((count, i) => ({ label: `${label(lo + i * width)}${unit}`, value: count }));
   return barChart(caption, items, {
     description: `${caption}: ${values.length} values from ${compact(lo)}${unit} to ${compact(hi)}${unit} in ${counts.length} ranges; ` +
       items.map((i) => `from ${i.label}: ${i.value}`).join(", "),
