@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. Installs what the tests need first, into the repository:
-# a Python virtualenv (.venv) with the local AWS-compatible server (moto, pinned) and cfn-lint, and
-# AWS SAM CLI in a virtualenv of its own (.venv/sam: its boto3 pin conflicts with moto's).
+# a Python virtualenv (.venv) with the local AWS-compatible server (moto, pinned), cfn-lint,
+# Selenium and websockets (the console's browser tests), AWS SAM CLI in a virtualenv of its own
+# (.venv/sam: its boto3 pin conflicts with moto's), and Debian's Chromium with its driver and
+# Firefox for those browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MOTO_VERSION=5.2.5
 CFN_LINT_VERSION=1.58.0
 SAM_CLI_VERSION=1.170.0
+# Not 4.52.0: it requires a certifi newer than the package index serves.
+SELENIUM_VERSION=4.51.0
+# Firefox is driven over WebDriver BiDi directly (no geckodriver: Debian does not package it).
+WEBSOCKETS_VERSION=15.0.1
 
 # `pip show` is read whole before matching: `grep -q` closing the pipe early would fail it under
 # pipefail and force a reinstall.
@@ -22,6 +28,16 @@ if [ ! -x .venv/bin/cfn-lint ] || ! grep -qx "Version: ${CFN_LINT_VERSION}" <<<"
   echo "installing cfn-lint ${CFN_LINT_VERSION} into .venv" >&2
   .venv/bin/pip install --quiet --disable-pip-version-check "cfn-lint==${CFN_LINT_VERSION}"
 fi
+selenium_installed=$(.venv/bin/pip show selenium 2>/dev/null || true)
+if ! grep -qx "Version: ${SELENIUM_VERSION}" <<<"$selenium_installed"; then
+  echo "installing selenium ${SELENIUM_VERSION} into .venv" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "selenium==${SELENIUM_VERSION}"
+fi
+websockets_installed=$(.venv/bin/pip show websockets 2>/dev/null || true)
+if ! grep -qx "Version: ${WEBSOCKETS_VERSION}" <<<"$websockets_installed"; then
+  echo "installing websockets ${WEBSOCKETS_VERSION} into .venv" >&2
+  .venv/bin/pip install --quiet --disable-pip-version-check "websockets==${WEBSOCKETS_VERSION}"
+fi
 
 sam_installed=$(.venv/sam/bin/pip show aws-sam-cli 2>/dev/null || true)
 if ! grep -qx "Version: ${SAM_CLI_VERSION}" <<<"$sam_installed"; then
@@ -30,9 +46,29 @@ if ! grep -qx "Version: ${SAM_CLI_VERSION}" <<<"$sam_installed"; then
   .venv/sam/bin/pip install --quiet --disable-pip-version-check "aws-sam-cli==${SAM_CLI_VERSION}"
 fi
 
+# The browser tests drive Debian's Chromium through its matching chromedriver (same package
+# version, so they always fit; Selenium's own driver download needs hosts this network cannot
+# reach) and Debian's Firefox ESR over WebDriver BiDi. Installed only when missing (each path may
+# be given instead); CI runs as root, a developer's machine may need sudo.
+CHROMIUM=${CHROMIUM:-/usr/bin/chromium}
+CHROMEDRIVER=${CHROMEDRIVER:-/usr/bin/chromedriver}
+FIREFOX=${FIREFOX:-/usr/bin/firefox-esr}
+if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -x "$FIREFOX" ]; then
+  echo "installing chromium, chromium-driver and firefox-esr with apt-get (about a minute, once)" >&2
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+  fi
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr \
+    >/dev/null
+fi
+
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export CFN_LINT="$PWD/.venv/bin/cfn-lint"
 export SAM_CLI="$PWD/.venv/sam/bin/sam"
+export CONSOLE_BROWSER_PYTHON="$PWD/.venv/bin/python"
+export CHROMIUM CHROMEDRIVER FIREFOX
 
 # `--tests`: unit tests of every library and binary that has them (`test = true`) and the
 # integration tests; binaries whose tests live in their library are not linked a second time.

@@ -9,6 +9,7 @@ mod account_data;
 mod aws_adapters;
 mod callback_delivery;
 mod callbacks;
+mod console;
 mod contracts;
 mod data_api;
 mod data_imports;

@@ -14,22 +14,20 @@ function isLive(status) {
   return status === "QUEUED" || status === "RUNNING";
 }
 
-// "LABEL" or "ALIAS: INCLUDE, INCLUDE -EXCLUDE" per line, as the API's two forms of a group.
+// One group per line, the API's two forms: "LABEL", or "ALIAS: LABEL, LABEL -EXCLUDED, -EXCLUDED"
+// (a label after " -" or a leading "-" is excluded).
 function labelGroups(text) {
   return lines(text).map((line) => {
     const colon = line.indexOf(":");
     if (colon < 0) return line;
-    const alias = line.slice(0, colon).trim();
-    const labels = line
-      .slice(colon + 1)
-      .split(",")
-      .map((x) => x.trim())
-      .filter(Boolean);
-    return {
-      alias,
-      includeLabels: labels.filter((l) => !l.startsWith("-")),
-      excludeLabels: labels.filter((l) => l.startsWith("-")).map((l) => l.slice(1).trim()),
-    };
+    const includeLabels = [];
+    const excludeLabels = [];
+    for (const item of line.slice(colon + 1).split(",")) {
+      const [first, ...excluded] = ` ${item.trim()}`.split(/\s+-(?=\S)/);
+      if (first.trim()) includeLabels.push(first.trim());
+      excludeLabels.push(...excluded.map((l) => l.trim()).filter(Boolean));
+    }
+    return { alias: line.slice(0, colon).trim(), includeLabels, excludeLabels };
   });
 }
 
@@ -65,7 +63,7 @@ function controlsFor(type) {
           "Label groups (one per line)",
           "labelGroups",
           h("textarea", { rows: 4, spellcheck: "false", placeholder: "groceries\nliving: rent, utilities -refund" }),
-          "A label, or ALIAS: labels to include, -labels to exclude.",
+          "A label, or ALIAS: labels to include, -labels to exclude (comma-separated).",
         ],
         ["Duration in months", "durationInMonth", number({ inputmode: "numeric", placeholder: "6" }), "1 to 12."],
       ];

@@ -131,13 +131,11 @@ export function formatDateTime(text) {
 // Parameters and metadata as a person reads them: `threshold: 5000.00; accountType: checking`.
 // (Not JSON.stringify: exact amounts are kept as text and would show up quoted.)
 export function describe(value) {
-  if (Array.isArray(value)) return `[${value.map(describe).join(", ")}]`;
-  if (value && typeof value === "object" && !(value instanceof Exact)) {
+  const isRecord = (v) => v && typeof v === "object" && !Array.isArray(v) && !(v instanceof Exact);
+  if (Array.isArray(value)) return `[${value.map((v) => (isRecord(v) ? `{${describe(v)}}` : describe(v))).join(", ")}]`;
+  if (isRecord(value)) {
     return Object.entries(value)
-      .map(([key, inner]) => {
-        const nested = inner && typeof inner === "object" && !Array.isArray(inner) && !(inner instanceof Exact);
-        return `${key}: ${nested ? `{${describe(inner)}}` : describe(inner)}`;
-      })
+      .map(([key, inner]) => `${key}: ${isRecord(inner) ? `{${describe(inner)}}` : describe(inner)}`)
       .join("; ");
   }
   return String(value);
