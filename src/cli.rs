@@ -432,7 +432,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
 
     let gateway = Arc::new(Gateway { services, segments, jobs_api, data, imports, links, signer });
     let token = gateway.signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
-    let console = format!("{url}{}/#token={token}", console::BASE_PATH);
+    let console = format!("{url}{}/#token={token}", web_console::BASE_PATH);
     if a.json {
         println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR, "console": console}));
     } else {

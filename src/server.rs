@@ -166,9 +166,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(&format!("{}{{*key}}", segments_embedded::LINK_PATH), axum::routing::get(serve_link))
         .route(&format!("{}{{*key}}", segments_embedded::UPLOAD_PATH), axum::routing::put(receive_upload))
         // The console's files need no token (the console function runs without an authorizer).
-        .route(console::BASE_PATH, axum::routing::any(serve_console))
-        .route(&format!("{}/", console::BASE_PATH), axum::routing::any(serve_console))
-        .route(&format!("{}/{{*file}}", console::BASE_PATH), axum::routing::any(serve_console))
+        .route(web_console::BASE_PATH, axum::routing::any(serve_console))
+        .route(&format!("{}/", web_console::BASE_PATH), axum::routing::any(serve_console))
+        .route(&format!("{}/{{*file}}", web_console::BASE_PATH), axum::routing::any(serve_console))
         .fallback(|| async { to_axum(problem_response(&AppError::NoRoute)) })
         .method_not_allowed_fallback(|| async { to_axum(problem_response(&AppError::MethodNotAllowed)) })
         .with_state(gateway)
@@ -200,7 +200,7 @@ async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function
 async fn serve_console(req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let request = http::Request::from_parts(parts, Body::Empty);
-    to_axum(console::respond(&console::ConsoleConfig::token(), &request))
+    to_axum(web_console::respond(&web_console::ConsoleConfig::token(), &request))
 }
 
 /// Serves an object behind a signed export link (what S3 does for a presigned URL): no bearer

@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ::console::{BASE_PATH as CONSOLE_PATH, CLIENT_ID_VAR, COGNITO_DOMAIN_VAR, SCOPES_VAR};
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
 use segments_aws::{
@@ -20,6 +19,7 @@ use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
 use segments_core::usecases::jobs_api::USAGE_SCOPE;
 use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
 use serde_json::{Map, Value, json};
+use web_console::{BASE_PATH as CONSOLE_PATH, CLIENT_ID_VAR, COGNITO_DOMAIN_VAR, SCOPES_VAR};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const TEMPLATE: &str = "infra/template.yaml";
@@ -36,7 +36,7 @@ const VISIBILITY_PER_TIMEOUT: u64 = 6;
 
 /// The web console's binary. Its routes serve static files without a token: they are not routes
 /// of the API (not in `ROUTES`, not in openapi.json) and are checked apart.
-const CONSOLE_BINARY: &str = "console";
+const CONSOLE_BINARY: &str = "web-console";
 /// The console's app client (Cognito hosted UI), which exists only with the custom domain.
 const CONSOLE_CLIENT: &str = "ConsoleClient";
 /// The condition of the custom domain and, with it, of the console's Cognito sign-in.

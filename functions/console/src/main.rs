@@ -1,8 +1,0 @@
-use lambda_http::{Error, Request, run, service_fn};
-
-#[tokio::main]
-async fn main() -> Result<(), Error> {
-    lambda_http::tracing::init_default_subscriber();
-    let config = &console::ConsoleConfig::from_env()?;
-    run(service_fn(move |event: Request| async move { Ok::<_, Error>(console::respond(config, &event)) })).await
-}
