@@ -1090,6 +1090,26 @@ fn the_tables_have_the_code_keys_and_the_jobs_expire() {
 }
 
 #[test]
+fn what_must_not_be_lost_is_kept_when_the_stack_is_deleted_or_replaced() {
+    check_kept(&template());
+}
+
+/// The customer data and the mandators' identities: the three tables (account data, segments,
+/// jobs with usage records and callback secrets) and the user pool survive a deleted or replaced
+/// stack, and the pool refuses deletion while its protection is on.
+fn check_kept(doc: &Value) {
+    for name in ["AccountDataTable", "SegmentsTable", "JobsTable", "UserPool"] {
+        let r = resource(doc, name);
+        assert_eq!(r["DeletionPolicy"], "Retain", "{name}: DeletionPolicy");
+        assert_eq!(r["UpdateReplacePolicy"], "Retain", "{name}: UpdateReplacePolicy");
+    }
+    let tables: BTreeSet<&String> =
+        resources(doc).iter().filter(|(_, r)| r["Type"] == "AWS::DynamoDB::Table").map(|(n, _)| n).collect();
+    assert_eq!(tables.len(), 3, "a new table needs its place in this list: {tables:?}");
+    assert_eq!(resource(doc, "UserPool")["Properties"]["DeletionProtection"], "ACTIVE");
+}
+
+#[test]
 fn the_results_bucket_is_private_encrypted_tls_only_and_expires_results() {
     check_bucket(&template());
 }
@@ -1256,6 +1276,15 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed()
     assert!(
         !fails(check_routes, doc.clone()) && !fails(check_workers, doc.clone()) && !fails(check_bucket, doc.clone())
     );
+    assert!(!fails(check_kept, doc.clone()));
+    for (name, attribute) in [("JobsTable", "DeletionPolicy"), ("UserPool", "UpdateReplacePolicy")] {
+        let mut removed = doc.clone();
+        removed["Resources"][name].as_object_mut().unwrap().remove(attribute);
+        assert!(fails(check_kept, removed), "{name} without {attribute} is caught");
+    }
+    let mut unprotected = doc.clone();
+    unprotected["Resources"]["UserPool"]["Properties"]["DeletionProtection"] = json!("INACTIVE");
+    assert!(fails(check_kept, unprotected), "a user pool without deletion protection is caught");
 
     let http_events = |doc: &mut Value| -> Vec<(String, String)> {
         let mut found = Vec::new();

@@ -84,6 +84,21 @@ async fn refusals_are_problems_with_stable_codes() {
         RW,
     )
     .await;
+    assert_eq!(
+        (status, problem["code"].as_str(), problem["field"].as_str()),
+        (400, Some("invalid_parameter"), Some("segmentId"))
+    );
+    // Another organization's path answers 404 before its segment id is looked at.
+    let (status, problem) = call(
+        &s,
+        "GET",
+        "/v1/organizations/bank-2/segments/not-a-uuid",
+        &[("organizationId", "bank-2"), ("segmentId", "not-a-uuid")],
+        None,
+        Some("bank-1"),
+        RW,
+    )
+    .await;
     assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
 }
 

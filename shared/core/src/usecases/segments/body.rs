@@ -2,7 +2,7 @@
 //! Unknown fields are refused, like everywhere else in the API: a misspelled field never passes
 //! silently.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 
 use crate::domain::segment::{
@@ -315,8 +315,9 @@ impl ListQuery {
                     .ok_or_else(|| FieldError::new(key, format!("must be an integer from {min} to {max}")))
             };
             let date = || {
-                NaiveDate::parse_from_str(value.trim(), "%Y-%m-%d")
-                    .map_err(|_| FieldError::new(key, "must be a date YYYY-MM-DD"))
+                Bound::parse(value.trim()).ok_or_else(|| {
+                    FieldError::new(key, "must be a date YYYY-MM-DD or a time YYYY-MM-DD hh:mm:ss (UTC)")
+                })
             };
             match key {
                 "limit" => q.limit = int(1, crate::domain::segment::MAX_LIMIT)?,
@@ -344,19 +345,51 @@ impl ListQuery {
         }
         q.created = match (start, end) {
             (None, None) => None,
-            (Some(s), Some(e)) if s <= e => {
-                let from = s.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-                let to = e.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc());
-                match (from, to) {
-                    (Some(f), Some(t)) => Some((f, t)),
-                    _ => return Err(FieldError::new("end_date", "is out of range")),
-                }
-            }
-            (Some(_), Some(_)) => return Err(FieldError::new("end_date", "must not be before start_date")),
+            (Some(s), Some(e)) => match (s.first(), e.after_last()) {
+                (Some(from), Some(to)) if from < to => Some((from, to)),
+                (Some(_), Some(_)) => return Err(FieldError::new("end_date", "must not be before start_date")),
+                _ => return Err(FieldError::new("end_date", "is out of range")),
+            },
             (Some(_), None) => return Err(FieldError::new("end_date", "is required with start_date")),
             (None, Some(_)) => return Err(FieldError::new("start_date", "is required with end_date")),
         };
         Ok(q)
+    }
+}
+
+/// A `start_date` or `end_date`: a whole day (UTC), or a time to the second (`2025-01-31 13:45:00`,
+/// as Midaz takes it; `T` also separates). Both ends are inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bound {
+    Day(NaiveDate),
+    Time(NaiveDateTime),
+}
+
+impl Bound {
+    fn parse(text: &str) -> Option<Bound> {
+        if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+            return Some(Bound::Day(day));
+        }
+        ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(text, format).ok())
+            .map(Bound::Time)
+    }
+
+    /// The first instant the bound admits.
+    fn first(self) -> Option<DateTime<Utc>> {
+        match self {
+            Bound::Day(day) => day.and_hms_opt(0, 0, 0).map(|t| t.and_utc()),
+            Bound::Time(time) => Some(time.and_utc()),
+        }
+    }
+
+    /// The first instant after the bound: the next day, or the next second.
+    fn after_last(self) -> Option<DateTime<Utc>> {
+        match self {
+            Bound::Day(day) => day.succ_opt().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc()),
+            Bound::Time(time) => time.checked_add_signed(chrono::TimeDelta::seconds(1)).map(|t| t.and_utc()),
+        }
     }
 }
 
@@ -500,6 +533,23 @@ mod tests {
         ] {
             assert!(ListQuery::parse(bad.clone()).is_err(), "{bad:?}");
         }
+        let q = ListQuery::parse([("start_date", "2025-01-01 08:30:00"), ("end_date", "2025-01-01T09:00:00")]).unwrap();
+        let (from, to) = q.created.unwrap();
+        assert_eq!(
+            (from.to_rfc3339(), to.to_rfc3339()),
+            ("2025-01-01T08:30:00+00:00".into(), "2025-01-01T09:00:01+00:00".into())
+        );
+        let q = ListQuery::parse([("start_date", "2025-01-01 08:30:00"), ("end_date", "2025-01-01")]).unwrap();
+        assert_eq!(q.created.unwrap().1.to_rfc3339(), "2025-01-02T00:00:00+00:00");
+        for bad in [("2025-01-01 25:00:00", "2025-01-02"), ("2025-01-01 08:30", "2025-01-02")] {
+            assert_eq!(ListQuery::parse([("start_date", bad.0), ("end_date", bad.1)]).unwrap_err().field, "start_date");
+        }
+        assert_eq!(
+            ListQuery::parse([("start_date", "2025-01-01 09:00:00"), ("end_date", "2025-01-01 08:59:59")])
+                .unwrap_err()
+                .field,
+            "end_date"
+        );
         let q = ListQuery::parse([("status", "SUSPENDED")]).unwrap();
         assert_eq!(q.status, Some(StatusCode::Suspended));
         assert_eq!(ListQuery::parse([("status", "active")]).unwrap_err().field, "status");

@@ -33,6 +33,7 @@ use crate::domain::segment::{
 use crate::domain::{AccountId, MandatorId, UserId};
 use crate::jobs::{Job, JobStatus, MAX_PER_PAGE};
 use crate::ports::{AccountDirectory, SegmentStore, StoreError};
+use crate::rules::body::FieldError;
 use body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
 
 pub const READ_SCOPE: &str = "segments/definitions.read";
@@ -189,9 +190,12 @@ fn page_of<T: Clone>(all: &[T], limit: u32, page: u32) -> Vec<T> {
 // ---------------------------------------------------------------------------------------------
 // Segments
 
-/// The live segment `id` of the target's scope, or not found.
+/// The live segment `id` of the target's scope, or not found. An id that is not a UUID is a bad
+/// parameter (400), as in Midaz; the organization was checked before, so this says nothing about
+/// another mandator's segments.
 async fn live(s: &SegmentsServices, t: &Target, id: &str) -> Result<Segment, AppError> {
-    let id = SegmentId::parse(id).ok_or(AppError::NotFound("segment"))?;
+    let id = SegmentId::parse(id)
+        .ok_or_else(|| AppError::InvalidParameter(FieldError::new("segmentId", "must be a UUID")))?;
     match s.segments.get_segment(&t.mandator, id).await? {
         Some(seg) if !seg.is_deleted() && seg.scope() == t.scope => Ok(seg),
         _ => Err(AppError::NotFound("segment")),
