@@ -314,8 +314,15 @@ async fn crud_soft_delete_and_name_reuse(env: &Env) {
     assert_ne!(p.body["updatedAt"], p.body["createdAt"]);
     let renamed = env.call("PATCH", &item, &[], Some(json!({"name": "vip"})), rw(org)).await;
     assert_eq!((renamed.status, renamed.body["code"].as_str()), (409, Some("segment_name_taken")));
-    let bad = env.call("PATCH", &item, &[], Some(json!({"status": {"code": "GONE"}})), rw(org)).await;
+    let bad = env.call("PATCH", &item, &[], Some(json!({"status": {"code": ""}})), rw(org)).await;
     assert_eq!((bad.status, bad.body["field"].as_str()), (400, Some("status.code")));
+    // Any other code of up to 100 characters is taken and kept as written (as Midaz does).
+    let custom = env.call("PATCH", &item, &[], Some(json!({"status": {"code": "UNDER_REVIEW"}})), rw(org)).await;
+    assert_eq!((custom.status, custom.body["status"]["code"].as_str()), (200, Some("UNDER_REVIEW")));
+    let listed = env.call("GET", &base, &[("status", "UNDER_REVIEW")], None, rw(org)).await;
+    assert_eq!(listed.body["totalCount"], 1, "{:?}", listed.body);
+    let back = env.call("PATCH", &item, &[], Some(json!({"status": {"code": "ACTIVE"}})), rw(org)).await;
+    assert_eq!(back.status, 200);
     let got = env.call("GET", &item, &[], None, rw(org)).await;
     assert_eq!((got.status, got.body["name"].as_str()), (200, Some("VIP")));
 
@@ -483,8 +490,9 @@ async fn validation_limits(env: &Env) {
         env.refused(method, path, &[], named(json!({"metadata": {"k": {"nested": 1}}})), org, (body, "metadata.k"))
             .await;
         env.refused(method, path, &[], named(json!({"metadata": {"k": [1, 2]}})), org, (body, "metadata.k")).await;
-        env.refused(method, path, &[], named(json!({"status": {"code": "DELETED"}})), org, (body, "status.code")).await;
-        env.refused(method, path, &[], named(json!({"status": {"code": "active"}})), org, (body, "status.code")).await;
+        env.refused(method, path, &[], named(json!({"status": {"code": "X".repeat(101)}})), org, (body, "status.code"))
+            .await;
+        env.refused(method, path, &[], named(json!({"status": {"code": "   "}})), org, (body, "status.code")).await;
         env.refused(
             method,
             path,

@@ -159,7 +159,10 @@ export async function segmentsPage(context) {
 // The create and edit form. `segment` prefills it for editing; the rule is set at creation.
 function segmentForm({ heading, submitText, segment, withRule, onSubmit, onCancel }) {
   const name = h("input", { type: "text", value: segment?.name ?? "", maxlength: 256, required: true, autocomplete: "off" });
-  const statusCode = select(STATUS_CODES, segment?.status?.code ?? "ACTIVE");
+  // A code set through the API beyond the four with a meaning stays selectable, so saving an
+  // edit never changes it unasked.
+  const current = segment?.status?.code ?? "ACTIVE";
+  const statusCode = select(STATUS_CODES.includes(current) ? STATUS_CODES : [...STATUS_CODES, current], current);
   const statusDescription = h("input", { type: "text", value: segment?.status?.description ?? "", maxlength: 256 });
   const metadata = jsonArea(segment?.metadata ?? undefined);
   metadata.placeholder = '{"tier": "gold"}';

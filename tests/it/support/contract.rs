@@ -808,7 +808,10 @@ fn segment(mandator: &MandatorId, ledger: Option<&LedgerId>, name: &str, created
 fn rich_segment(mandator: &MandatorId, name: &str, created_at: DateTime<Utc>) -> Segment {
     let number = serde_json::from_str("12345678901234567890.125").expect("a number");
     Segment {
-        status: Status { code: StatusCode::Pending, description: Some("  waiting for review  ".into()) },
+        status: Status {
+            code: StatusCode::parse("PENDING").unwrap(),
+            description: Some("  waiting for review  ".into()),
+        },
         metadata: Metadata::from([
             ("tier".to_owned(), MetaValue::String("gold ✓".into())),
             ("limit".to_owned(), MetaValue::Number(number)),
@@ -908,13 +911,13 @@ pub async fn segment_store_contract(store: &dyn SegmentStore) {
 
     // Replacing is conditional on the stored version.
     let gold2 = next_version(&gold, |s| {
-        s.status = Status { code: StatusCode::Suspended, description: None };
+        s.status = Status { code: StatusCode::parse("SUSPENDED").unwrap(), description: None };
         s.metadata.remove("vip");
         s.rule = None;
     });
     store.replace_segment(&gold, &gold2).await.expect("replace succeeds");
     assert_eq!(stored_segment(store, &mandator, gold.id).await.as_ref(), Some(&gold2));
-    let stale = next_version(&gold, |s| s.status.code = StatusCode::Inactive);
+    let stale = next_version(&gold, |s| s.status.code = StatusCode::parse("INACTIVE").unwrap());
     let replaced = store.replace_segment(&gold, &stale).await;
     assert!(matches!(replaced, Err(StoreError::Conflict(_))), "a stale previous conflicts: {replaced:?}");
     assert_eq!(

@@ -135,36 +135,37 @@ impl SegmentQuery {
     }
 }
 
-/// `status.code` of a segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum StatusCode {
-    Active,
-    Inactive,
-    Pending,
-    Suspended,
-}
+/// `status.code` of a segment: any text of 1 to 100 characters without control characters, as
+/// Midaz takes it. Four codes mean something here: `ACTIVE` (the default), `PENDING`, and
+/// `INACTIVE` and `SUSPENDED`, whose segments take no new members. Stored as the plain string,
+/// so the records of the earlier four-value form read unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StatusCode(String);
 
 impl StatusCode {
-    pub const ALL: &'static [StatusCode] =
-        &[StatusCode::Active, StatusCode::Inactive, StatusCode::Pending, StatusCode::Suspended];
+    pub const MAX_CHARS: usize = 100;
+    /// The codes with a meaning, in the order a form offers them.
+    pub const KNOWN: [&'static str; 4] = ["ACTIVE", "INACTIVE", "PENDING", "SUSPENDED"];
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StatusCode::Active => "ACTIVE",
-            StatusCode::Inactive => "INACTIVE",
-            StatusCode::Pending => "PENDING",
-            StatusCode::Suspended => "SUSPENDED",
-        }
+    pub fn active() -> Self {
+        StatusCode("ACTIVE".to_owned())
     }
 
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The code as written, when it is 1–100 characters without control characters.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|c| c.as_str() == s)
+        let length = s.chars().count();
+        ((1..=Self::MAX_CHARS).contains(&length) && !s.trim().is_empty() && !s.chars().any(char::is_control))
+            .then(|| StatusCode(s.to_owned()))
     }
 
     /// Whether accounts may be tagged with a segment in this status.
-    pub fn accepts_members(self) -> bool {
-        !matches!(self, StatusCode::Inactive | StatusCode::Suspended)
+    pub fn accepts_members(&self) -> bool {
+        !matches!(self.0.as_str(), "INACTIVE" | "SUSPENDED")
     }
 }
 
@@ -176,7 +177,7 @@ pub struct Status {
 
 impl Default for Status {
     fn default() -> Self {
-        Status { code: StatusCode::Active, description: None }
+        Status { code: StatusCode::active(), description: None }
     }
 }
 

@@ -213,7 +213,7 @@ mod tests {
             AppError::SegmentNameTaken("n".into()),
             AppError::SegmentConflict,
             AppError::UnknownAccounts(vec!["u/a".into()]),
-            AppError::SegmentNotTaggable("INACTIVE"),
+            AppError::SegmentNotTaggable("INACTIVE".to_owned()),
             AppError::NoRule,
             AppError::ImportConflict("c".into()),
             AppError::UploadMissing("accounts.ndjson"),

@@ -62,7 +62,7 @@ pub enum AppError {
     #[error("accounts not found in this organization: {}", .0.join(", "))]
     UnknownAccounts(Vec<String>),
     #[error("accounts cannot be tagged with a segment whose status is {0}")]
-    SegmentNotTaggable(&'static str),
+    SegmentNotTaggable(String),
     #[error("the segment has no rule to refresh from")]
     NoRule,
     /// The import cannot start: it is not awaiting its upload, or another import of the mandator

@@ -73,10 +73,12 @@ fn name(v: Value) -> Result<String, FieldError> {
 fn status(v: Value) -> Result<Status, FieldError> {
     let Value::Object(mut m) = v else { return Err(FieldError::new("status", "must be an object")) };
     let code = match m.remove("code") {
-        None | Some(Value::Null) => StatusCode::Active,
+        None | Some(Value::Null) => StatusCode::active(),
         Some(Value::String(s)) => StatusCode::parse(&s).ok_or_else(|| {
-            let valid: Vec<&str> = StatusCode::ALL.iter().map(|c| c.as_str()).collect();
-            FieldError::new("status.code", format!("must be one of {}", valid.join(", ")))
+            FieldError::new(
+                "status.code",
+                format!("must be 1 to {} characters without control characters", StatusCode::MAX_CHARS),
+            )
         })?,
         Some(_) => return Err(FieldError::new("status.code", "must be a string")),
     };
@@ -332,9 +334,8 @@ impl ListQuery {
                 "start_date" => start = Some(date()?),
                 "end_date" => end = Some(date()?),
                 "status" => {
-                    q.status = Some(StatusCode::parse(value.trim()).ok_or_else(|| {
-                        let valid: Vec<&str> = StatusCode::ALL.iter().map(|c| c.as_str()).collect();
-                        FieldError::new(key, format!("must be one of {}", valid.join(", ")))
+                    q.status = Some(StatusCode::parse(value).ok_or_else(|| {
+                        FieldError::new(key, format!("must be 1 to {} characters", StatusCode::MAX_CHARS))
                     })?)
                 }
                 _ => match key.strip_prefix("metadata.") {
@@ -425,7 +426,7 @@ mod tests {
     #[test]
     fn given_a_minimal_body_then_status_is_active_and_there_is_no_rule() {
         let c = CreateSegment::parse(br#"{"name":"VIP"}"#, today()).unwrap();
-        assert_eq!((c.name.as_str(), c.status.code, c.rule), ("VIP", StatusCode::Active, None));
+        assert_eq!((c.name.as_str(), c.status.code, c.rule), ("VIP", StatusCode::active(), None));
     }
 
     #[test]
@@ -434,7 +435,9 @@ mod tests {
         let cases = [
             (r#"{}"#.to_owned(), "name"),
             (format!(r#"{{"name":"{long}"}}"#), "name"),
-            (r#"{"name":"a","status":{"code":"GONE"}}"#.to_owned(), "status.code"),
+            (r#"{"name":"a","status":{"code":""}}"#.to_owned(), "status.code"),
+            (format!(r#"{{"name":"a","status":{{"code":"{}"}}}}"#, "X".repeat(101)), "status.code"),
+            (r#"{"name":"a","status":{"code":"A\u0007"}}"#.to_owned(), "status.code"),
             (r#"{"name":"a","metadata":{"k":{"x":1}}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","metadata":{"k":null}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","rule":{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":"x"}}}"#.to_owned(), "rule.parameters.threshold"),
@@ -551,8 +554,9 @@ mod tests {
             "end_date"
         );
         let q = ListQuery::parse([("status", "SUSPENDED")]).unwrap();
-        assert_eq!(q.status, Some(StatusCode::Suspended));
-        assert_eq!(ListQuery::parse([("status", "active")]).unwrap_err().field, "status");
+        assert_eq!(q.status.as_ref().map(StatusCode::as_str), Some("SUSPENDED"));
+        assert_eq!(ListQuery::parse([("status", "ON HOLD")]).unwrap().status.unwrap().as_str(), "ON HOLD");
+        assert_eq!(ListQuery::parse([("status", "")]).unwrap_err().field, "status");
         let q = ListQuery::parse([("start_date", "2025-01-01"), ("end_date", "2025-01-01")]).unwrap();
         let (from, to) = q.created.unwrap();
         assert_eq!((to - from).num_hours(), 24);

@@ -80,7 +80,7 @@ pub fn authorize(caller: &Caller, organization: &str, ledger: Option<&str>, writ
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StatusView {
-    pub code: &'static str,
+    pub code: String,
     pub description: Option<String>,
 }
 
@@ -156,7 +156,7 @@ async fn view(s: &SegmentsServices, seg: &Segment) -> Result<SegmentView, AppErr
         organization_id: seg.mandator.to_string(),
         ledger_id: seg.ledger_id.as_ref().map(|l| l.as_str().to_owned()),
         name: seg.name.clone(),
-        status: StatusView { code: seg.status.code.as_str(), description: seg.status.description.clone() },
+        status: StatusView { code: seg.status.code.as_str().to_owned(), description: seg.status.description.clone() },
         metadata: seg.metadata.clone(),
         rule,
         member_count,
@@ -260,7 +260,7 @@ async fn filtered(s: &SegmentsServices, t: &Target, q: &ListQuery) -> Result<Vec
         .await?
         .into_iter()
         .filter(|seg| query.selects(seg))
-        .filter(|seg| q.status.is_none_or(|code| seg.status.code == code))
+        .filter(|seg| q.status.as_ref().is_none_or(|code| seg.status.code == *code))
         .filter(|seg| q.metadata.iter().all(|(k, v)| seg.metadata.get(k).is_some_and(|m| m.filter_text() == *v)))
         .collect();
     // The store's order, made exact: equal creation times are ordered by id.
@@ -364,7 +364,7 @@ pub async fn change_members(s: &SegmentsServices, t: &Target, id: &str, body: &[
     let change = MembershipChange::parse(body)?;
     let seg = live(s, t, id).await?;
     if !seg.status.code.accepts_members() {
-        return Err(AppError::SegmentNotTaggable(seg.status.code.as_str()));
+        return Err(AppError::SegmentNotTaggable(seg.status.code.as_str().to_owned()));
     }
     // Only accounts of the mandator's data can be tagged; removing a non-member (of any id)
     // changes nothing, so `remove` needs no lookup.
@@ -457,7 +457,7 @@ pub async fn refresh(
     }
     let rule = seg.rule.clone().ok_or(AppError::NoRule)?;
     if !seg.status.code.accepts_members() {
-        return Err(AppError::SegmentNotTaggable(seg.status.code.as_str()));
+        return Err(AppError::SegmentNotTaggable(seg.status.code.as_str().to_owned()));
     }
     // Computing the rule is creating a job of its type: the caller needs that type's scope too.
     caller.require_scope(&rule.segment_type.scope())?;
