@@ -550,6 +550,17 @@ class ConsoleTest(unittest.TestCase):
             f"no options in {label!r}",
         )
 
+    def assert_refused_beside(self, label, button, what):
+        """Submits with `button`: the value of `label` is refused beside its control, by the page
+        (the API's problem) or by the browser's own check of the control."""
+        self.click(self.button(button))
+        control = self.field(label)
+        if DRIVER.execute_script("return arguments[0].validity.valid;", control):
+            print(f"{what}: {self.field_error(label)!r} beside the field")
+        else:
+            print(f"{what}: the browser's own message {control.get_attribute('validationMessage')!r}")
+            self.assertTrue(control.get_attribute("validationMessage"))
+
     def field_error(self, label):
         """The text of the `.field-error` right after the control labelled `label`, once shown."""
 
@@ -734,13 +745,7 @@ class T2Segments(ConsoleTest):
 
         # An empty name is refused beside the field (or by the browser's own check of `required`).
         self.fill("Name", "")
-        self.click(self.button("Create segment"))
-        name_control = self.field("Name")
-        if DRIVER.execute_script("return arguments[0].validity.valid;", name_control):
-            print(f"empty name: {self.field_error('Name')!r} beside the field")
-        else:
-            print(f"empty name: the browser's own message {name_control.get_attribute('validationMessage')!r}")
-            self.assertTrue(name_control.get_attribute("validationMessage"))
+        self.assert_refused_beside("Name", "Create segment", "empty name")
         self.heading("New segment")
 
         # A taken name: the API's 409 names the field.
@@ -1090,13 +1095,7 @@ class T3Jobs(ConsoleTest):
         # Three decimals: refused beside Threshold (by the page, the API or the browser's own check).
         self.choose("Account type", "checking")
         self.fill("Threshold", "100.123")
-        self.click(self.button("Start job"))
-        threshold = self.field("Threshold")
-        if DRIVER.execute_script("return arguments[0].validity.valid;", threshold):
-            print(f"threshold 100.123: {self.field_error('Threshold')!r} beside the field")
-        else:
-            print(f"threshold 100.123: the browser's own message {threshold.get_attribute('validationMessage')!r}")
-            self.assertTrue(threshold.get_attribute("validationMessage"))
+        self.assert_refused_beside("Threshold", "Start job", "threshold 100.123")
 
         # A callback to a private address: the API refuses it, naming the field.
         self.fill("Threshold", "1000")

@@ -74,32 +74,16 @@ async fn refusals_are_problems_with_stable_codes() {
         let (got, problem) = call(&s, method, base, &org, *body, *mandator, scopes).await;
         assert_eq!((got, problem["code"].as_str()), (*status, Some(*code)), "{method} {body:?}: {problem}");
     }
-    let (status, problem) = call(
-        &s,
-        "GET",
-        "/v1/organizations/bank-1/segments/not-a-uuid",
-        &[("organizationId", "bank-1"), ("segmentId", "not-a-uuid")],
-        None,
-        Some("bank-1"),
-        RW,
-    )
-    .await;
-    assert_eq!(
-        (status, problem["code"].as_str(), problem["field"].as_str()),
-        (400, Some("invalid_parameter"), Some("segmentId"))
-    );
-    // Another organization's path answers 404 before its segment id is looked at.
-    let (status, problem) = call(
-        &s,
-        "GET",
-        "/v1/organizations/bank-2/segments/not-a-uuid",
-        &[("organizationId", "bank-2"), ("segmentId", "not-a-uuid")],
-        None,
-        Some("bank-1"),
-        RW,
-    )
-    .await;
-    assert_eq!((status, problem["code"].as_str()), (404, Some("not_found")));
+    // A malformed segment id is a bad parameter; another organization's path answers 404 before
+    // its segment id is looked at.
+    for (organization, expected) in
+        [("bank-1", (400, Some("invalid_parameter"), Some("segmentId"))), ("bank-2", (404, Some("not_found"), None))]
+    {
+        let path = format!("/v1/organizations/{organization}/segments/not-a-uuid");
+        let params = [("organizationId", organization), ("segmentId", "not-a-uuid")];
+        let (status, problem) = call(&s, "GET", &path, &params, None, Some("bank-1"), RW).await;
+        assert_eq!((status, problem["code"].as_str(), problem["field"].as_str()), expected, "{path}");
+    }
 }
 
 /// Stores a user of the demo mandator with one checking account.

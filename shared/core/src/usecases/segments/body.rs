@@ -316,7 +316,7 @@ impl ListQuery {
                     .filter(|n| (min..=max).contains(n))
                     .ok_or_else(|| FieldError::new(key, format!("must be an integer from {min} to {max}")))
             };
-            let date = || {
+            let bound = || {
                 Bound::parse(value.trim()).ok_or_else(|| {
                     FieldError::new(key, "must be a date YYYY-MM-DD or a time YYYY-MM-DD hh:mm:ss (UTC)")
                 })
@@ -331,8 +331,8 @@ impl ListQuery {
                         _ => return Err(FieldError::new(key, "must be asc or desc")),
                     }
                 }
-                "start_date" => start = Some(date()?),
-                "end_date" => end = Some(date()?),
+                "start_date" => start = Some(bound()?),
+                "end_date" => end = Some(bound()?),
                 "status" => {
                     q.status = Some(StatusCode::parse(value).ok_or_else(|| {
                         FieldError::new(key, format!("must be 1 to {} characters", StatusCode::MAX_CHARS))
