@@ -14,6 +14,12 @@ SAM_CLI_VERSION=1.170.0
 SELENIUM_VERSION=4.51.0
 # Firefox is driven over WebDriver BiDi directly (no geckodriver: Debian does not package it).
 WEBSOCKETS_VERSION=15.0.1
+# The API contract: schemathesis fuzzes the local runner against infra/openapi.json, which
+# openapi-spec-validator checks first.
+SCHEMATHESIS_VERSION=4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
+# `cargo lambda watch`/`invoke` as the README documents them (the wheel brings zig).
+CARGO_LAMBDA_VERSION=1.9.2
 
 # `pip show` is read whole before matching: `grep -q` closing the pipe early would fail it under
 # pipefail and force a reinstall.
@@ -38,6 +44,15 @@ if ! grep -qx "Version: ${WEBSOCKETS_VERSION}" <<<"$websockets_installed"; then
   echo "installing websockets ${WEBSOCKETS_VERSION} into .venv" >&2
   .venv/bin/pip install --quiet --disable-pip-version-check "websockets==${WEBSOCKETS_VERSION}"
 fi
+
+for pinned in "schemathesis==${SCHEMATHESIS_VERSION}" "openapi-spec-validator==${OPENAPI_SPEC_VALIDATOR_VERSION}" \
+  "cargo-lambda==${CARGO_LAMBDA_VERSION}"; do
+  installed=$(.venv/bin/pip show "${pinned%%==*}" 2>/dev/null || true)
+  if ! grep -qx "Version: ${pinned##*==}" <<<"$installed"; then
+    echo "installing ${pinned} into .venv" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "$pinned"
+  fi
+done
 
 sam_installed=$(.venv/sam/bin/pip show aws-sam-cli 2>/dev/null || true)
 if ! grep -qx "Version: ${SAM_CLI_VERSION}" <<<"$sam_installed"; then
@@ -64,10 +79,22 @@ if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -x "$FIREFOX" ]; then
     >/dev/null
 fi
 
+# The CDK app (infra/cdk) synthesizes offline with the versions its lock file pins.
+cdk_lock=infra/cdk/package-lock.json
+if [ -f "$cdk_lock" ] && ! cmp -s "$cdk_lock" infra/cdk/node_modules/.package-lock.json; then
+  echo "installing the CDK app's npm packages (npm ci in infra/cdk)" >&2
+  (cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"
 export CFN_LINT="$PWD/.venv/bin/cfn-lint"
 export SAM_CLI="$PWD/.venv/sam/bin/sam"
 export CONSOLE_BROWSER_PYTHON="$PWD/.venv/bin/python"
+export SCHEMATHESIS="$PWD/.venv/bin/st"
+export OPENAPI_SPEC_VALIDATOR="$PWD/.venv/bin/openapi-spec-validator"
+# The directory holding cargo-lambda and zig; tests put it first on PATH.
+export CARGO_LAMBDA_DIR="$PWD/.venv/bin"
+export CDK_APP_DIR="$PWD/infra/cdk"
 export CHROMIUM CHROMEDRIVER FIREFOX
 
 # `--tests`: unit tests of every library and binary that has them (`test = true`) and the
