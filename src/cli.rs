@@ -19,6 +19,7 @@ use segments_core::usecases::Services;
 use segments_core::usecases::import::{ImportError, ImportOptions, ImportPhase, ImportProgress, Importer};
 use segments_embedded::{EmbeddedStore, LocalLinks};
 
+use crate::cognito::{CognitoSettings, CognitoVerifier};
 use crate::progress::Progress;
 use crate::server::{Gateway, router};
 use crate::token::{Signer, all_scopes};
@@ -43,6 +44,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Print a mandator's callback signing secret (64 hex digits), creating it on first use.
     CallbackSecret(CallbackSecretArgs),
+    /// Create the tables, queues and bucket on AWS or an AWS-compatible server, and print the
+    /// environment the functions and `serve --aws` need.
+    Provision(ProvisionArgs),
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +80,42 @@ pub struct ServeArgs {
     /// Print the address and token as one JSON line instead of text.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub cognito: CognitoArgs,
+}
+
+/// With `--aws`: accept the access tokens of a Cognito user pool, checked as the deployed API's
+/// JWT authorizer checks them, instead of development tokens.
+#[derive(Debug, Args)]
+pub struct CognitoArgs {
+    /// The user pool whose access tokens are accepted (e.g. eu-central-1_AbC123xyz); its issuer
+    /// is https://cognito-idp.<region>.amazonaws.com/<id>, the region being the id's prefix.
+    #[arg(long, env = "COGNITO_USER_POOL_ID", requires = "aws", conflicts_with = "cognito_issuer")]
+    pub cognito_user_pool_id: Option<String>,
+    /// Accept tokens of this issuer instead of a user pool's: for a Cognito emulator or a test's
+    /// key server (https, or http to a loopback address). Keys are read from
+    /// <issuer>/.well-known/jwks.json.
+    #[arg(long, env = "COGNITO_ISSUER", requires = "aws")]
+    pub cognito_issuer: Option<String>,
+    /// An app client whose access tokens are accepted (its id is the token's `client_id`): the
+    /// authorizer's audience. Repeatable, or comma separated in the variable.
+    #[arg(long = "cognito-client-id", env = "COGNITO_CLIENT_IDS", value_delimiter = ',')]
+    pub cognito_client_ids: Vec<String>,
+}
+
+impl CognitoArgs {
+    /// The settings when a user pool or issuer is given.
+    fn settings(&self) -> anyhow::Result<Option<CognitoSettings>> {
+        let settings = match (&self.cognito_user_pool_id, &self.cognito_issuer) {
+            (Some(pool), _) => CognitoSettings::for_user_pool(pool, &self.cognito_client_ids)
+                .context("--cognito-user-pool-id / --cognito-client-id")?,
+            (None, Some(issuer)) => CognitoSettings::for_issuer(issuer, &self.cognito_client_ids)
+                .context("--cognito-issuer / --cognito-client-id")?,
+            (None, None) if self.cognito_client_ids.is_empty() => return Ok(None),
+            (None, None) => bail!("--cognito-client-id needs --cognito-user-pool-id (or --cognito-issuer)"),
+        };
+        Ok(Some(settings))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +207,28 @@ pub struct CallbackSecretArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// Create them with the usual AWS environment (credentials, AWS_REGION, and AWS_ENDPOINT_URL
+    /// for a local AWS-compatible server). Required: the embedded store needs no provisioning.
+    #[arg(long)]
+    pub aws: bool,
+    /// Prefix of every resource name: `{prefix}-jobs`, `{prefix}-results`, `{prefix}-high-balance`…
+    #[arg(long, default_value = "segments-dev")]
+    pub prefix: String,
+    /// Receives after which a message moves to its queue's dead-letter queue; printed as the
+    /// workers' MAX_RECEIVE_COUNT, which must be equal.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_receive_count: u32,
+    /// Print the environment as one JSON object instead of KEY=value lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the environment, with AWS_ENDPOINT_URL and AWS_REGION when they are set, to
+    /// this file: KEY=value lines, as `cargo lambda watch --env-file` reads them.
+    #[arg(long)]
+    pub env_file: Option<PathBuf>,
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(a) => serve(a).await,
@@ -174,6 +236,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Generate(a) => generate_files(a),
         Command::Import(a) => import_files(a).await,
         Command::CallbackSecret(a) => callback_secret(a).await,
+        Command::Provision(a) => provision(a).await,
     }
 }
 
@@ -196,6 +259,58 @@ async fn callback_secret(a: CallbackSecretArgs) -> anyhow::Result<()> {
         println!("{}", secret.to_hex());
     }
     Ok(())
+}
+
+/// Creates what the service needs on AWS or an emulator, refusing (and changing nothing) when a
+/// resource of one of its names exists with another shape. The environment goes to stdout, what
+/// was created or found to stderr.
+async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
+    if !a.aws {
+        bail!("provision creates AWS resources: give --aws (the embedded store of `serve` creates its own)");
+    }
+    let clients = aws::AwsClients::from_env().await;
+    let provisioned = aws::provision::provision_service(&clients, &a.prefix, a.max_receive_count).await?;
+    for resource in &provisioned.resources {
+        let outcome = if resource.created { "created" } else { "unchanged" };
+        eprintln!("{outcome} {} {}", resource.kind, resource.name);
+    }
+    let vars = provisioned.service.env_vars();
+    if let Some(path) = &a.env_file {
+        // What a function needs besides the names: where the AWS-compatible server is.
+        let mut file_vars = vars.clone();
+        for name in ["AWS_ENDPOINT_URL", "AWS_REGION"] {
+            if let Some(value) = segments_core::config::optional(name) {
+                file_vars.push((name.to_owned(), value));
+            }
+        }
+        let text = file_vars.iter().map(|(k, v)| env_file_line(k, v)).collect::<anyhow::Result<String>>()?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("wrote {}", path.display());
+    }
+    if a.json {
+        let object: serde_json::Map<String, serde_json::Value> =
+            vars.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        println!("{}", serde_json::Value::Object(object));
+    } else {
+        for (key, value) in vars {
+            println!("{key}={value}");
+        }
+    }
+    Ok(())
+}
+
+/// One `KEY=value` line of an environment file that both `cargo lambda watch --env-file` and a
+/// POSIX shell (`set -a; . FILE`) read the same: bare when the value has no character either
+/// treats specially, single-quoted otherwise.
+fn env_file_line(key: &str, value: &str) -> anyhow::Result<String> {
+    let bare = |c: char| c.is_ascii_alphanumeric() || "-_.:/@+,%".contains(c);
+    if !value.is_empty() && value.chars().all(bare) {
+        Ok(format!("{key}={value}\n"))
+    } else if value.chars().any(|c| c == '\'' || c.is_control()) {
+        bail!("{key}: the value {value:?} cannot be written to an environment file")
+    } else {
+        Ok(format!("{key}='{value}'\n"))
+    }
 }
 
 pub const DEMO_MANDATOR: &str = "demo-bank";
@@ -379,9 +494,28 @@ async fn run_import(
     Ok(result?)
 }
 
+/// How `serve` authenticates requests.
+enum Authentication {
+    /// HS256 tokens of the data directory's secret (`segments token`).
+    Development(Signer),
+    /// A Cognito user pool's access tokens (`--aws` with `--cognito-…`).
+    Cognito(CognitoVerifier),
+}
+
 async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    // Refused tokens and failed handlers are logged to stderr (warnings unless RUST_LOG says
+    // otherwise); stdout keeps what `serve` prints for its user. Another subscriber may be set.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let config = ServiceConfig::from_env()?;
-    let signer = Signer::load_or_create(&a.data.data_dir)?;
+    let authentication = match a.cognito.settings()? {
+        Some(settings) => {
+            let verifier = CognitoVerifier::start(settings).await.context("Cognito token verification")?;
+            Authentication::Cognito(verifier)
+        }
+        None => Authentication::Development(Signer::load_or_create(&a.data.data_dir)?),
+    };
     // Bound first: the export links the runner serves carry its address.
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], a.port)))
         .await
@@ -430,22 +564,52 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         (services, segments, jobs_api, data, imports, Some(links))
     };
 
-    let gateway = Arc::new(Gateway { services, segments, jobs_api, data, imports, links, signer });
-    let token = gateway.signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
-    let console = format!("{url}{}/#token={token}", web_console::BASE_PATH);
-    if a.json {
-        println!("{}", serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR, "console": console}));
-    } else {
-        println!("Financial segments listening on {url}");
-        // The fragment never reaches a server: the page reads the token from it and removes it.
-        println!("Console (signed in as {DEMO_MANDATOR}):\n\n  {console}\n");
-        println!("Token for mandator {DEMO_MANDATOR} (all scopes, valid 12 h):\n\n  export TOKEN={token}\n");
-        println!(
-            "Try:\n\n  curl -s -X POST {url}/segments/highBalance -H \"Authorization: Bearer $TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"accountType\":\"checking\",\"threshold\":5000}}'\n"
-        );
-        println!("  curl -s {url}/segments/highBalance/<jobId> -H \"Authorization: Bearer $TOKEN\"\n");
+    let (app, token) = match authentication {
+        Authentication::Development(signer) => {
+            let token = signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
+            let gateway = Gateway { services, segments, jobs_api, data, imports, links, signer };
+            (router(Arc::new(gateway)), Some(token))
+        }
+        Authentication::Cognito(verifier) => {
+            let cognito = verifier.settings().clone();
+            let gateway = Gateway { services, segments, jobs_api, data, imports, links, signer: verifier };
+            let app = router(Arc::new(gateway));
+            let clients: Vec<&String> = cognito.client_ids.iter().collect();
+            if a.json {
+                let json = serde_json::json!({"url": url, "issuer": cognito.issuer, "clientIds": clients,
+                    "console": format!("{url}{}/", web_console::BASE_PATH)});
+                println!("{json}");
+            } else {
+                println!("Financial segments listening on {url}");
+                println!(
+                    "Accepting access tokens of {} for the app clients {} (no development tokens).\n",
+                    cognito.issuer,
+                    cognito.client_ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                println!("Console (paste an access token to sign in):\n\n  {url}{}/\n", web_console::BASE_PATH);
+            }
+            (app, None)
+        }
+    };
+    if let Some(token) = token {
+        let console = format!("{url}{}/#token={token}", web_console::BASE_PATH);
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"url": url, "token": token, "mandator": DEMO_MANDATOR, "console": console})
+            );
+        } else {
+            println!("Financial segments listening on {url}");
+            // The fragment never reaches a server: the page reads the token from it and removes it.
+            println!("Console (signed in as {DEMO_MANDATOR}):\n\n  {console}\n");
+            println!("Token for mandator {DEMO_MANDATOR} (all scopes, valid 12 h):\n\n  export TOKEN={token}\n");
+            println!(
+                "Try:\n\n  curl -s -X POST {url}/segments/highBalance -H \"Authorization: Bearer $TOKEN\" \\\n    -H 'Content-Type: application/json' -d '{{\"accountType\":\"checking\",\"threshold\":5000}}'\n"
+            );
+            println!("  curl -s {url}/segments/highBalance/<jobId> -H \"Authorization: Bearer $TOKEN\"\n");
+        }
     }
-    axum::serve(listener, router(gateway))
+    axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,6 +1,7 @@
 //! The `segments` command line: the local runner, dev tokens, synthetic data and import.
 
 pub mod cli;
+pub mod cognito;
 pub mod generate;
 pub mod progress;
 pub mod server;

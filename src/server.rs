@@ -20,9 +20,11 @@ use segments_core::usecases::segments::SegmentsServices;
 use segments_core::usecases::{AppError, Services};
 use segments_embedded::{LinkError, LocalLinks};
 
-use crate::token::Signer;
+use crate::token::{BearerVerifier, Signer};
 
-pub struct Gateway {
+/// The runner's API Gateway: the functions' services, and `V`, what checks the bearer tokens
+/// before a function sees a request (its JWT authorizer).
+pub struct Gateway<V = Signer> {
     pub services: Services,
     /// The segments API's services (the same job services plus the segment store).
     pub segments: SegmentsServices,
@@ -35,7 +37,9 @@ pub struct Gateway {
     /// The export links this runner serves itself (embedded store); `None` with `--aws`, whose
     /// links are presigned S3 URLs.
     pub links: Option<Arc<LocalLinks>>,
-    pub signer: Signer,
+    /// Checks bearer tokens: the data directory's [`Signer`] (development tokens), or a
+    /// [`crate::cognito::CognitoVerifier`] (a user pool's access tokens).
+    pub signer: V,
 }
 
 /// The Lambda function a route invokes.
@@ -147,7 +151,7 @@ const LEDGER_SEGMENTS: &str = "/v1/organizations/{organizationId}/ledgers/{ledge
 const LEDGER_SEGMENT: &str = "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}";
 const DATA_USER: &str = "/data/users/{userId}";
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub fn router<V: BearerVerifier>(gateway: Arc<Gateway<V>>) -> Router {
     let mut router = Router::new();
     for route in ROUTES {
         let function = route.function;
@@ -174,7 +178,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-async fn invoke(State(gw): State<Arc<Gateway>>, req: Request, function: Function) -> Response {
+async fn invoke<V: BearerVerifier>(State(gw): State<Arc<Gateway<V>>>, req: Request, function: Function) -> Response {
     match to_lambda(&gw, req, function.max_body_bytes()).await {
         Ok(event) => {
             let result = match function {
@@ -205,8 +209,8 @@ async fn serve_console(req: Request) -> Response {
 
 /// Serves an object behind a signed export link (what S3 does for a presigned URL): no bearer
 /// token, the link's signature and expiry are the credential.
-async fn serve_link(
-    State(gw): State<Arc<Gateway>>,
+async fn serve_link<V: BearerVerifier>(
+    State(gw): State<Arc<Gateway<V>>>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
@@ -237,8 +241,8 @@ async fn serve_link(
 /// Takes the body of a PUT to a signed upload link (what S3 does for a presigned PUT): no bearer
 /// token, the link is the credential. The body is streamed into the store; nothing is stored
 /// unless it arrives whole.
-async fn receive_upload(
-    State(gw): State<Arc<Gateway>>,
+async fn receive_upload<V: BearerVerifier>(
+    State(gw): State<Arc<Gateway<V>>>,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: AxumBody,
@@ -265,15 +269,26 @@ async fn receive_upload(
 
 /// Builds the request API Gateway would hand the Lambda: the bearer token verified (401 problem
 /// otherwise, like the gateway's authorizer), its claims and scopes in the authorizer context.
-async fn to_lambda(gw: &Gateway, req: Request, max_body_bytes: usize) -> Result<lambda_http::Request, AppError> {
+/// Why a token was refused is logged, never answered, and the token itself never logged.
+async fn to_lambda<V: BearerVerifier>(
+    gw: &Gateway<V>,
+    req: Request,
+    max_body_bytes: usize,
+) -> Result<lambda_http::Request, AppError> {
     let bearer = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or(AppError::Unauthenticated)?;
-    let verified = gw.signer.verify(bearer).map_err(|_| AppError::Unauthenticated)?;
+        .ok_or_else(|| {
+            tracing::warn!(path = %req.uri().path(), "request refused: no bearer token in the Authorization header");
+            AppError::Unauthenticated
+        })?;
+    let verified = gw.signer.verify_bearer(bearer).await.map_err(|reason| {
+        tracing::warn!(path = %req.uri().path(), %reason, "bearer token refused");
+        AppError::Unauthenticated
+    })?;
 
     let path_params: HashMap<String, String> = match_path(req.uri().path());
     let query: HashMap<String, Vec<String>> = {

@@ -1,10 +1,13 @@
 //! Local bearer tokens: HS256 JWTs signed with a secret kept in the data directory.
 //!
 //! In AWS, API Gateway's JWT authorizer verifies Cognito tokens. Locally the runner plays the
-//! gateway: it verifies these tokens and passes their claims and scopes on in the same authorizer
-//! context, so the handlers run unchanged.
+//! gateway: it verifies these tokens (or, configured for a user pool, Cognito's own access tokens:
+//! `crate::cognito`) and passes their claims and scopes on in the same authorizer context, so the
+//! handlers run unchanged.
 
+use std::fmt::Display;
 use std::fs;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -106,30 +109,66 @@ impl Signer {
         validation.set_required_spec_claims(&["exp", "iss"]);
         let data =
             jsonwebtoken::decode::<Map<String, Value>>(token, &DecodingKey::from_secret(&self.secret), &validation)?;
-        let claims: Map<String, Value> = data
-            .claims
-            .into_iter()
-            .map(|(k, v)| {
-                let s = match v {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                };
-                (k, Value::String(s))
-            })
-            .collect();
+        Ok(VerifiedClaims::as_authorizer_passes_on(data.claims))
+    }
+}
+
+/// What the runner checks a request's bearer token with before a handler sees the request.
+pub trait BearerVerifier: Send + Sync + 'static {
+    /// Why a token was refused: logged by the runner, never sent to the client (which gets a
+    /// plain 401). It never contains the token.
+    type Refusal: Display + Send;
+
+    fn verify_bearer(&self, token: &str) -> impl Future<Output = Result<VerifiedClaims, Self::Refusal>> + Send;
+}
+
+impl BearerVerifier for Signer {
+    type Refusal = TokenError;
+
+    async fn verify_bearer(&self, token: &str) -> Result<VerifiedClaims, TokenError> {
+        self.verify(token)
+    }
+}
+
+/// A verified token's claims and scopes, in the authorizer context of an API Gateway (HTTP API,
+/// payload v2) request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VerifiedClaims {
+    pub claims: Map<String, Value>,
+    pub scopes: Vec<String>,
+}
+
+impl VerifiedClaims {
+    /// The claims as API Gateway's JWT authorizer hands them to a function: every value a string
+    /// (numbers as their digits, arrays as `[a b]`, objects as `map[k:v]`), and the scopes of the
+    /// `scope` claim (space separated, as Cognito issues it).
+    pub fn as_authorizer_passes_on(claims: Map<String, Value>) -> VerifiedClaims {
+        let claims: Map<String, Value> =
+            claims.into_iter().map(|(name, value)| (name, Value::String(authorizer_text(&value)))).collect();
         let scopes = claims
             .get("scope")
             .and_then(Value::as_str)
             .map(|s| s.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
-        Ok(VerifiedClaims { claims, scopes })
+        VerifiedClaims { claims, scopes }
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct VerifiedClaims {
-    pub claims: Map<String, Value>,
-    pub scopes: Vec<String>,
+/// The text the authorizer makes of a claim's value. Its form for arrays (elements between
+/// brackets, separated by spaces) is what `Caller::from_request` reads `cognito:groups` from.
+fn authorizer_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Null => String::new(),
+        Value::Array(items) => format!("[{}]", items.iter().map(authorizer_text).collect::<Vec<_>>().join(" ")),
+        Value::Object(fields) => {
+            let mut pairs: Vec<String> = fields.iter().map(|(k, v)| format!("{k}:{}", authorizer_text(v))).collect();
+            pairs.sort();
+            format!("map[{}]", pairs.join(" "))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,5 +201,23 @@ mod tests {
         tampered.insert(token.len() - 3, 'A');
         assert!(signer.verify(&tampered).is_err());
         assert!(signer.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn claims_reach_the_handlers_as_the_authorizer_passes_them_on() {
+        let claims = serde_json::json!({
+            "client_id": "console", "exp": 1893456000, "cognito:groups": ["bank-1"],
+            "several": ["a", 2, true], "flag": false, "nested": {"b": 1, "a": "x"},
+            "scope": "segments/highBalance  segments/usage.read",
+        });
+        let Value::Object(claims) = claims else { unreachable!("an object literal") };
+        let verified = VerifiedClaims::as_authorizer_passes_on(claims);
+        assert_eq!(verified.claims["client_id"], "console");
+        assert_eq!(verified.claims["exp"], "1893456000");
+        assert_eq!(verified.claims["cognito:groups"], "[bank-1]");
+        assert_eq!(verified.claims["several"], "[a 2 true]");
+        assert_eq!(verified.claims["flag"], "false");
+        assert_eq!(verified.claims["nested"], "map[a:x b:1]");
+        assert_eq!(verified.scopes, ["segments/highBalance", "segments/usage.read"]);
     }
 }

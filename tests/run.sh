@@ -81,9 +81,10 @@ fi
 
 # The CDK app (infra/cdk) synthesizes offline with the versions its lock file pins.
 cdk_lock=infra/cdk/package-lock.json
-if [ -f "$cdk_lock" ] && ! cmp -s "$cdk_lock" infra/cdk/node_modules/.package-lock.json; then
+# npm rewrites its own copy of the lock, so the one installed from is kept beside the packages.
+if [ -f "$cdk_lock" ] && ! cmp -s "$cdk_lock" infra/cdk/node_modules/.installed-from-lock.json; then
   echo "installing the CDK app's npm packages (npm ci in infra/cdk)" >&2
-  (cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  (cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.installed-from-lock.json)
 fi
 
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"

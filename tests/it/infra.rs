@@ -1,7 +1,8 @@
 //! The SAM template (`infra/template.yaml`) is the deployable truth (docs/architecture.md). These tests keep
 //! it in step with the code: routes and scopes, one function per function crate with the variables
 //! the code reads, a queue with a dead-letter queue per worker, least-privilege policies, the
-//! tables and the results bucket, the web console and its optional Cognito sign-in. They also run the offline linters on it (cfn-lint and
+//! tables and the results bucket, the web console and its optional Cognito sign-in, and what
+//! operations rely on: log groups that expire, alarms, the dashboard (docs/operations.md). They also run the offline linters on it (cfn-lint and
 //! `sam validate --lint`), which `tests/run.sh` installs.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,8 +22,9 @@ use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
 use serde_json::{Map, Value, json};
 use web_console::{BASE_PATH as CONSOLE_PATH, CLIENT_ID_VAR, COGNITO_DOMAIN_VAR, SCOPES_VAR};
 
+use crate::support::template::{TEMPLATE_PATH as TEMPLATE, sam_template, written_template};
+
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-const TEMPLATE: &str = "infra/template.yaml";
 
 /// The variables `ServiceConfig::from_env` reads (all optional, with defaults).
 const MANDATOR_CLAIM_VAR: &str = "MANDATOR_CLAIM";
@@ -46,52 +48,10 @@ const CUSTOM_DOMAIN: &str = "HasCustomDomain";
 // Reading the template
 // ---------------------------------------------------------------------------------------------
 
-/// The template as JSON, with the short-form intrinsics (`!Ref X`, `!GetAtt X.Arn`, `!Sub …`)
-/// turned into their long form (`{"Ref": "X"}`, `{"Fn::GetAtt": ["X", "Arn"]}`, `{"Fn::Sub": …}`).
+/// The template as CloudFormation hands it to the SAM transform: its `Fn::ForEach` loops
+/// expanded, so every resource is found by the logical id it is deployed with.
 fn template() -> Value {
-    let text = std::fs::read_to_string(Path::new(ROOT).join(TEMPLATE)).expect("infra/template.yaml is readable");
-    let yaml: serde_norway::Value = serde_norway::from_str(&text).expect("infra/template.yaml is YAML");
-    to_json(yaml)
-}
-
-fn to_json(value: serde_norway::Value) -> Value {
-    use serde_norway::Value as Yaml;
-    match value {
-        Yaml::Null => Value::Null,
-        Yaml::Bool(b) => json!(b),
-        Yaml::Number(n) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => json!(u),
-            (None, Some(i)) => json!(i),
-            _ => json!(n.as_f64()),
-        },
-        Yaml::String(s) => json!(s),
-        Yaml::Sequence(items) => Value::Array(items.into_iter().map(to_json).collect()),
-        Yaml::Mapping(entries) => Value::Object(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.as_str().expect("mapping keys are strings").to_owned(), to_json(v)))
-                .collect(),
-        ),
-        Yaml::Tagged(tagged) => {
-            let tag = tagged.tag.to_string();
-            let name = tag.trim_start_matches('!').to_owned();
-            let value = to_json(tagged.value);
-            match name.as_str() {
-                "Ref" => json!({ "Ref": value }),
-                "GetAtt" => {
-                    let parts = match value {
-                        Value::String(s) => {
-                            let (resource, attribute) = s.split_once('.').expect("!GetAtt Resource.Attribute");
-                            json!([resource, attribute])
-                        }
-                        other => other,
-                    };
-                    json!({ "Fn::GetAtt": parts })
-                }
-                _ => json!({ format!("Fn::{name}"): value }),
-            }
-        }
-    }
+    sam_template()
 }
 
 fn resources(doc: &Value) -> &Map<String, Value> {
@@ -139,11 +99,17 @@ struct FunctionResource<'a> {
 }
 
 impl FunctionResource<'_> {
-    /// A property of the function, or of `Globals.Function` when the function has none.
-    fn property(&self, key: &str) -> &Value {
-        match &self.properties[key] {
-            Value::Null => &self.globals[key],
-            v => v,
+    /// A property of the function, or of `Globals.Function` when the function has none; a map
+    /// set in both is merged, the function's keys winning (as SAM merges Globals).
+    fn property(&self, key: &str) -> Value {
+        match (&self.properties[key], &self.globals[key]) {
+            (Value::Null, global) => global.clone(),
+            (Value::Object(own), Value::Object(global)) => {
+                let mut merged = global.clone();
+                merged.extend(own.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Value::Object(merged)
+            }
+            (own, _) => own.clone(),
         }
     }
 
@@ -376,15 +342,6 @@ fn api_authorizer(doc: &Value) -> String {
     default
 }
 
-/// The template route path with a segment type's literal in place of `{segmentType}`.
-fn generic_path(path: &str) -> String {
-    let mut parts: Vec<String> = path.split('/').map(str::to_owned).collect();
-    if parts.len() > 2 && parts[1] == "segments" && parts[2].parse::<SegmentType>().is_ok() {
-        parts[2] = "{segmentType}".to_owned();
-    }
-    parts.join("/")
-}
-
 fn env_name_set(vars: Vec<(String, String)>) -> BTreeSet<String> {
     vars.into_iter().map(|(name, _)| name).collect()
 }
@@ -428,12 +385,15 @@ fn every_function_crate_has_a_function_with_its_binary() {
     assert_eq!(binaries, crates);
     for f in functions(&doc) {
         assert_eq!(f.property("Runtime"), "provided.al2023", "{}", f.name);
-        assert_eq!(f.property("Architectures"), &json!(["arm64"]), "{}", f.name);
+        assert_eq!(f.property("Architectures"), json!(["arm64"]), "{}", f.name);
         assert_eq!(f.property("Handler"), "bootstrap", "{}", f.name);
         assert_eq!(f.property("Tracing"), "Active", "{}", f.name);
         assert_eq!(f.property("LoggingConfig")["LogFormat"], "JSON", "{}", f.name);
         assert_eq!(ref_target(&f.property("LoggingConfig")["ApplicationLogLevel"]), Some("LogLevel"), "{}", f.name);
-        assert_eq!(f.properties["CodeUri"], "..", "{}: built from the workspace root", f.name);
+        // The workspace root, or the function's own crate (a worker of the per-type loop: each
+        // needs its own CodeUri to be packaged as its own artifact).
+        let code = f.properties["CodeUri"].as_str().unwrap_or_else(|| panic!("{}: a literal CodeUri", f.name));
+        assert!(code == ".." || code == format!("../functions/{}", f.binary), "{}: built from {code}", f.name);
         let memory = as_u64(&f.properties["MemorySize"], "MemorySize");
         assert!((128..=10240).contains(&memory), "{}: memory {memory}", f.name);
         let timeout = as_u64(&f.properties["Timeout"], "Timeout");
@@ -916,9 +876,15 @@ fn the_openapi_paths_are_the_template_routes() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    let deployed: BTreeSet<(String, String)> =
-        template_routes(&doc).into_iter().map(|r| (r.method, generic_path(&r.path))).collect();
+    // Both name each segment type's routes on their own (`/segments/highBalance`). The deployed
+    // `{segmentType}` routes only answer 400 for a type that does not exist, so they are no
+    // operation of the contract; they need no scope because they never reach data.
+    let (catch_all, typed): (Vec<_>, Vec<_>) =
+        template_routes(&doc).into_iter().partition(|r| r.path.contains("{segmentType}"));
+    let deployed: BTreeSet<(String, String)> = typed.into_iter().map(|r| (r.method, r.path)).collect();
     assert_eq!(documented, deployed);
+    assert_eq!(catch_all.len(), 4, "create, list, read and export of an unknown type: {catch_all:?}");
+    assert!(catch_all.iter().all(|r| r.scopes.is_empty()), "{catch_all:?}");
     // The console's routes are deployed on the same API but are no part of its contract: they
     // serve the console's own files, without a token, to a browser. They stay out of the document.
     let console = console_routes(&doc);
@@ -1167,7 +1133,313 @@ fn parameters_and_outputs_are_declared() {
     for output in ["ApiUrl", "ConsoleUrl", "TokenUrl", "ExampleClientId"] {
         assert!(doc["Outputs"][output]["Value"].is_object(), "output {output}");
     }
-    assert_eq!(doc["Transform"], "AWS::Serverless-2016-10-31");
+    // The loops are expanded by AWS::LanguageExtensions, which must run before SAM's transform.
+    assert_eq!(doc["Transform"], json!(["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations: logs, alarms, dashboard (docs/operations.md)
+// ---------------------------------------------------------------------------------------------
+
+/// The parameter every function's log group takes its retention from.
+const LOG_RETENTION_PARAMETER: &str = "LogRetentionDays";
+/// The retention periods CloudWatch Logs accepts (RetentionInDays).
+const CLOUDWATCH_RETENTION_DAYS: [u64; 22] =
+    [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653];
+/// The service's own metrics (embedded metric format, namespace `FinancialSegments`): the job
+/// metrics carry the `SegmentType` dimension, the others none.
+const METRICS_NAMESPACE: &str = "FinancialSegments";
+const JOB_METRICS: [&str; 7] =
+    ["JobsCreated", "JobsCompleted", "JobsFailed", "JobDuration", "ShardDuration", "ItemsRead", "BytesRead"];
+const PLAIN_METRICS: [&str; 5] =
+    ["CallbacksDelivered", "CallbacksFailed", "ImportsCompleted", "ImportsFailed", "ImportedUsers"];
+
+#[test]
+fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter_with_report_lines() {
+    check_logging(&template());
+}
+
+/// Each function names its own log group (LoggingConfig.LogGroup), which expires after
+/// LogRetentionDays; the platform's REPORT lines are kept (SystemLogLevel INFO).
+fn check_logging(doc: &Value) {
+    let parameter = &doc["Parameters"][LOG_RETENTION_PARAMETER];
+    assert_eq!(parameter["Type"], "Number");
+    assert_eq!(parameter["Default"], 30, "a month by default");
+    let allowed: BTreeSet<u64> =
+        parameter["AllowedValues"].as_array().expect("AllowedValues").iter().map(|v| as_u64(v, "retention")).collect();
+    assert_eq!(allowed, BTreeSet::from(CLOUDWATCH_RETENTION_DAYS), "the values CloudWatch Logs accepts");
+
+    let all = functions(doc);
+    let mut groups = BTreeSet::new();
+    for f in &all {
+        let logging = f.property("LoggingConfig");
+        assert_eq!(logging["SystemLogLevel"], "INFO", "{}: REPORT lines (duration, memory, init) kept", f.name);
+        let group = ref_target(&logging["LogGroup"]).unwrap_or_else(|| panic!("{}: LoggingConfig.LogGroup", f.name));
+        assert!(groups.insert(group.to_owned()), "{}: its log group {group} is its own", f.name);
+        let group = resource(doc, group);
+        assert_eq!(group["Type"], "AWS::Logs::LogGroup", "{}", f.name);
+        assert_eq!(
+            ref_target(&group["Properties"]["RetentionInDays"]),
+            Some(LOG_RETENTION_PARAMETER),
+            "{}: its logs expire",
+            f.name
+        );
+    }
+    assert_eq!(groups.len(), all.len());
+}
+
+/// `(namespace, metric, dimensions)` of every metric an alarm watches: its own, or each metric
+/// of its metric math.
+fn alarm_metrics(alarm: &Value) -> Vec<(&Value, &Value, &Value)> {
+    let p = &alarm["Properties"];
+    let mut metrics = vec![(&p["Namespace"], &p["MetricName"], &p["Dimensions"])];
+    for m in p["Metrics"].as_array().into_iter().flatten() {
+        let metric = &m["MetricStat"]["Metric"];
+        metrics.push((&metric["Namespace"], &metric["MetricName"], &metric["Dimensions"]));
+    }
+    metrics
+}
+
+/// The alarm that notifies the alarm topic when `metric` of `namespace` with the dimension
+/// `dimension` (its value accepted by `matches`) crosses a threshold an operator can tune (a
+/// parameter of the template).
+fn tunable_alarm(
+    doc: &Value,
+    namespace: &str,
+    metric: &str,
+    dimension: &str,
+    matches: impl Fn(&Value) -> bool,
+) -> bool {
+    of_type(doc, "AWS::CloudWatch::Alarm").into_iter().any(|(_, alarm)| {
+        let p = &alarm["Properties"];
+        let watches = alarm_metrics(alarm).into_iter().any(|(ns, name, dimensions)| {
+            ns == namespace
+                && name == metric
+                && dimensions
+                    .as_array()
+                    .is_some_and(|ds| ds.iter().any(|d| d["Name"] == dimension && matches(&d["Value"])))
+        });
+        let notifies =
+            p["AlarmActions"].as_array().is_some_and(|a| a.iter().any(|t| ref_target(t) == Some("AlarmTopic")));
+        let tunable = ref_target(&p["Threshold"]).is_some_and(|name| doc["Parameters"][name]["Type"] == "Number");
+        watches && notifies && tunable
+    })
+}
+
+#[test]
+fn every_function_queue_table_and_the_api_has_its_alarms() {
+    check_alarms(&template());
+}
+
+/// Errors and throttles of every function; the age of the oldest message of every queue a
+/// function consumes (the work queues, the import queue, the job dead-letter queues); throttled
+/// reads and writes of every table; the API's 5xx.
+fn check_alarms(doc: &Value) {
+    for f in functions(doc) {
+        let is_it = |v: &Value| ref_target(v) == Some(f.name);
+        assert!(tunable_alarm(doc, "AWS/Lambda", "Errors", "FunctionName", is_it), "{}: errors alarm", f.name);
+        assert!(tunable_alarm(doc, "AWS/Lambda", "Throttles", "FunctionName", is_it), "{}: throttles alarm", f.name);
+    }
+    let consumed: BTreeSet<&str> = of_type(doc, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .filter_map(|(_, m)| get_att(&m["Properties"]["EventSourceArn"]).map(|(queue, _)| queue))
+        .collect();
+    assert!(consumed.contains(IMPORT_QUEUE), "the import queue is consumed");
+    assert_eq!(consumed.len(), 1 + 2 * SegmentType::ALL.len(), "the import queue, a queue and a DLQ per type");
+    for queue in consumed {
+        let is_it = |v: &Value| get_att(v) == Some((queue, "QueueName"));
+        assert!(
+            tunable_alarm(doc, "AWS/SQS", "ApproximateAgeOfOldestMessage", "QueueName", is_it),
+            "{queue}: age alarm"
+        );
+    }
+    for (table, _) in of_type(doc, "AWS::DynamoDB::Table") {
+        let is_it = |v: &Value| ref_target(v) == Some(table);
+        for metric in ["ReadThrottleEvents", "WriteThrottleEvents"] {
+            assert!(tunable_alarm(doc, "AWS/DynamoDB", metric, "TableName", is_it), "{table}: {metric} alarm");
+        }
+    }
+    assert!(tunable_alarm(doc, "AWS/ApiGateway", "5xx", "ApiId", |v| ref_target(v) == Some("Api")), "API 5xx alarm");
+}
+
+#[test]
+fn the_dashboard_shows_the_service_metrics_and_the_stacks_own_resources() {
+    check_dashboard(&template());
+}
+
+/// The dashboard's body: JSON once the `${…}` of its Fn::Sub are filled in, with a widget for
+/// every metric of the service (per segment type where it has that dimension) and the stack's
+/// functions, queues, tables and API named through Fn::Sub.
+fn check_dashboard(doc: &Value) {
+    let dashboards = of_type(doc, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let body =
+        dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"].as_str().expect("DashboardBody is a Fn::Sub text");
+    let mut filled = body.to_owned();
+    while let Some(start) = filled.find("${") {
+        let end = start + filled[start..].find('}').expect("a closed ${…}");
+        filled.replace_range(start..=end, "x");
+    }
+    let parsed: Value = serde_json::from_str(&filled).unwrap_or_else(|e| panic!("the dashboard body is JSON: {e}"));
+    let widgets = parsed["widgets"].as_array().expect("widgets");
+
+    // Every metric row with the "." shorthand (same as the row above) written out.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut expressions: Vec<String> = Vec::new();
+    for widget in widgets {
+        let mut previous: Vec<String> = Vec::new();
+        for row in widget["properties"]["metrics"].as_array().into_iter().flatten() {
+            let items = row.as_array().expect("a metric row");
+            if let Some(expression) = items.iter().find_map(|i| i["expression"].as_str()) {
+                expressions.push(expression.to_owned());
+                continue;
+            }
+            let mut full = Vec::new();
+            for (i, item) in items.iter().filter_map(Value::as_str).enumerate() {
+                match item {
+                    "." => full.push(previous.get(i).cloned().expect("a row above to repeat")),
+                    "..." => full.extend(previous.iter().skip(i).cloned()),
+                    name => full.push(name.to_owned()),
+                }
+            }
+            previous.clone_from(&full);
+            rows.push(full);
+        }
+    }
+    for metric in JOB_METRICS {
+        let search = format!("{{{METRICS_NAMESPACE},SegmentType}} MetricName=\"{metric}\"");
+        assert!(expressions.iter().any(|e| e.contains(&search)), "{metric} per segment type");
+    }
+    for metric in PLAIN_METRICS {
+        assert!(rows.iter().any(|r| r == &[METRICS_NAMESPACE, metric]), "{metric} (no dimension)");
+    }
+    let shows = |namespace: &str, metric: &str, dimension: &str, reference: String| {
+        body.contains(&reference)
+            && rows.iter().any(|r| r.len() >= 4 && r[0] == namespace && r[1] == metric && r[2] == dimension)
+    };
+    for f in functions(doc) {
+        for metric in ["Errors", "Throttles", "Duration"] {
+            assert!(shows("AWS/Lambda", metric, "FunctionName", format!("${{{}}}", f.name)), "{}: {metric}", f.name);
+        }
+    }
+    for (queue, _) in of_type(doc, "AWS::SQS::Queue") {
+        if queue.ends_with("DeadLetterQueue") {
+            assert!(body.contains(&format!("${{{queue}.QueueName}}")), "{queue}: dead letters shown");
+            continue;
+        }
+        for metric in ["ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"] {
+            assert!(shows("AWS/SQS", metric, "QueueName", format!("${{{queue}.QueueName}}")), "{queue}: {metric}");
+        }
+    }
+    for (table, _) in of_type(doc, "AWS::DynamoDB::Table") {
+        for metric in
+            ["ConsumedReadCapacityUnits", "ConsumedWriteCapacityUnits", "ReadThrottleEvents", "WriteThrottleEvents"]
+        {
+            assert!(shows("AWS/DynamoDB", metric, "TableName", format!("${{{table}}}")), "{table}: {metric}");
+        }
+    }
+    for metric in ["Count", "4xx", "5xx", "Latency"] {
+        assert!(shows("AWS/ApiGateway", metric, "ApiId", "${Api}".to_owned()), "API {metric}");
+    }
+}
+
+/// Folding the per-type resources into loops kept their logical ids, so a deployed stack
+/// updates them in place.
+#[test]
+fn the_folded_template_keeps_the_logical_ids_of_the_written_out_one() {
+    let doc = template();
+    for name in ["HighBalance", "LowBalance", "IncomeSpendingSummary", "InsuranceSpending", "FinancialBreakdown"] {
+        for suffix in [
+            "Queue",
+            "DeadLetterQueue",
+            "WorkerFunction",
+            "WorkerEventSource",
+            "DeadLetterAlarm",
+            "WorkerErrorsAlarm",
+            "DeadLetterEventSource",
+        ] {
+            resource(&doc, &format!("{name}{suffix}"));
+        }
+    }
+    for name in ["ImportWorkerErrorsAlarm", "DeadLetterErrorsAlarm", "ImportDeadLetterAlarm"] {
+        resource(&doc, name);
+    }
+    let written = written_template();
+    assert!(
+        written["Resources"].as_object().unwrap().keys().any(|k| k.starts_with("Fn::ForEach::")),
+        "the template as written folds its repetition into loops"
+    );
+    assert!(resources(&written).get("HighBalanceQueue").is_none(), "the loops are what the test expanded");
+}
+
+/// The operations checks above can fail: each runs on a copy with one fact removed.
+#[test]
+fn the_operations_checks_fail_when_a_log_group_an_alarm_or_a_dashboard_metric_is_removed() {
+    let doc = template();
+    let fails = |check: fn(&Value), mutated: Value| std::panic::catch_unwind(move || check(&mutated)).is_err();
+    assert!(!fails(check_logging, doc.clone()) && !fails(check_alarms, doc.clone()));
+    assert!(!fails(check_dashboard, doc.clone()));
+
+    let mut no_group = doc.clone();
+    no_group["Resources"]["CreateJobFunction"]["Properties"]["LoggingConfig"]
+        .as_object_mut()
+        .unwrap()
+        .remove("LogGroup");
+    assert!(fails(check_logging, no_group), "a function without its log group is caught");
+    let mut forever = doc.clone();
+    forever["Resources"]["HighBalanceWorkerFunctionLogGroup"]["Properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("RetentionInDays");
+    assert!(fails(check_logging, forever), "a log group that never expires is caught");
+    let mut quiet = doc.clone();
+    quiet["Globals"]["Function"]["LoggingConfig"]["SystemLogLevel"] = json!("WARN");
+    assert!(fails(check_logging, quiet), "REPORT lines dropped is caught");
+    let mut odd_retention = doc.clone();
+    odd_retention["Parameters"][LOG_RETENTION_PARAMETER]["AllowedValues"].as_array_mut().unwrap().push(json!(2));
+    assert!(fails(check_logging, odd_retention), "a retention CloudWatch refuses is caught");
+
+    for alarm in [
+        "CreateJobErrorsAlarm",
+        "DataApiThrottlesAlarm",
+        "LowBalanceQueueAgeAlarm",
+        "FinancialBreakdownDeadLetterQueueAgeAlarm",
+        "ImportQueueAgeAlarm",
+        "SegmentsTableThrottlesAlarm",
+        "ApiServerErrorsAlarm",
+    ] {
+        let mut removed = doc.clone();
+        removed["Resources"].as_object_mut().unwrap().remove(alarm).unwrap_or_else(|| panic!("{alarm} exists"));
+        assert!(fails(check_alarms, removed), "a missing {alarm} is caught");
+    }
+    let mut fixed = doc.clone();
+    fixed["Resources"]["ImportWorkerErrorsAlarm"]["Properties"]["Threshold"] = json!(0);
+    assert!(fails(check_alarms, fixed), "a threshold an operator cannot tune is caught");
+    let mut silent = doc.clone();
+    silent["Resources"]["JobsTableThrottlesAlarm"]["Properties"]["AlarmActions"] = json!([]);
+    assert!(fails(check_alarms, silent), "an alarm that notifies nobody is caught");
+
+    fn body(doc: &mut Value) -> &mut Value {
+        &mut doc["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    }
+    let mut no_dashboard = doc.clone();
+    no_dashboard["Resources"].as_object_mut().unwrap().remove("Dashboard");
+    assert!(fails(check_dashboard, no_dashboard), "a missing dashboard is caught");
+    for (metric, replacement) in [
+        ("\\\"ShardDuration\\\"", "\\\"Shard\\\""),
+        ("\"ImportedUsers\"", "\"Imported\""),
+        ("${GetResultFunction}", "${GetResult}"),
+        ("${JobsTable}", "${Jobs}"),
+        ("${ImportQueue.QueueName}", "${Import.QueueName}"),
+        ("\"5xx\"", "\"500\""),
+    ] {
+        let mut mutated = doc.clone();
+        let text = body(&mut mutated);
+        let changed = text.as_str().unwrap().replace(metric, replacement);
+        assert_ne!(text.as_str().unwrap(), changed, "{metric} is in the body");
+        *text = json!(changed);
+        assert!(fails(check_dashboard, mutated), "a dashboard without {metric} is caught");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,9 +6,13 @@
 mod support;
 
 mod account_data;
+mod api_contract;
 mod aws_adapters;
 mod callback_delivery;
 mod callbacks;
+mod cargo_lambda;
+mod cdk;
+mod cognito_tokens;
 mod console;
 mod contracts;
 mod data_api;
@@ -22,4 +26,6 @@ mod local_runner;
 mod local_workers;
 mod openapi;
 mod pipeline;
+mod provision;
 mod segments_api;
+mod telemetry;

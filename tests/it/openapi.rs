@@ -1,6 +1,6 @@
 //! The OpenAPI document (`infra/openapi.json`) is kept in step with the code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use financial_segments::server::ROUTES;
 use segments_core::domain::{AccountType, SegmentType};
@@ -9,6 +9,8 @@ use segments_core::usecases::account_data::body::{
     MAX_ACCOUNTS, MAX_COUNTERPART_CHARS, MAX_LABEL_CHARS, MAX_LABELS, MAX_PURPOSE_CHARS,
 };
 use serde_json::Value;
+
+use crate::support::template::sam_template;
 
 fn document() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/infra/openapi.json")).unwrap();
@@ -24,17 +26,170 @@ fn it_is_openapi_3_1() {
     assert_eq!(document()["openapi"], "3.1.0");
 }
 
+/// Every operation of the document as (METHOD, path, operation).
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let mut out = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            out.push((method.to_uppercase(), path.clone(), operation));
+        }
+    }
+    out
+}
+
+/// The served routes as API Gateway deploys them: a route of `/segments/{segmentType}…` once per
+/// segment type, each with its own body, result and scope (the catch-all route behind them only
+/// answers 400 `unknown_segment_type`, which the document describes in words).
+fn served_operations() -> BTreeSet<(String, String)> {
+    let mut served = BTreeSet::new();
+    for route in ROUTES {
+        if route.path.contains("{segmentType}") {
+            for t in SegmentType::ALL {
+                served.insert((route.method.to_owned(), route.path.replace("{segmentType}", t.as_str())));
+            }
+        } else {
+            served.insert((route.method.to_owned(), route.path.to_owned()));
+        }
+    }
+    served
+}
+
 #[test]
 fn its_operations_are_exactly_the_served_routes() {
     let doc = document();
-    let mut documented = BTreeSet::new();
-    for (path, item) in doc["paths"].as_object().unwrap() {
-        for method in item.as_object().unwrap().keys() {
-            documented.insert((method.to_uppercase(), path.clone()));
+    let documented: BTreeSet<(String, String)> = operations(&doc).into_iter().map(|(m, p, _)| (m, p)).collect();
+    assert_eq!(documented, served_operations());
+}
+
+/// The scopes each deployed route of the SAM template requires, by (METHOD, path).
+fn template_scopes() -> BTreeMap<(String, String), Vec<String>> {
+    let template = sam_template();
+    let mut scopes = BTreeMap::new();
+    for resource in template["Resources"].as_object().unwrap().values() {
+        for event in resource["Properties"]["Events"].as_object().into_iter().flat_map(|e| e.values()) {
+            if event["Type"] != "HttpApi" {
+                continue;
+            }
+            let route = &event["Properties"];
+            let (Some(method), Some(path)) = (route["Method"].as_str(), route["Path"].as_str()) else { continue };
+            let required = route["Auth"]["AuthorizationScopes"].as_array().map(|s| strings(&Value::Array(s.clone())));
+            scopes.insert((method.to_uppercase(), path.to_owned()), required.into_iter().flatten().collect());
         }
     }
-    let served: BTreeSet<(String, String)> = ROUTES.iter().map(|r| (r.method.to_owned(), r.path.to_owned())).collect();
-    assert_eq!(documented, served);
+    scopes
+}
+
+#[test]
+fn each_operation_requires_the_scope_of_its_served_route() {
+    let doc = document();
+    let scheme = &doc["components"]["securitySchemes"]["oauth2"];
+    assert_eq!(scheme["type"], "oauth2");
+    let flow = &scheme["flows"]["clientCredentials"];
+    assert!(
+        flow["tokenUrl"].as_str().is_some_and(|u| u.starts_with("https://") && u.ends_with("/oauth2/token")),
+        "the token URL is the Cognito domain's /oauth2/token: {}",
+        flow["tokenUrl"]
+    );
+    let declared: BTreeSet<String> = flow["scopes"].as_object().unwrap().keys().cloned().collect();
+    let minted: BTreeSet<String> = financial_segments::token::all_scopes().into_iter().collect();
+    assert_eq!(declared, minted, "the scheme lists every scope there is");
+
+    let deployed = template_scopes();
+    for (method, path, operation) in operations(&doc) {
+        let security = operation["security"].as_array().unwrap_or_else(|| panic!("{method} {path} has no security"));
+        assert_eq!(security.len(), 1, "{method} {path}: one requirement");
+        let scopes = strings(&security[0]["oauth2"]);
+        let route = (method.clone(), path.clone());
+        let expected = deployed.get(&route).unwrap_or_else(|| panic!("{method} {path} is no route of the template"));
+        assert_eq!(scopes, expected.iter().cloned().collect(), "{method} {path}: the scope API Gateway requires");
+        // The function checks the same scope again; the financial segments' is the type's own.
+        if let Some(t) = SegmentType::ALL.iter().find(|t| path.starts_with(&format!("/segments/{}", t.as_str()))) {
+            assert_eq!(scopes, BTreeSet::from([t.scope()]), "{method} {path}");
+        }
+    }
+}
+
+#[test]
+fn every_operation_documents_the_gateway_answers() {
+    let doc = document();
+    let responses = &doc["components"]["responses"];
+    for (method, path, operation) in operations(&doc) {
+        for status in ["401", "403", "429", "500", "502", "503", "504"] {
+            let response = &operation["responses"][status];
+            let response = match response["$ref"].as_str() {
+                Some(r) => &responses[r.trim_start_matches("#/components/responses/")],
+                None => response,
+            };
+            assert_eq!(
+                response["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/GatewayError",
+                "{method} {path} {status}: API Gateway's own body"
+            );
+        }
+    }
+    let gateway = &doc["components"]["schemas"]["GatewayError"];
+    assert_eq!(strings(&gateway["required"]), BTreeSet::from(["message".to_owned()]));
+}
+
+#[test]
+fn creations_link_to_what_reads_them() {
+    let doc = document();
+    let ids: BTreeSet<String> =
+        operations(&doc).iter().filter_map(|(_, _, op)| op["operationId"].as_str().map(str::to_owned)).collect();
+    let links = |path: &str, method: &str, status: &str| -> BTreeSet<String> {
+        let links = doc["paths"][path][method]["responses"][status]["links"].as_object();
+        let targets: BTreeSet<String> =
+            links.into_iter().flatten().map(|(_, l)| l["operationId"].as_str().unwrap().to_owned()).collect();
+        for target in &targets {
+            assert!(ids.contains(target), "{method} {path} links to {target}, which is no operation");
+        }
+        targets
+    };
+    for t in SegmentType::ALL {
+        let name = t.as_str();
+        let upper = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+        let created = links(&format!("/segments/{name}"), "post", "202");
+        for target in [format!("get{upper}Result"), format!("export{upper}Result"), format!("list{upper}Jobs")] {
+            assert!(created.contains(&target), "creating a {name} job links to {target}");
+        }
+    }
+    for (level, base) in [
+        ("Org", "/v1/organizations/{organizationId}"),
+        ("Ledger", "/v1/organizations/{organizationId}/ledgers/{ledgerId}"),
+    ] {
+        let created = links(&format!("{base}/segments"), "post", "201");
+        for op in ["get{}Segment", "update{}Segment", "delete{}Segment", "list{}SegmentAccounts", "list{}Segments"] {
+            let target = op.replace("{}", level);
+            assert!(created.contains(&target), "creating a segment links to {target}");
+        }
+        let read = links(&format!("{base}/segments/{{segmentId}}"), "get", "200");
+        let updated = links(&format!("{base}/segments/{{segmentId}}"), "patch", "200");
+        for target in [format!("update{level}Segment"), format!("delete{level}Segment")] {
+            assert!(read.contains(&target) && updated.contains(&target), "{level}: read and update link to {target}");
+        }
+    }
+    assert!(links("/data/imports", "post", "201").contains("getImport"));
+}
+
+#[test]
+fn each_type_has_its_own_body_and_result_page() {
+    let doc = document();
+    let schemas = &doc["components"]["schemas"];
+    for t in SegmentType::ALL {
+        let name = t.as_str();
+        let upper = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+        let create = &doc["paths"][format!("/segments/{name}")]["post"];
+        assert_eq!(
+            create["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+            format!("#/components/schemas/{upper}Request")
+        );
+        let page = &doc["paths"][format!("/segments/{name}/{{jobId}}")]["get"]["responses"]["200"];
+        let page_ref = format!("#/components/schemas/{upper}ResultPage");
+        assert_eq!(page["content"]["application/json"]["schema"]["$ref"], page_ref);
+        assert_eq!(schemas[format!("{upper}ResultPage")]["properties"]["segmentType"]["const"], name);
+    }
+    // A replay under an Idempotency-Key answers the job's current status.
+    let accepted = strings(&schemas["JobAccepted"]["properties"]["status"]["enum"]);
+    assert_eq!(accepted, ["COMPLETED", "FAILED", "QUEUED", "RUNNING"].map(String::from).into());
 }
 
 #[test]
@@ -52,10 +207,15 @@ fn its_enums_are_the_code_enums() {
 #[test]
 fn its_limits_are_the_code_limits() {
     let doc = document();
-    let get = &doc["paths"]["/segments/{segmentType}/{jobId}"]["get"]["parameters"];
-    let per_page = get.as_array().unwrap().iter().find(|p| p["name"] == "perPage").expect("perPage");
-    assert_eq!(per_page["schema"]["maximum"], segments_core::jobs::MAX_PER_PAGE);
-    assert_eq!(per_page["schema"]["default"], get_result::DEFAULT_PER_PAGE);
+    for t in SegmentType::ALL {
+        let get = &doc["paths"][format!("/segments/{}/{{jobId}}", t.as_str())]["get"]["parameters"];
+        let per_page = get.as_array().unwrap().iter().find(|p| p["name"] == "perPage").expect("perPage");
+        assert_eq!(per_page["schema"]["maximum"], segments_core::jobs::MAX_PER_PAGE);
+        assert_eq!(per_page["schema"]["default"], get_result::DEFAULT_PER_PAGE);
+        let page = get.as_array().unwrap().iter().find(|p| p["name"] == "page").expect("page");
+        assert_eq!(page["schema"]["maximum"], u32::MAX, "page is read as a 32-bit number");
+    }
+    assert_eq!(doc["components"]["parameters"]["Page"]["schema"]["maximum"], u32::MAX);
     let groups = &doc["components"]["schemas"]["FinancialBreakdownRequest"]["properties"]["labelGroups"];
     assert_eq!(groups["maxItems"], segments_core::rules::params::MAX_LABEL_GROUPS);
 

@@ -7,15 +7,18 @@ use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use segments_core::domain::date::timestamp;
-use segments_core::http::{json_body, json_response, problem_response, segment_type_param};
+use segments_core::http::{RequestTrace, json_body, json_response, problem_response, segment_type_param};
 use segments_core::usecases::create_job::{self, IDEMPOTENCY_KEY_HEADER, JobIntake};
 use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 
 pub async fn handle(s: &JobIntake, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(match create(s, &req).await {
-        Ok(response) => response,
-        Err(e) => problem_response(&e),
-    })
+    let handling = async {
+        Ok(match create(s, &req).await {
+            Ok(response) => response,
+            Err(e) => problem_response(&e),
+        })
+    };
+    RequestTrace::of(&req).run(handling).await
 }
 
 async fn create(s: &JobIntake, req: &Request) -> Result<Response<Body>, AppError> {

@@ -11,7 +11,7 @@ use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, Response};
 use segments_core::config::ServiceConfig;
 use segments_core::domain::UserId;
-use segments_core::http::{json_body_up_to, json_response, path_param, problem_response};
+use segments_core::http::{RequestTrace, json_body_up_to, json_response, path_param, problem_response};
 use segments_core::rules::body::FieldError;
 use segments_core::usecases::account_data::body::{self, MAX_BODY_BYTES, UserDocument};
 use segments_core::usecases::account_data::{AccountData, WriteSummary};
@@ -31,7 +31,16 @@ pub async fn handle_all(
     config: &ServiceConfig,
     req: Request,
 ) -> Result<Response<Body>, lambda_http::Error> {
-    if imports::addresses(&req) { imports::handle(imports, config, req).await } else { handle(data, config, req).await }
+    let trace = RequestTrace::of(&req);
+    trace
+        .run(async move {
+            if imports::addresses(&req) {
+                imports::handle(imports, config, req).await
+            } else {
+                handle(data, config, req).await
+            }
+        })
+        .await
 }
 
 pub async fn handle(

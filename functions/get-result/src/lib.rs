@@ -5,7 +5,7 @@
 use chrono::Utc;
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
-use segments_core::http::{json_response, path_param, problem_response, query_u32, segment_type_param};
+use segments_core::http::{RequestTrace, json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::jobs::MAX_PER_PAGE;
 use segments_core::usecases::read_result::{ResultReader, get_result};
 use segments_core::usecases::{AppError, Caller, authorize_segment_type};
@@ -13,10 +13,13 @@ use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 pub const DEFAULT_PER_PAGE: u32 = 20;
 
 pub async fn handle(s: &ResultReader, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(match get(s, &req).await {
-        Ok(response) => response,
-        Err(e) => problem_response(&e),
-    })
+    let handling = async {
+        Ok(match get(s, &req).await {
+            Ok(response) => response,
+            Err(e) => problem_response(&e),
+        })
+    };
+    RequestTrace::of(&req).run(handling).await
 }
 
 async fn get(s: &ResultReader, req: &Request) -> Result<Response<Body>, AppError> {

@@ -8,17 +8,20 @@
 use chrono::Utc;
 use lambda_http::http::{StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
-use segments_core::http::{json_response, path_param, problem_response, query_u32, segment_type_param};
+use segments_core::http::{RequestTrace, json_response, path_param, problem_response, query_u32, segment_type_param};
 use segments_core::ports::StoreError;
 use segments_core::rules::body::FieldError;
 use segments_core::usecases::jobs_api::{self, DEFAULT_LIST_LIMIT, JobsApiServices, MAX_LIST_LIMIT};
 use segments_core::usecases::{AppError, Caller, authorize_segment_type};
 
 pub async fn handle(s: &JobsApiServices, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(match route(s, &req).await {
-        Ok(response) => response,
-        Err(e) => problem_response(&e),
-    })
+    let handling = async {
+        Ok(match route(s, &req).await {
+            Ok(response) => response,
+            Err(e) => problem_response(&e),
+        })
+    };
+    RequestTrace::of(&req).run(handling).await
 }
 
 /// The endpoint a request path names. The path may carry a stage prefix (`/dev/usage`).

@@ -7,16 +7,19 @@
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
-use segments_core::http::{json_body, json_response, path_param, problem_response};
+use segments_core::http::{RequestTrace, json_body, json_response, path_param, problem_response};
 use segments_core::usecases::segments::body::{ListQuery, paging};
 use segments_core::usecases::segments::{self, SegmentsServices};
 use segments_core::usecases::{AppError, Caller};
 
 pub async fn handle(s: &SegmentsServices, req: Request) -> Result<Response<Body>, lambda_http::Error> {
-    Ok(match route(s, &req).await {
-        Ok(response) => response,
-        Err(e) => problem_response(&e),
-    })
+    let handling = async {
+        Ok(match route(s, &req).await {
+            Ok(response) => response,
+            Err(e) => problem_response(&e),
+        })
+    };
+    RequestTrace::of(&req).run(handling).await
 }
 
 /// The operation a request addresses.

@@ -33,7 +33,7 @@ use tracing::{Instrument, instrument};
 
 use super::items::{
     BLOCK_VERSION, Block, BlockError, Item, PARTITION_KEY, Record, SORT_KEY, block_item, block_key, decode_block,
-    decode_shard_count, meta_key, n, parse_block_sk, s, shard_count_item, shard_pk, user_sk_prefix,
+    decode_shard_count, meta_key, n, parse_block_sk, s, shard_count_item, shard_pk, stored_size, user_sk_prefix,
 };
 use super::retry::{MAX_BATCH_ATTEMPTS, backoff};
 use segments_core::domain::records::shard_of;
@@ -357,7 +357,11 @@ impl ShardReader<'_> {
     async fn next_block(&mut self) -> Result<Option<Block>, StoreError> {
         match self.items.next().await {
             None => Ok(None),
-            Some(item) => decode_block(item?).map(Some).map_err(|e| block_error(self.mandator, self.shard, e)),
+            Some(item) => {
+                let item = item?;
+                segments_core::telemetry::item_read(stored_size(&item));
+                decode_block(item).map(Some).map_err(|e| block_error(self.mandator, self.shard, e))
+            }
         }
     }
 }

@@ -2,28 +2,38 @@
 //! server and for tests. The SAM template (`infra/`) is what deploys them to AWS; these calls
 //! mirror its settings (keys, TTL, lifecycle, DLQ redrive).
 //!
-//! Every function may be called again on existing resources: it leaves them as configured.
+//! Two ways to meet resources that exist already:
+//! - [`provision_service`] (the `segments provision` command, on an emulator or a development
+//!   account) inspects every resource first and refuses, changing nothing, when one exists with
+//!   another shape (other keys, TTL, lifecycle, redrive, …); it creates only what is missing.
+//! - The `create_*` functions and [`provision_all`] (tests, which own their emulator) bring an
+//!   existing resource to the asked configuration where that can be changed in place.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
-    TimeToLiveStatus,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableDescription,
+    TimeToLiveSpecification, TimeToLiveStatus,
 };
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
+use aws_sdk_s3::operation::head_bucket::HeadBucketError;
 use aws_sdk_s3::types::{
     AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint, CreateBucketConfiguration,
     ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter, PublicAccessBlockConfiguration,
 };
 use aws_sdk_sqs::operation::create_queue::CreateQueueError;
+use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tracing::instrument;
 
 use super::items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
-use super::{AwsClients, AwsResources};
+use super::{AwsClients, AwsResources, IMPORT_QUEUE_URL_VAR, SEGMENTS_TABLE_VAR};
 use segments_core::domain::SegmentType;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX};
 use segments_core::jobs::RESULT_RETENTION_DAYS;
@@ -51,6 +61,12 @@ pub enum ProvisionError {
          starting with a letter or digit"
     )]
     InvalidPrefix(String),
+    /// Resources exist under the names with another shape; nothing was created or changed.
+    #[error(
+        "refusing to change existing resources of another shape (delete them or choose another prefix): {}",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    Conflicts(Vec<Conflict>),
     #[error("{context}")]
     Service {
         context: String,
@@ -188,6 +204,22 @@ pub async fn create_results_bucket(client: &aws_sdk_s3::Client, name: &str) -> R
         .await
         .map_err(|e| service_error(format!("blocking public access to bucket {name}"), e.into_service_error()))?;
 
+    let lifecycle = BucketLifecycleConfiguration::builder()
+        .set_rules(Some(lifecycle_rules()?))
+        .build()
+        .map_err(|e| service_error("building the lifecycle configuration", e))?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(lifecycle)
+        .send()
+        .await
+        .map_err(|e| service_error(format!("setting the lifecycle of bucket {name}"), e.into_service_error()))?;
+    Ok(())
+}
+
+/// The results bucket's lifecycle rules: `results/` and `imports/` expire after 14 days.
+fn lifecycle_rules() -> Result<Vec<LifecycleRule>, ProvisionError> {
     let rule = LifecycleRule::builder()
         .id(RESULTS_LIFECYCLE_RULE_ID)
         .filter(LifecycleRuleFilter::builder().prefix(RESULTS_PREFIX).build())
@@ -209,19 +241,7 @@ pub async fn create_results_bucket(client: &aws_sdk_s3::Client, name: &str) -> R
         )
         .build()
         .map_err(|e| service_error("building the lifecycle rule of the uploads", e))?;
-    let lifecycle = BucketLifecycleConfiguration::builder()
-        .rules(rule)
-        .rules(uploads)
-        .build()
-        .map_err(|e| service_error("building the lifecycle configuration", e))?;
-    client
-        .put_bucket_lifecycle_configuration()
-        .bucket(name)
-        .lifecycle_configuration(lifecycle)
-        .send()
-        .await
-        .map_err(|e| service_error(format!("setting the lifecycle of bucket {name}"), e.into_service_error()))?;
-    Ok(())
+    Ok(vec![rule, uploads])
 }
 
 /// A standard queue `name` whose messages move to the dead-letter queue `{name}-dlq` after
@@ -339,6 +359,440 @@ pub async fn provision_all(
         resources.queue_urls.insert(segment_type, url);
     }
     Ok(resources)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole service, refusing resources of another shape
+
+/// The variable [`segments_core::config::ServiceConfig`] reads the workers' last delivery from:
+/// it must equal the queues' redrive `maxReceiveCount`.
+pub const MAX_RECEIVE_COUNT_VAR: &str = "MAX_RECEIVE_COUNT";
+
+/// The import queue's name for a prefix: `{prefix}-imports`.
+pub fn import_queue_name(prefix: &str) -> String {
+    format!("{prefix}-imports")
+}
+
+/// The kind of a provisioned resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    Table,
+    Bucket,
+    Queue,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Table => "table",
+            ResourceKind::Bucket => "bucket",
+            ResourceKind::Queue => "queue",
+        }
+    }
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A resource that exists under one of the service's names with another shape than
+/// [`provision_service`] gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub kind: ResourceKind,
+    pub name: String,
+    /// What differs, e.g. `keys (id HASH) instead of (pk HASH, sk RANGE)`.
+    pub difference: String,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.name, self.difference)
+    }
+}
+
+/// One resource of a [`provision_service`] run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedResource {
+    pub kind: ResourceKind,
+    pub name: String,
+    /// Whether this run created it (false: it existed with the right shape and was left alone).
+    pub created: bool,
+}
+
+/// Every resource the functions and `segments serve --aws` use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceResources {
+    pub resources: AwsResources,
+    pub segments_table: String,
+    pub import_queue_url: String,
+    /// The redrive `maxReceiveCount` of every queue.
+    pub max_receive_count: u32,
+}
+
+impl ServiceResources {
+    /// The variables the functions and `segments serve --aws` read, with these values.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let mut vars = self.resources.env_vars();
+        vars.push((SEGMENTS_TABLE_VAR.to_owned(), self.segments_table.clone()));
+        vars.push((IMPORT_QUEUE_URL_VAR.to_owned(), self.import_queue_url.clone()));
+        vars.push((MAX_RECEIVE_COUNT_VAR.to_owned(), self.max_receive_count.to_string()));
+        vars
+    }
+}
+
+/// The outcome of [`provision_service`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provisioned {
+    pub service: ServiceResources,
+    /// Every resource in creation order: tables, bucket, then each dead-letter queue before its
+    /// queue.
+    pub resources: Vec<ProvisionedResource>,
+}
+
+/// What is found under a resource's name.
+enum Found<T> {
+    Missing,
+    Matches(T),
+    Differs(String),
+}
+
+impl<T> Found<T> {
+    fn from_differences(differences: Vec<String>, value: T) -> Self {
+        if differences.is_empty() { Found::Matches(value) } else { Found::Differs(differences.join(", ")) }
+    }
+}
+
+/// Creates everything the service needs under a name prefix: the AccountData, Jobs and Segments
+/// tables, the results bucket, one queue per segment type and the import queue, each queue with
+/// its dead-letter queue after `max_receive_count` receives.
+///
+/// Every resource is inspected before anything is written. A resource that exists with the
+/// shape this function gives it is left alone (a second run changes nothing); one that exists
+/// with another shape — other keys or capacity mode, TTL, lifecycle rules, public access, no or
+/// another redrive, another `maxReceiveCount` — may belong to something else, so the run stops
+/// with [`ProvisionError::Conflicts`] naming each difference, and creates nothing.
+#[instrument(skip(clients))]
+pub async fn provision_service(
+    clients: &AwsClients,
+    prefix: &str,
+    max_receive_count: u32,
+) -> Result<Provisioned, ProvisionError> {
+    let names = resource_names(prefix)?;
+    let max_receive_count = max_receive_count.max(1);
+    let segments_table = segments_table_name(prefix);
+    let mut conflicts = Vec::new();
+    let mut conflict = |kind: ResourceKind, name: &str, difference: String| {
+        conflicts.push(Conflict { kind, name: name.to_owned(), difference });
+    };
+
+    let tables = [
+        (names.account_table.as_str(), None),
+        (names.jobs_table.as_str(), Some(JOBS_TTL_ATTRIBUTE)),
+        (segments_table.as_str(), None),
+    ];
+    let mut table_exists = Vec::new();
+    for (name, ttl_attribute) in tables {
+        match inspect_table(&clients.dynamodb, name, ttl_attribute).await? {
+            Found::Missing => table_exists.push(false),
+            Found::Matches(()) => table_exists.push(true),
+            Found::Differs(difference) => conflict(ResourceKind::Table, name, difference),
+        }
+    }
+    let bucket_exists = match inspect_bucket(&clients.s3, &names.results_bucket).await? {
+        Found::Missing => false,
+        Found::Matches(()) => true,
+        Found::Differs(difference) => {
+            conflict(ResourceKind::Bucket, &names.results_bucket, difference);
+            true
+        }
+    };
+    let mut queue_names: Vec<(Option<SegmentType>, String)> =
+        SegmentType::ALL.iter().map(|&t| (Some(t), queue_name(prefix, t))).collect();
+    queue_names.push((None, import_queue_name(prefix)));
+    // Per queue: the URL of the queue when both it and its dead-letter queue exist as they should,
+    // and whether each of the two exists.
+    let mut queues = Vec::new();
+    for (segment_type, name) in queue_names {
+        let dlq_name = dead_letter_queue_name(&name);
+        let dlq = match queue_attributes(&clients.sqs, &dlq_name).await? {
+            None => Found::Missing,
+            Some((url, attributes)) => Found::from_differences(dead_letter_queue_differences(&attributes), url),
+        };
+        let queue = match queue_attributes(&clients.sqs, &name).await? {
+            None => Found::Missing,
+            Some((url, attributes)) => {
+                Found::from_differences(work_queue_differences(&attributes, &dlq_name, max_receive_count), url)
+            }
+        };
+        if let Found::Differs(difference) = &dlq {
+            conflict(ResourceKind::Queue, &dlq_name, difference.clone());
+        }
+        if let Found::Differs(difference) = &queue {
+            conflict(ResourceKind::Queue, &name, difference.clone());
+        }
+        queues.push((segment_type, name, dlq, queue));
+    }
+    if !conflicts.is_empty() {
+        return Err(ProvisionError::Conflicts(conflicts));
+    }
+
+    let mut resources = Vec::new();
+    for ((name, ttl_attribute), exists) in tables.into_iter().zip(table_exists) {
+        match (exists, ttl_attribute) {
+            (true, _) => {}
+            // Only the Jobs table has TTL.
+            (false, Some(_)) => create_jobs_table(&clients.dynamodb, name).await?,
+            (false, None) => create_keyed_table(&clients.dynamodb, name).await?,
+        }
+        resources.push(ProvisionedResource { kind: ResourceKind::Table, name: name.to_owned(), created: !exists });
+    }
+    if !bucket_exists {
+        create_results_bucket(&clients.s3, &names.results_bucket).await?;
+    }
+    resources.push(ProvisionedResource {
+        kind: ResourceKind::Bucket,
+        name: names.results_bucket.clone(),
+        created: !bucket_exists,
+    });
+    let mut service =
+        ServiceResources { resources: names, segments_table, import_queue_url: String::new(), max_receive_count };
+    for (segment_type, name, dlq, queue) in queues {
+        let (dlq_created, queue_created) = (matches!(dlq, Found::Missing), matches!(queue, Found::Missing));
+        let url = match (dlq, queue) {
+            (Found::Matches(_), Found::Matches(url)) => url,
+            // Either is missing (the other matches): creating both leaves the existing one as is.
+            _ => create_queue_with_dlq(&clients.sqs, &name, max_receive_count).await?.0,
+        };
+        resources.push(ProvisionedResource {
+            kind: ResourceKind::Queue,
+            name: dead_letter_queue_name(&name),
+            created: dlq_created,
+        });
+        resources.push(ProvisionedResource { kind: ResourceKind::Queue, name, created: queue_created });
+        match segment_type {
+            Some(segment_type) => {
+                service.resources.queue_urls.insert(segment_type, url);
+            }
+            None => service.import_queue_url = url,
+        }
+    }
+    Ok(Provisioned { service, resources })
+}
+
+/// Reads a table: missing, as [`create_keyed_table`] makes it (with TTL on `ttl_attribute`, or
+/// none), or what differs.
+async fn inspect_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    ttl_attribute: Option<&str>,
+) -> Result<Found<()>, ProvisionError> {
+    let described = match client.describe_table().table_name(name).send().await {
+        Ok(described) => described,
+        Err(e) => {
+            return match e.into_service_error() {
+                DescribeTableError::ResourceNotFoundException(_) => Ok(Found::Missing),
+                other => Err(service_error(format!("reading table {name}"), other)),
+            };
+        }
+    };
+    let table =
+        described.table().ok_or_else(|| service_error(format!("reading table {name}"), "no table description"))?;
+    let mut differences = table_differences(table);
+    let ttl = client
+        .describe_time_to_live()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(|e| service_error(format!("reading the TTL of table {name}"), e.into_service_error()))?;
+    let active_ttl = ttl
+        .time_to_live_description()
+        .filter(|d| matches!(d.time_to_live_status(), Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)))
+        .and_then(|d| d.attribute_name());
+    if active_ttl != ttl_attribute {
+        let shown = |ttl: Option<&str>| ttl.map_or_else(|| "off".to_owned(), |a| format!("on {a}"));
+        differences.push(format!("TTL {} instead of {}", shown(active_ttl), shown(ttl_attribute)));
+    }
+    Ok(Found::from_differences(differences, ()))
+}
+
+/// How a described table differs from `pk` (S, hash) and `sk` (S, range), on demand, without
+/// secondary indexes.
+fn table_differences(table: &TableDescription) -> Vec<String> {
+    let mut differences = Vec::new();
+    let keys: Vec<String> =
+        table.key_schema().iter().map(|k| format!("{} {}", k.attribute_name(), k.key_type().as_str())).collect();
+    let expected = [format!("{PARTITION_KEY} HASH"), format!("{SORT_KEY} RANGE")];
+    if keys != expected {
+        differences.push(format!("keys ({}) instead of ({})", keys.join(", "), expected.join(", ")));
+    }
+    for key in [PARTITION_KEY, SORT_KEY] {
+        let declared = table.attribute_definitions().iter().find(|a| a.attribute_name() == key);
+        if let Some(declared) = declared
+            && declared.attribute_type() != &ScalarAttributeType::S
+        {
+            differences.push(format!("key {key} of type {} instead of S", declared.attribute_type().as_str()));
+        }
+    }
+    let billing = table.billing_mode_summary().and_then(|b| b.billing_mode());
+    if billing != Some(&BillingMode::PayPerRequest) {
+        // A table that was never on demand has no billing mode summary.
+        let shown = billing.map_or("PROVISIONED", BillingMode::as_str);
+        differences.push(format!("billing mode {shown} instead of PAY_PER_REQUEST"));
+    }
+    let indexes: Vec<&str> = table
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|i| i.index_name())
+        .chain(table.local_secondary_indexes().iter().filter_map(|i| i.index_name()))
+        .collect();
+    if !indexes.is_empty() {
+        differences.push(format!("secondary indexes {} (none expected)", indexes.join(", ")));
+    }
+    differences
+}
+
+/// Reads the bucket: missing, as [`create_results_bucket`] makes it (the two lifecycle rules,
+/// public access blocked), or what differs.
+async fn inspect_bucket(client: &aws_sdk_s3::Client, name: &str) -> Result<Found<()>, ProvisionError> {
+    if let Err(e) = client.head_bucket().bucket(name).send().await {
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        return match e.into_service_error() {
+            HeadBucketError::NotFound(_) => Ok(Found::Missing),
+            _ if status == Some(403) => Ok(Found::Differs("it exists and belongs to another account".to_owned())),
+            other => Err(service_error(format!("reading bucket {name}"), other)),
+        };
+    }
+    let mut differences = Vec::new();
+    let expected: BTreeSet<String> = lifecycle_rules()?.iter().map(lifecycle_rule_shape).collect();
+    let actual: BTreeSet<String> = match client.get_bucket_lifecycle_configuration().bucket(name).send().await {
+        Ok(lifecycle) => lifecycle.rules().iter().map(lifecycle_rule_shape).collect(),
+        Err(e) if e.code() == Some("NoSuchLifecycleConfiguration") => BTreeSet::new(),
+        Err(e) => {
+            return Err(service_error(format!("reading the lifecycle of bucket {name}"), e.into_service_error()));
+        }
+    };
+    if actual != expected {
+        let shown = |rules: &BTreeSet<String>| match rules.len() {
+            0 => "none".to_owned(),
+            _ => rules.iter().map(String::as_str).collect::<Vec<_>>().join(" and "),
+        };
+        differences.push(format!("lifecycle rules {} instead of {}", shown(&actual), shown(&expected)));
+    }
+    let blocked = match client.get_public_access_block().bucket(name).send().await {
+        Ok(out) => out.public_access_block_configuration().is_some_and(|c| {
+            [c.block_public_acls(), c.ignore_public_acls(), c.block_public_policy(), c.restrict_public_buckets()]
+                .iter()
+                .all(|setting| *setting == Some(true))
+        }),
+        Err(e) if e.code() == Some("NoSuchPublicAccessBlockConfiguration") => false,
+        Err(e) => {
+            return Err(service_error(format!("reading the public access of bucket {name}"), e.into_service_error()));
+        }
+    };
+    if !blocked {
+        differences.push("public access not blocked".to_owned());
+    }
+    Ok(Found::from_differences(differences, ()))
+}
+
+/// A lifecycle rule as the text its comparison and its error message use.
+fn lifecycle_rule_shape(rule: &LifecycleRule) -> String {
+    let shown = |days: Option<i32>| days.map_or_else(|| "never".to_owned(), |d| format!("{d} days"));
+    format!(
+        "{} ({} {}: expire after {}, abort uploads after {})",
+        rule.id().unwrap_or("unnamed"),
+        rule.filter().and_then(|f| f.prefix()).unwrap_or("every key"),
+        rule.status().as_str(),
+        shown(rule.expiration().and_then(|e| e.days())),
+        shown(rule.abort_incomplete_multipart_upload().and_then(|a| a.days_after_initiation())),
+    )
+}
+
+/// The URL and every attribute of a queue, or `None` when there is no queue of that name.
+async fn queue_attributes(
+    client: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<Option<(String, HashMap<QueueAttributeName, String>)>, ProvisionError> {
+    let url = match client.get_queue_url().queue_name(name).send().await {
+        Ok(out) => {
+            out.queue_url.ok_or_else(|| service_error(format!("finding queue {name}"), "no queue URL returned"))?
+        }
+        Err(e) => {
+            return match e.into_service_error() {
+                GetQueueUrlError::QueueDoesNotExist(_) => Ok(None),
+                other => Err(service_error(format!("finding queue {name}"), other)),
+            };
+        }
+    };
+    let attributes = client
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| service_error(format!("reading the attributes of queue {name}"), e.into_service_error()))?
+        .attributes
+        .unwrap_or_default();
+    Ok(Some((url, attributes)))
+}
+
+/// How a dead-letter queue differs from a standard queue keeping messages 14 days, without a
+/// redrive of its own.
+fn dead_letter_queue_differences(attributes: &HashMap<QueueAttributeName, String>) -> Vec<String> {
+    let mut differences = fifo_difference(attributes);
+    let retention = attributes.get(&QueueAttributeName::MessageRetentionPeriod).map(String::as_str);
+    if retention != Some(DLQ_RETENTION_SECONDS.to_string().as_str()) {
+        differences.push(format!(
+            "keeps messages {} s instead of {DLQ_RETENTION_SECONDS} s",
+            retention.unwrap_or("an unknown number of")
+        ));
+    }
+    if let Some(redrive) = attributes.get(&QueueAttributeName::RedrivePolicy) {
+        differences.push(format!("a redrive policy of its own ({redrive}) where a dead-letter queue has none"));
+    }
+    differences
+}
+
+/// How a work queue differs from a standard queue whose messages move to `dlq_name` after
+/// `max_receive_count` receives.
+fn work_queue_differences(
+    attributes: &HashMap<QueueAttributeName, String>,
+    dlq_name: &str,
+    max_receive_count: u32,
+) -> Vec<String> {
+    let mut differences = fifo_difference(attributes);
+    let Some(redrive) = attributes.get(&QueueAttributeName::RedrivePolicy) else {
+        differences.push(format!(
+            "no dead-letter queue (expected a redrive to {dlq_name} after {max_receive_count} receives)"
+        ));
+        return differences;
+    };
+    let redrive: serde_json::Value = serde_json::from_str(redrive).unwrap_or_default();
+    // The ARN's last field is the queue's name.
+    let target = redrive["deadLetterTargetArn"].as_str().and_then(|arn| arn.rsplit(':').next()).unwrap_or("");
+    if target != dlq_name {
+        differences.push(format!("redrive to {target:?} instead of {dlq_name}"));
+    }
+    // SQS answers the count as a string; accept a number as well.
+    let count = match &redrive["maxReceiveCount"] {
+        serde_json::Value::String(count) => count.parse::<u64>().ok(),
+        other => other.as_u64(),
+    };
+    if count != Some(u64::from(max_receive_count)) {
+        let shown = count.map_or_else(|| "missing".to_owned(), |c| c.to_string());
+        differences.push(format!("maxReceiveCount {shown} instead of {max_receive_count}"));
+    }
+    differences
+}
+
+fn fifo_difference(attributes: &HashMap<QueueAttributeName, String>) -> Vec<String> {
+    match attributes.get(&QueueAttributeName::FifoQueue).map(String::as_str) {
+        Some("true") => vec!["a FIFO queue instead of a standard one".to_owned()],
+        _ => Vec::new(),
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`config`]: settings read from the environment.
 //! - [`snapshot`]: the stored form of one user's account data, shared by both stores. Pure.
 //! - [`ports`]: the small traits the use cases need for storage and queueing.
+//! - [`telemetry`]: the metrics (CloudWatch embedded metric format) the use cases record.
 //! - [`usecases`]: one module per use case, over the ports.
 //! - [`http`]: the API edge shared by the Lambda functions and the local runner: the caller from
 //!   the request, problems, responses.
@@ -24,4 +25,5 @@ pub mod ports;
 pub mod rules;
 pub mod snapshot;
 pub mod sqs;
+pub mod telemetry;
 pub mod usecases;

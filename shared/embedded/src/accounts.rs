@@ -24,6 +24,7 @@ use segments_core::ports::{
     AccountDirectory, AccountSource, StoreError, StoredUser, UserStore, UserWriteError, next_version,
 };
 use segments_core::snapshot;
+use segments_core::telemetry::ReadMeter;
 
 /// Users decoded ahead of the consumer of a shard stream: enough to keep the reader busy while
 /// the consumer computes, few enough that memory stays bounded by a handful of users.
@@ -81,8 +82,10 @@ impl AccountSource for EmbeddedStore {
         let (tx, rx) = mpsc::channel(USERS_AHEAD);
         let db = std::sync::Arc::clone(&self.db);
         let prefix = keys::shard_prefix(mandator, shard);
+        // The walk runs on a blocking thread, outside the task whose reads are metered.
+        let meter = segments_core::telemetry::current_read_meter();
         let walker = tokio::task::spawn_blocking(move || {
-            if let Err(e) = walk_shard(&db, &prefix, &tx) {
+            if let Err(e) = walk_shard(&db, &prefix, &tx, meter.as_ref()) {
                 // The consumer may be gone already; then nobody needs the error either.
                 let _ = tx.blocking_send(Err(e));
             }
@@ -104,7 +107,12 @@ impl AccountSource for EmbeddedStore {
 
 /// Walks one shard in key order on one read snapshot and sends each user decoded. Returns early,
 /// without error, when the consumer has dropped the stream.
-fn walk_shard(db: &Database, prefix: &str, tx: &mpsc::Sender<Result<UserData, StoreError>>) -> Result<(), StoreError> {
+fn walk_shard(
+    db: &Database,
+    prefix: &str,
+    tx: &mpsc::Sender<Result<UserData, StoreError>>,
+    meter: Option<&ReadMeter>,
+) -> Result<(), StoreError> {
     const WHAT: &str = "reading a shard";
     let read = db.begin_read().or_unavailable(WHAT)?;
     let table = read.open_table(USERS).or_unavailable(WHAT)?;
@@ -113,6 +121,9 @@ fn walk_shard(db: &Database, prefix: &str, tx: &mpsc::Sender<Result<UserData, St
         let (key, value) = entry.or_unavailable(WHAT)?;
         let key = key.value();
         let user = user_of_key(key, prefix)?;
+        if let Some(meter) = meter {
+            meter.add(1, (key.len() + value.value().len()) as u64);
+        }
         let stored = decode_user(key, &user, value.value())?;
         if tx.blocking_send(Ok(stored.data)).is_err() {
             return Ok(());

@@ -27,4 +27,5 @@ pub mod flows;
 pub mod moto;
 pub mod queues;
 pub mod runner;
+pub mod template;
 pub mod users;

@@ -36,6 +36,8 @@ impl Caller {
         }
         .and_then(|m| MandatorId::parse(m).ok())
         .ok_or(AppError::Unauthenticated)?;
+        // Every log line of the request from here on names whom it was for.
+        super::record_mandator(&mandator);
         // The authorizer lists scopes when the route requires some; the `scope` claim (space
         // separated, as Cognito issues it) covers routes that do not.
         let mut scopes: BTreeSet<String> = jwt.scopes.iter().flatten().cloned().collect();

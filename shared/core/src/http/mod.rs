@@ -1,14 +1,18 @@
 //! The API edge shared by the HTTP Lambda functions and the local runner: who is calling (from the
-//! API Gateway JWT authorizer context), problem responses and JSON responses.
+//! API Gateway JWT authorizer context), problem responses and JSON responses, and the trace of a
+//! request ([`RequestTrace`]): its id in every log line, in the `X-Request-Id` header and in a
+//! problem's `instance`.
 
 mod caller;
 mod problem;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
-pub use problem::{PROBLEM_CODES, Problem, json_response, problem_response};
+pub use problem::{PROBLEM_CODES, Problem, json_response, problem_instance, problem_response};
 
-use lambda_http::{Body, Request, RequestExt};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+use tracing::Instrument;
 
 use crate::rules::body::FieldError;
 use crate::usecases::AppError;
@@ -75,4 +79,70 @@ pub fn query_u32(req: &Request, name: &str, default: u32, min: u32, max: u32) ->
     }
     let n: u32 = values[0].trim().parse().map_err(|_| invalid())?;
     if (min..=max).contains(&n) { Ok(n) } else { Err(invalid()) }
+}
+
+/// The response header that carries the request id, for a client to quote in a problem report.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+tokio::task_local! {
+    /// The request being handled by the current task.
+    static CURRENT_REQUEST: RequestTrace;
+}
+
+/// One API request's trace: API Gateway's id of the request (`requestContext.requestId`, which
+/// its access log records too) and the `request` span that carries it as `requestId`, and the
+/// caller's mandator as `mandator` once known, into every log line of the handling.
+#[derive(Debug, Clone)]
+pub struct RequestTrace {
+    id: String,
+    span: tracing::Span,
+}
+
+impl RequestTrace {
+    /// The trace of `req`. A request without an id (only a hand-built one: API Gateway and the
+    /// local runner always set it) gets a fresh one, so every answer can still be quoted.
+    pub fn of(req: &Request) -> Self {
+        let id = request_id(req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+        let span = tracing::info_span!("request", requestId = %id, mandator = tracing::field::Empty);
+        RequestTrace { id, span }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs the handling of the request inside its span, with the trace as the task's current
+    /// request (for [`record_mandator`] and a problem's `instance`), and puts the id on the
+    /// response.
+    pub async fn run<E>(self, handling: impl Future<Output = Result<Response<Body>, E>>) -> Result<Response<Body>, E> {
+        let span = self.span.clone();
+        let id = self.id.clone();
+        let mut response = CURRENT_REQUEST.scope(self, handling.instrument(span)).await?;
+        if let Ok(value) = http::HeaderValue::from_str(&id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        }
+        Ok(response)
+    }
+}
+
+/// API Gateway's id of the request, from its request context.
+pub fn request_id(req: &Request) -> Option<String> {
+    match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.request_id.clone(),
+        _ => None,
+    }
+    .filter(|id| !id.is_empty())
+}
+
+/// The id of the request the current task handles, if it handles one.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST.try_with(|request| request.id.clone()).ok()
+}
+
+/// Records the caller's mandator on the current request's span, so the log lines from here on
+/// carry it. Nothing outside a request.
+pub fn record_mandator(mandator: &crate::domain::MandatorId) {
+    let _ = CURRENT_REQUEST.try_with(|request| {
+        request.span.record("mandator", mandator.as_str());
+    });
 }

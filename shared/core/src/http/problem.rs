@@ -4,8 +4,8 @@ use serde::Serialize;
 
 use crate::usecases::AppError;
 
-/// An RFC 9457 problem: `type`, `title`, `status`, `detail`, a stable `code`, and the offending
-/// `field` where there is one.
+/// An RFC 9457 problem: `type`, `title`, `status`, `detail`, a stable `code`, the offending
+/// `field` where there is one, and the `instance`: the request it answers ([`problem_instance`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
     #[serde(rename = "type")]
@@ -16,6 +16,16 @@ pub struct Problem {
     pub code: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+}
+
+/// The `instance` of a problem answering the request `request_id`: a URN beside the `type` URNs.
+/// RFC 9457 makes `instance` a URI reference; the bare id would be a relative reference, which a
+/// client resolves against the request's URL into an address that does not exist. The id itself
+/// is the response's `X-Request-Id` header.
+pub fn problem_instance(request_id: &str) -> String {
+    format!("urn:financial-segments:request:{request_id}")
 }
 
 /// Every `code` a problem can carry: part of the API contract.
@@ -57,6 +67,7 @@ impl Problem {
             detail,
             code,
             field: None,
+            instance: None,
         }
     }
 
@@ -147,7 +158,8 @@ impl From<&AppError> for Problem {
     }
 }
 
-/// A problem+json response. A job that is not ready answers 404 with its status and progress
+/// A problem+json response, its `instance` naming the request the current task handles (see
+/// [`super::RequestTrace`]). A job that is not ready answers 404 with its status and progress
 /// instead, so pollers can show progress (docs/api.md).
 pub fn problem_response(e: &AppError) -> Response<Body> {
     if let AppError::NotReady { status, progress } = e {
@@ -157,7 +169,8 @@ pub fn problem_response(e: &AppError) -> Response<Body> {
     if let AppError::Unavailable(source) = e {
         tracing::error!(error = %source, cause = ?std::error::Error::source(source), "backing service unavailable");
     }
-    let problem = Problem::from(e);
+    let mut problem = Problem::from(e);
+    problem.instance = super::current_request_id().map(|id| problem_instance(&id));
     let body = serde_json::to_string(&problem).unwrap_or_default();
     Response::builder()
         .status(problem.status)
@@ -243,5 +256,30 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["field"], "threshold");
         assert_eq!(v["detail"], "threshold must be a decimal number");
+        assert!(v.get("instance").is_none(), "outside a request there is no instance: {v}");
+    }
+
+    #[tokio::test]
+    async fn a_problem_inside_a_request_names_it_as_instance_and_in_the_header() {
+        let mut req = crate::http::testing::create_job_request("highBalance", "{}", Some("bank-1"), &[]);
+        if let Some(lambda_http::request::RequestContext::ApiGatewayV2(ctx)) =
+            lambda_http::RequestExt::request_context_ref(&req).cloned().as_mut()
+        {
+            ctx.request_id = Some("req-42".to_owned());
+            req = lambda_http::RequestExt::with_request_context(
+                req,
+                lambda_http::request::RequestContext::ApiGatewayV2(ctx.clone()),
+            );
+        }
+        let trace = super::super::RequestTrace::of(&req);
+        assert_eq!(trace.id(), "req-42");
+        let r = trace
+            .run(async { Ok::<_, std::convert::Infallible>(problem_response(&AppError::UnknownJob)) })
+            .await
+            .unwrap();
+        assert_eq!(r.headers()[super::super::REQUEST_ID_HEADER], "req-42");
+        let Body::Text(body) = r.body() else { panic!("a text body") };
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["instance"], "urn:financial-segments:request:req-42");
     }
 }

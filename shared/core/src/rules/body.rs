@@ -127,7 +127,7 @@ impl Fields {
     pub fn integer(&mut self, field: &str, min: u32, max: u32) -> Result<Option<u32>, FieldError> {
         let Some(v) = self.take(field) else { return Ok(None) };
         let n = match &v {
-            Value::Number(n) => n.as_u64(),
+            Value::Number(n) => n.as_u64().or_else(|| integral_value(&n.to_string())),
             other => return Err(self.err(field, format!("must be an integer, not {}", kind(other)))),
         };
         match n {
@@ -191,6 +191,21 @@ impl Fields {
     }
 }
 
+/// The value of a JSON number literal that is a whole number however it is written (`22.0`,
+/// `2.2e1`): JSON Schema, and so the OpenAPI document and the clients generated from it, counts
+/// those as integers. `None` for a fraction, a negative number or one beyond `u64`.
+fn integral_value(literal: &str) -> Option<u64> {
+    if literal.len() > 64 {
+        return None;
+    }
+    let value = if literal.contains(['e', 'E']) {
+        rust_decimal::Decimal::from_scientific(literal).ok()?
+    } else {
+        rust_decimal::Decimal::from_str_exact(literal).ok()?
+    };
+    if value.fract().is_zero() { u64::try_from(value.trunc()).ok() } else { None }
+}
+
 /// A member name as one token of a JSON pointer (RFC 6901: `~` and `/` escaped).
 pub fn pointer_token(name: &str) -> String {
     name.replace('~', "~0").replace('/', "~1")
@@ -203,4 +218,43 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, &'static str> {
         return Err(ERR);
     }
     NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| ERR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn duration(body: &str) -> Result<Option<u32>, FieldError> {
+        Fields::parse(body.as_bytes()).unwrap().integer("durationInMonth", 1, 24)
+    }
+
+    #[test]
+    fn an_integer_written_with_a_zero_fraction_or_an_exponent_is_that_integer() {
+        // Given numbers that JSON Schema counts as integers, however they are written
+        for body in [r#"{"durationInMonth":22}"#, r#"{"durationInMonth":22.0}"#, r#"{"durationInMonth":22.000}"#] {
+            // Then they read as 22
+            assert_eq!(duration(body), Ok(Some(22)), "{body}");
+        }
+        assert_eq!(duration(r#"{"durationInMonth":2.2e1}"#), Ok(Some(22)));
+        assert_eq!(duration(r#"{"durationInMonth":1E0}"#), Ok(Some(1)));
+    }
+
+    #[test]
+    fn a_fraction_or_an_out_of_range_whole_number_is_refused_naming_the_field() {
+        for body in [
+            r#"{"durationInMonth":22.5}"#,
+            r#"{"durationInMonth":2.25e1}"#,
+            r#"{"durationInMonth":25.0}"#,
+            r#"{"durationInMonth":0.0}"#,
+            r#"{"durationInMonth":-1.0}"#,
+            r#"{"durationInMonth":1e400}"#,
+            r#"{"durationInMonth":18446744073709551616.0}"#,
+        ] {
+            let err = duration(body).expect_err(body);
+            assert_eq!(err.field, "durationInMonth", "{body}");
+            assert_eq!(err.message, "must be an integer from 1 to 24", "{body}");
+        }
+        assert_eq!(duration(r#"{"durationInMonth":"12"}"#).unwrap_err().message, "must be an integer, not a string");
+        assert_eq!(duration(r#"{"durationInMonth":null}"#), Ok(None));
+    }
 }

@@ -14,6 +14,7 @@ use crate::jobs::{IdempotencyKey, Job, JobStatus};
 use crate::ports::{AccountSource, JobQueue, JobStore, KeyClaim};
 use crate::rules::body::FieldError;
 use crate::rules::{SegmentRequest, SegmentSpec};
+use crate::telemetry::{self, JobContext};
 
 /// What creating a job needs: the shard count from the account data, the job store, the work
 /// queue and the callback policy and secrets.
@@ -126,11 +127,16 @@ pub async fn create_job_with_key(
     }
     if let Err(e) = s.queue.enqueue_all(&job.messages()).await {
         // The job must not stay QUEUED forever with shards no message will ever compute.
-        if let Err(fail) = s.jobs.fail(&job.mandator_id, job.job_id, "could not be enqueued").await {
-            tracing::error!(job_id = %job.job_id, error = %fail, "marking an unqueued job FAILED failed too");
+        match s.jobs.fail(&job.mandator_id, job.job_id, "could not be enqueued").await {
+            Ok(true) => telemetry::job_failed(JobContext::of(&job)),
+            Ok(false) => {}
+            Err(fail) => {
+                tracing::error!(job_id = %job.job_id, error = %fail, "marking an unqueued job FAILED failed too")
+            }
         }
         return Err(e.into());
     }
     tracing::info!(job_id = %job.job_id, shards, "job queued");
+    telemetry::job_created(JobContext::of(&job));
     Ok(job)
 }

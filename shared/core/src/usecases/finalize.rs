@@ -7,6 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use bytes::{Bytes, BytesMut};
+use chrono::Utc;
 use futures::StreamExt;
 use serde::Deserialize;
 use tracing::instrument;
@@ -15,6 +16,7 @@ use super::read_result::ResultWriter;
 use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::jobs::{Job, JobStatus};
 use crate::ports::{ByteStream, StoreError};
+use crate::telemetry::{self, JobContext};
 
 /// Merges the parts of every shard, by userId, into the result (chunks, export, manifest) and
 /// completes the job, metering its usage. Streams: it holds one line per shard and the chunk
@@ -56,6 +58,8 @@ pub async fn finalize(s: &ShardRunner, job: &Job) -> Result<RunOutcome, RunError
     let completed = s.jobs.complete(job, summary).await?;
     if completed {
         tracing::info!(total_elements = summary.total_elements, "job completed");
+        let duration = (Utc::now() - job.created_at).to_std().unwrap_or_default();
+        telemetry::job_completed(JobContext::of(job), duration);
         let done = Job { status: JobStatus::Completed, result: Some(summary), ..job.clone() };
         s.callbacks.call_back(&done).await;
     }

@@ -617,9 +617,12 @@ impl<P: FnMut(ImportProgress)> Run<'_, P> {
             }
         }
         let id = self.record.import_id;
+        let mandator = self.record.mandator_id.clone();
         match (outcome, self.imports.update_import(&self.record).await) {
             (Ok(()), Ok(saved)) => {
-                if !saved {
+                if saved {
+                    crate::telemetry::import_completed(mandator.as_str(), &id.to_string(), self.counts.users);
+                } else {
                     tracing::warn!(import_id = %id, "the import completed, but its record was final already");
                 }
                 tracing::info!(import_id = %id, counts = ?self.counts, "import completed");
@@ -627,6 +630,7 @@ impl<P: FnMut(ImportProgress)> Run<'_, P> {
             }
             (Ok(()), Err(e)) => Err(ImportError::Record(e)),
             (Err(e), saved) => {
+                crate::telemetry::import_failed(mandator.as_str(), &id.to_string(), self.counts.users);
                 if let Err(save) = saved {
                     tracing::warn!(import_id = %id, error = %save, "the failed import's record could not be saved");
                 }

@@ -25,6 +25,7 @@ use tracing::instrument;
 
 use crate::imports::{ImportMessage, ImportRecord, ImportStatus};
 use crate::ports::{ImportStore, ResultStore, StoreError};
+use crate::telemetry;
 use crate::usecases::import::{ImportError, ImportOptions, Importer};
 use crate::usecases::imports_api::{ACCOUNTS_FILE, TRANSACTIONS_FILE};
 use crate::usecases::run_shard::Disposition;
@@ -70,7 +71,7 @@ impl ImportWorker {
     /// (SQS's ApproximateReceiveCount); `budget` how long it may take, when it is limited. A body
     /// that is not an import message is never acknowledged: it ends in the dead-letter queue,
     /// whose alarm calls an operator.
-    #[instrument(skip_all, fields(receive_count = receive_count))]
+    #[instrument(skip_all, fields(receive_count = receive_count, mandator_id, import_id))]
     pub async fn process(&self, body: &str, receive_count: u32, budget: Option<Duration>) -> Disposition {
         let message: ImportMessage = match serde_json::from_str(body) {
             Ok(m) => m,
@@ -79,6 +80,10 @@ impl ImportWorker {
                 return Disposition::Retry;
             }
         };
+        // Every log line of the delivery names the import.
+        let span = tracing::Span::current();
+        span.record("mandator_id", message.mandator_id.as_str());
+        span.record("import_id", tracing::field::display(message.import_id));
         let last = receive_count >= self.max_receive_count;
         let outcome = match budget {
             None => self.deliver(&message).await,
@@ -197,6 +202,8 @@ impl ImportWorker {
             };
             if imports.update_import(&failed).await? {
                 tracing::error!(import_id = %message.import_id, %reason, "import failed");
+                let written = failed.counts.users;
+                telemetry::import_failed(message.mandator_id.as_str(), &message.import_id.to_string(), written);
             }
         }
         imports.unlock_mandator(&message.mandator_id, message.import_id).await

@@ -15,15 +15,19 @@
 //! failed, so SQS moves it to the dead-letter queue, whose handler (`usecases::dead_letter`)
 //! marks the job FAILED as well — the safety net for anything that slipped past.
 
+use std::time::Instant;
+
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use tracing::instrument;
 
+use super::dead_letter::count_and_call_back;
 use super::finalize::finalize;
 pub use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::domain::{SegmentType, UserId};
 use crate::jobs::{Job, JobMessage, JobRef, JobStatus};
+use crate::telemetry::{self, JobContext, ReadMeter};
 
 /// A part is uploaded in pieces of about this size.
 const PART_PIECE_BYTES: usize = 1024 * 1024;
@@ -48,7 +52,12 @@ pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>
     }
     if !job.done_shards.contains(&message.shard) {
         s.jobs.mark_running(mandator, job.job_id).await?;
-        if let Err(e) = write_part(s, &job, message.shard).await {
+        let started = Instant::now();
+        let reads = ReadMeter::default();
+        let written = reads.measure(write_part(s, &job, message.shard)).await;
+        // Every run of a shard counts, a failed one too: its reads cost the same.
+        telemetry::shard_run(JobContext::of(&job), message.shard, started.elapsed(), reads.totals());
+        if let Err(e) = written {
             return match e {
                 RunError::Permanent(reason) => fail(s, &job, &reason).await,
                 transient => Err(transient),
@@ -75,6 +84,7 @@ pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>
 async fn fail(s: &ShardRunner, job: &Job, reason: &str) -> Result<RunOutcome, RunError> {
     tracing::error!(reason, "job failed");
     if s.jobs.fail(&job.mandator_id, job.job_id, reason).await? {
+        telemetry::job_failed(JobContext::of(job));
         let failed = Job { status: JobStatus::Failed, error: Some(reason.to_owned()), ..job.clone() };
         s.callbacks.call_back(&failed).await;
     }
@@ -170,7 +180,7 @@ async fn fail_named(s: &ShardRunner, job: &JobRef, reason: &str) {
     match s.jobs.fail(&job.mandator_id, job.job_id, reason).await {
         Ok(true) => {
             tracing::error!(job_id = %job.job_id, reason, "job failed");
-            s.callbacks.call_back_by_id(s.jobs.as_ref(), job).await;
+            count_and_call_back(s.jobs.as_ref(), &s.callbacks, job).await;
         }
         Ok(false) => {}
         Err(e) => tracing::error!(job_id = %job.job_id, error = %e, "marking the job FAILED failed"),

@@ -9,6 +9,7 @@ use chrono::Utc;
 use super::policy::{CallbackPolicy, CallbackUrlError};
 use super::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, signature};
 use super::{CallbackSecret, Notifier, NotifyError};
+use crate::telemetry;
 
 /// How a delivery is attempted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +132,18 @@ fn without_url(e: &reqwest::Error) -> String {
 #[async_trait]
 impl Notifier for HttpNotifier {
     async fn deliver(&self, url: &str, secret: &CallbackSecret, body: &[u8]) -> Result<u32, NotifyError> {
+        let delivered = self.deliver_with_retries(url, secret, body).await;
+        let job_id = job_of(body);
+        match &delivered {
+            Ok(attempts) => telemetry::callback_delivered(job_id.as_deref(), *attempts),
+            Err(_) => telemetry::callback_failed(job_id.as_deref()),
+        }
+        delivered
+    }
+}
+
+impl HttpNotifier {
+    async fn deliver_with_retries(&self, url: &str, secret: &CallbackSecret, body: &[u8]) -> Result<u32, NotifyError> {
         let attempts = self.settings.attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
@@ -148,4 +161,15 @@ impl Notifier for HttpNotifier {
         }
         Err(NotifyError::GaveUp { attempts, last })
     }
+}
+
+/// The job a callback body reports (its `jobId`), for the delivery's metric; `None` for a body
+/// that names none.
+fn job_of(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Reported {
+        #[serde(rename = "jobId")]
+        job_id: String,
+    }
+    serde_json::from_slice::<Reported>(body).ok().map(|r| r.job_id)
 }

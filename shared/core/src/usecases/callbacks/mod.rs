@@ -85,7 +85,14 @@ pub async fn notify_job_final(
         return Ok(false);
     }
     let body = serde_json::to_vec(&CallbackBody::of(job)).map_err(|e| NotifyError::Encoding(e.to_string()))?;
-    let secret = secrets.secret(&job.mandator_id).await.map_err(NotifyError::Secret)?;
+    let secret = match secrets.secret(&job.mandator_id).await {
+        Ok(secret) => secret,
+        Err(e) => {
+            // Never tried, so the delivery step did not count it: it is a failed callback all the same.
+            crate::telemetry::callback_failed(Some(&job.job_id.to_string()));
+            return Err(NotifyError::Secret(e));
+        }
+    };
     match notifier.deliver(url, &secret, &body).await {
         Ok(attempts) => {
             tracing::info!(attempts, status = job.status.as_str(), "callback delivered");

@@ -338,9 +338,16 @@ impl ListQuery {
                         FieldError::new(key, format!("must be 1 to {} characters", StatusCode::MAX_CHARS))
                     })?)
                 }
-                _ => match key.strip_prefix("metadata.") {
-                    Some(k) if !k.is_empty() => q.metadata.push((k.to_owned(), value.to_owned())),
-                    _ => return Err(FieldError::new(key, "is not a known parameter")),
+                _ => match metadata_filter_key(key) {
+                    Some(Ok(k)) => {
+                        // The two spellings name the same filter: a key given in both is given twice.
+                        if q.metadata.iter().any(|(seen, _)| seen == k) {
+                            return Err(FieldError::new(key, "must be given at most once"));
+                        }
+                        q.metadata.push((k.to_owned(), value.to_owned()))
+                    }
+                    Some(Err(message)) => return Err(FieldError::new(key, message)),
+                    None => return Err(FieldError::new(key, "is not a known parameter")),
                 },
             }
         }
@@ -356,6 +363,20 @@ impl ListQuery {
         };
         Ok(q)
     }
+}
+
+/// The metadata key of a filter parameter: `metadata.tier` (as Midaz writes it) or `metadata[tier]`
+/// (OpenAPI's `deepObject` form, what clients generated from the document send). `None` for a
+/// parameter that is no metadata filter; an error for one whose key is empty or too long.
+fn metadata_filter_key(parameter: &str) -> Option<Result<&str, String>> {
+    let key = match parameter.strip_prefix("metadata.") {
+        Some(key) => key,
+        None => parameter.strip_prefix("metadata[")?.strip_suffix(']').filter(|key| !key.contains(['[', ']']))?,
+    };
+    if key.is_empty() || key.chars().count() > MAX_METADATA_KEY_CHARS {
+        return Some(Err(format!("must name a metadata key of 1 to {MAX_METADATA_KEY_CHARS} characters")));
+    }
+    Some(Ok(key))
 }
 
 /// A `start_date` or `end_date`: a whole day (UTC), or a time to the second (`2025-01-31 13:45:00`,
@@ -560,5 +581,30 @@ mod tests {
         let q = ListQuery::parse([("start_date", "2025-01-01"), ("end_date", "2025-01-01")]).unwrap();
         let (from, to) = q.created.unwrap();
         assert_eq!((to - from).num_hours(), 24);
+    }
+
+    #[test]
+    fn metadata_filters_are_read_in_the_midaz_form_and_in_the_deep_object_form() {
+        // Given the Midaz spelling and the OpenAPI deepObject spelling of two filters
+        let q = ListQuery::parse([("metadata.tier", "gold"), ("metadata[region]", "EU")]).unwrap();
+        // Then both are filters on their key
+        assert_eq!(q.metadata, vec![("tier".to_owned(), "gold".to_owned()), ("region".to_owned(), "EU".to_owned())]);
+        // A key may hold dots; the Midaz form takes everything after the first one
+        assert_eq!(ListQuery::parse([("metadata[a.b]", "1")]).unwrap().metadata, vec![("a.b".into(), "1".into())]);
+        assert_eq!(ListQuery::parse([("metadata.a.b", "1")]).unwrap().metadata, vec![("a.b".into(), "1".into())]);
+        // The same key in both spellings is the same filter given twice
+        let twice = ListQuery::parse([("metadata.tier", "gold"), ("metadata[tier]", "gold")]).unwrap_err();
+        assert_eq!((twice.field.as_str(), twice.message.as_str()), ("metadata[tier]", "must be given at most once"));
+        // An empty or too long key is refused naming the parameter, not taken as no filter
+        let long = format!("metadata[{}]", "k".repeat(MAX_METADATA_KEY_CHARS + 1));
+        for bad in ["metadata.", "metadata[]", long.as_str()] {
+            let err = ListQuery::parse([(bad, "x")]).unwrap_err();
+            assert_eq!(err.field, bad);
+            assert!(err.message.starts_with("must name a metadata key"), "{bad}: {}", err.message);
+        }
+        // Brackets that are not one deepObject key are no filter at all
+        for bad in ["metadata[a][b]", "metadata[a", "metadata", "metadataX"] {
+            assert_eq!(ListQuery::parse([(bad, "x")]).unwrap_err().message, "is not a known parameter", "{bad}");
+        }
     }
 }

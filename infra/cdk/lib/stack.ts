@@ -1,0 +1,577 @@
+import { Aws, CfnCondition, CfnOutput, CfnParameter, Duration, Fn, Size, Stack, StackProps, Tags } from 'aws-cdk-lib';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as lambda from 'aws-cdk-lib/aws-lambda';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import { alarmAbove, queueMetric, tableThrottles } from './alarms';
+import { Api } from './api';
+import { operationsDashboard } from './dashboard';
+import { Identity } from './identity';
+import { keepLogicalId } from './logical-ids';
+import { ALL_SCOPES, SEGMENT_TYPES } from './service';
+import { allow, FunctionDefaults, ServiceFunction } from './service-function';
+import { SegmentWorker } from './segment-worker';
+import { IMPORTS_PREFIX, RESULTS_PREFIX, SQS_EVENT_SOURCE_VISIBILITY_FACTOR, Storage } from './storage';
+
+export interface FinancialSegmentsStackProps extends StackProps {
+  /** The directory infra/build.sh fills: `<codeDirectory>/<function>/bootstrap`. */
+  readonly codeDirectory: string;
+}
+
+/** Receives of an import message before it moves to its dead-letter queue (a receive may take 15 minutes). */
+const IMPORT_MAX_RECEIVE_COUNT = 3;
+const IMPORT_WORKER_TIMEOUT = Duration.minutes(15);
+/** One dead letter per invocation; reporting its job to a callback URL may take five attempts of up to 10 s each with 15 s of backoff. */
+const DEAD_LETTER_HANDLER_TIMEOUT = Duration.minutes(2);
+/** The mandator is the token's `client_id` claim. */
+const MANDATOR_CLAIM = 'client_id';
+
+/**
+ * Financial Segments: segments all users of a mandator by their account data, asynchronously.
+ * The same service as infra/template.yaml (tests/it/cdk.rs compares the two): HTTP API with a
+ * Cognito JWT authorizer and one scope per segment type, the API functions, one queue,
+ * dead-letter queue and worker per segment type, bulk imports, DynamoDB tables, the results
+ * bucket, the web console, and alarms to an SNS topic.
+ */
+export class FinancialSegmentsStack extends Stack {
+  constructor(scope: Construct, id: string, props: FinancialSegmentsStackProps) {
+    super(scope, id, props);
+
+    // The parameters of the SAM template, with the same names, defaults and constraints.
+    const stage = new CfnParameter(this, 'Stage', {
+      type: 'String',
+      default: 'dev',
+      allowedPattern: '^[a-z][a-z0-9-]{0,15}$',
+      constraintDescription: 'lower-case letters, digits and hyphens, at most 16 characters',
+      description: 'Name of the deployment (dev, test, prod); part of the Cognito domain and of the tags.',
+    });
+    const shardCount = new CfnParameter(this, 'ShardCount', {
+      type: 'Number',
+      default: 16,
+      minValue: 2,
+      maxValue: 1000,
+      description:
+        'Shards the account data is imported with (segments import --aws --shards N). Each worker type runs at ' +
+        'most this many invocations at once, which bounds the read rate on AccountData (2-1000: the limits of ' +
+        "an SQS event source's maximum concurrency).",
+    });
+    const logLevel = new CfnParameter(this, 'LogLevel', {
+      type: 'String',
+      default: 'INFO',
+      allowedValues: ['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR'],
+      description: 'Application log level of every function (JSON logs).',
+    });
+    const logRetentionDays = new CfnParameter(this, 'LogRetentionDays', {
+      type: 'Number',
+      // A string, as allowed values are.
+      default: '30',
+      // The values CloudWatch Logs accepts.
+      allowedValues: [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653].map(String),
+      description:
+        "Days the functions' logs are kept (docs/operations.md). Logs name mandators and request ids: keep " +
+        'them as long as support needs to find a request, not longer.',
+    });
+    const apiDomainName = new CfnParameter(this, 'ApiDomainName', {
+      type: 'String',
+      default: '',
+      allowedPattern: '^$|^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z]{2,63}$',
+      constraintDescription: 'empty, or a lower-case DNS name such as segments.example.com',
+      description:
+        'Custom domain of the API (empty: none). With ApiCertificateArn it serves the API and the web console ' +
+        "under https://<this name>/ and enables the console's Cognito sign-in. Point the name at the " +
+        'ApiDomainTarget output (CNAME or alias) after deploying.',
+    });
+    const apiCertificateArn = new CfnParameter(this, 'ApiCertificateArn', {
+      type: 'String',
+      default: '',
+      allowedPattern: '^$|^arn:aws[a-z-]*:acm:[a-z0-9-]+:[0-9]{12}:certificate/[a-zA-Z0-9-]+$',
+      constraintDescription: 'empty, or the ARN of an ACM certificate',
+      description: "ACM certificate of ApiDomainName, in the stack's region (empty: no custom domain).",
+    });
+    // What the alarms tolerate (docs/operations.md).
+    const threshold = (id: string, defaultValue: number, minValue: number, description: string) =>
+      new CfnParameter(this, id, { type: 'Number', default: defaultValue, minValue, description }).valueAsNumber;
+    const functionErrorsThreshold = threshold(
+      'FunctionErrorsThreshold',
+      0,
+      0,
+      'Failed invocations of one function within 5 minutes that are tolerated before its errors alarm fires ' +
+        '(0: every failed invocation alarms).',
+    );
+    const functionThrottlesThreshold = threshold(
+      'FunctionThrottlesThreshold',
+      0,
+      0,
+      'Throttled invocations of one function within 5 minutes tolerated before its alarm fires.',
+    );
+    const api5xxThreshold = threshold(
+      'Api5xxThreshold',
+      0,
+      0,
+      '5xx responses of the HTTP API within 5 minutes tolerated before its alarm fires.',
+    );
+    const workQueueAgeThreshold = threshold(
+      'WorkQueueAgeThresholdSeconds',
+      1800,
+      60,
+      'Age in seconds of the oldest message of a worker queue that alarms (default: two worker timeouts, one ' +
+        "job's shards ahead of the message).",
+    );
+    const deadLetterAgeThreshold = threshold(
+      'DeadLetterAgeThresholdSeconds',
+      900,
+      60,
+      'Age in seconds of the oldest unhandled message of a job dead-letter queue that alarms.',
+    );
+    const importQueueAgeThreshold = threshold(
+      'ImportQueueAgeThresholdSeconds',
+      3600,
+      60,
+      'Age in seconds of the oldest started import waiting in the import queue that alarms.',
+    );
+    const tableThrottlesThreshold = threshold(
+      'TableThrottlesThreshold',
+      0,
+      0,
+      'Throttled read and write events of one table within 5 minutes tolerated before its alarm fires.',
+    );
+    // The console signs in through the Cognito hosted UI only with a custom domain: its app
+    // client must name the console's URL as callback, which the execute-api URL cannot be
+    // without a cycle. Without it the console offers token sign-in.
+    const hasCustomDomain = new CfnCondition(this, 'HasCustomDomain', {
+      expression: Fn.conditionAnd(
+        Fn.conditionNot(Fn.conditionEquals(apiDomainName.valueAsString, '')),
+        Fn.conditionNot(Fn.conditionEquals(apiCertificateArn.valueAsString, '')),
+      ),
+    });
+    const ifCustomDomain = (value: string): string =>
+      Fn.conditionIf(hasCustomDomain.logicalId, value, Aws.NO_VALUE).toString();
+
+    Tags.of(this).add('application', 'financial-segments');
+    Tags.of(this).add('stage', stage.valueAsString);
+
+    const identity = new Identity(this, 'Identity', {
+      stage: stage.valueAsString,
+      apiDomainName: apiDomainName.valueAsString,
+      hasCustomDomain,
+    });
+    const consoleClientId = ifCustomDomain(identity.consoleClient.userPoolClientId);
+    const storage = new Storage(this, 'Storage');
+    const { accountData, jobs, segments, results } = storage;
+
+    // Subscribe on-call to this topic (e-mail, chat, pager) after the first deployment.
+    const alarmTopic = new sns.Topic(this, 'AlarmTopic', { displayName: 'Financial Segments alarms' });
+    keepLogicalId(alarmTopic, 'AlarmTopic');
+
+    const defaults: FunctionDefaults = {
+      codeDirectory: props.codeDirectory,
+      logLevel: logLevel.valueAsString,
+      logRetentionDays: logRetentionDays.valueAsNumber,
+      // Every function but the console reads all three names at start-up
+      // (AwsResources::from_env); the console ignores them.
+      environment: {
+        ACCOUNT_DATA_TABLE: accountData.tableName,
+        JOBS_TABLE: jobs.tableName,
+        RESULTS_BUCKET: results.bucketName,
+      },
+      alarms: {
+        topic: alarmTopic,
+        errorsThreshold: functionErrorsThreshold,
+        throttlesThreshold: functionThrottlesThreshold,
+      },
+    };
+    // What every API function reads to find the mandator of a request (docs/security.md).
+    const mandatorEnvironment = { MANDATOR_CLAIM, CONSOLE_CLIENT_ID: consoleClientId };
+    const resultObjects = results.arnForObjects(`${RESULTS_PREFIX}*`);
+    const importObjects = results.arnForObjects(`${IMPORTS_PREFIX}*`);
+
+    // ---------------------------------------------------------------------------------------
+    // Work queues and workers: one of each per segment type.
+    // ---------------------------------------------------------------------------------------
+    const workers = SEGMENT_TYPES.map(
+      (segmentType) =>
+        new SegmentWorker(this, segmentType.pascalName, {
+          segmentType,
+          defaults,
+          accountData,
+          jobs,
+          results,
+          maxConcurrency: shardCount.valueAsNumber,
+          deadLetterHandlerTimeout: DEAD_LETTER_HANDLER_TIMEOUT,
+          workQueueAgeThreshold,
+          deadLetterAgeThreshold,
+        }),
+    );
+
+    // ---------------------------------------------------------------------------------------
+    // API functions
+    // ---------------------------------------------------------------------------------------
+    const createJob = new ServiceFunction(this, 'CreateJobFunction', {
+      defaults,
+      binary: 'create-job',
+      description: 'POST /segments/{segmentType} - validates, stores the job QUEUED, enqueues it',
+      // Validation, one GetItem, one PutItem and a few SendMessage calls, well below the HTTP
+      // API's 30 s integration limit.
+      memorySize: 256,
+      timeout: Duration.seconds(10),
+      environment: {
+        ...mandatorEnvironment,
+        ...Object.fromEntries(workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl])),
+      },
+      statements: [
+        // The mandator's shard count item.
+        allow(['dynamodb:GetItem'], [accountData.tableArn]),
+        // The job and its idempotency key; marked FAILED when it cannot be enqueued.
+        allow(['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'], [jobs.tableArn]),
+        // One message per shard, sent with SendMessageBatch (authorized as SendMessage).
+        allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
+      ],
+    });
+
+    const getResult = new ServiceFunction(this, 'GetResultFunction', {
+      defaults,
+      binary: 'get-result',
+      description: 'GET /segments/{segmentType}/{jobId} - job state or one page of the result',
+      // At most two result chunks parsed in memory: more memory, and more CPU with it.
+      memorySize: 512,
+      timeout: Duration.seconds(10),
+      environment: mandatorEnvironment,
+      statements: [
+        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        allow(['s3:GetObject'], [resultObjects]),
+        // Without ListBucket a missing object answers 403 instead of 404.
+        allow(['s3:ListBucket'], [results.bucketArn]),
+      ],
+    });
+
+    const jobsApi = new ServiceFunction(this, 'JobsApiFunction', {
+      defaults,
+      binary: 'jobs-api',
+      description:
+        'GET /segments/{segmentType} (job list), GET .../{jobId}/export (302 to a presigned NDJSON URL), GET /usage',
+      memorySize: 256,
+      timeout: Duration.seconds(10),
+      environment: mandatorEnvironment,
+      statements: [
+        // The job of an export and the usage counters; the list is one partition.
+        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        allow(['dynamodb:Query'], [jobs.tableArn]),
+        // A presigned URL carries the signer's permissions for the minutes it lives.
+        allow(['s3:GetObject'], [resultObjects]),
+        allow(['s3:ListBucket'], [results.bucketArn]),
+      ],
+    });
+
+    const segmentsApi = new ServiceFunction(this, 'SegmentsApiFunction', {
+      defaults,
+      binary: 'segments-api',
+      description: 'Segments management API - CRUD, account tagging, refresh from a result',
+      // A refresh reads a whole result and rewrites the membership in batches.
+      memorySize: 512,
+      timeout: Duration.seconds(29),
+      environment: { ...mandatorEnvironment, SEGMENTS_TABLE: segments.tableName },
+      statements: [
+        allow(
+          ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'],
+          [segments.tableArn],
+        ),
+        // Checks that tagged accounts exist.
+        allow(['dynamodb:BatchGetItem'], [accountData.tableArn]),
+        // A refresh reads a completed job and its result.
+        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        allow(['s3:GetObject'], [resultObjects]),
+        allow(['s3:ListBucket'], [results.bucketArn]),
+      ],
+    });
+
+    // Bulk imports (docs/data.md): the data API signs upload links and queues a started import.
+    const importDeadLetterQueue = new sqs.Queue(this, 'ImportDeadLetterQueue', {
+      // The longest SQS allows. Nothing consumes it: the worker has marked the import FAILED on
+      // the last receive; the alarm below calls an operator.
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+    });
+    keepLogicalId(importDeadLetterQueue, 'ImportDeadLetterQueue');
+    const importQueue = new sqs.Queue(this, 'ImportQueue', {
+      visibilityTimeout: Duration.seconds(SQS_EVENT_SOURCE_VISIBILITY_FACTOR * IMPORT_WORKER_TIMEOUT.toSeconds()),
+      retentionPeriod: Duration.days(4),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      deadLetterQueue: { queue: importDeadLetterQueue, maxReceiveCount: IMPORT_MAX_RECEIVE_COUNT },
+    });
+    keepLogicalId(importQueue, 'ImportQueue');
+
+    const dataApi = new ServiceFunction(this, 'DataApiFunction', {
+      defaults,
+      binary: 'data-api',
+      description: '/data/users/{userId} (a user\'s account data as a unit) and /data/imports (bulk imports)',
+      // A body of up to 4 MiB is parsed whole and the user's record compressed.
+      memorySize: 512,
+      timeout: Duration.seconds(29),
+      environment: { ...mandatorEnvironment, SEGMENTS_TABLE: segments.tableName, IMPORT_QUEUE_URL: importQueue.queueUrl },
+      statements: [
+        // Reads, and the transaction that writes a user (TransactWriteItems needs each action).
+        allow(
+          [
+            'dynamodb:GetItem',
+            'dynamodb:Query',
+            'dynamodb:PutItem',
+            'dynamodb:DeleteItem',
+            'dynamodb:ConditionCheckItem',
+            'dynamodb:BatchGetItem',
+          ],
+          [accountData.tableArn],
+        ),
+        // Accounts a write removes leave every segment.
+        allow(['dynamodb:Query', 'dynamodb:BatchWriteItem'], [segments.tableArn]),
+        // Imports and the mandator's import lock.
+        allow(['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'], [jobs.tableArn]),
+        // Upload links are presigned PUTs signed with this permission; a start looks them up.
+        allow(['s3:PutObject', 's3:GetObject'], [importObjects]),
+        allow(['s3:ListBucket'], [results.bucketArn]),
+        // A start hands the import to the import worker.
+        allow(['sqs:SendMessage'], [importQueue.queueArn]),
+      ],
+    });
+
+    // The web console: static pages under /console on the API's own origin.
+    const consoleFunction = new ServiceFunction(this, 'ConsoleFunction', {
+      defaults,
+      binary: 'web-console',
+      description: "GET /console and /console/{proxy+} - the web console's files, compiled into the binary",
+      // Answers from memory.
+      memorySize: 128,
+      timeout: Duration.seconds(3),
+      environment: {
+        // The hosted UI, the app client and the scopes it asks for; without them the console
+        // offers token sign-in.
+        CONSOLE_COGNITO_DOMAIN: ifCustomDomain(identity.domain.baseUrl()),
+        CONSOLE_CLIENT_ID: consoleClientId,
+        CONSOLE_SCOPES: ifCustomDomain(['openid', ...ALL_SCOPES].join(' ')),
+      },
+      // It calls no AWS service.
+      statements: [],
+    });
+
+    // ---------------------------------------------------------------------------------------
+    // Import worker
+    // ---------------------------------------------------------------------------------------
+    const importWorker = new ServiceFunction(this, 'ImportWorkerFunction', {
+      defaults,
+      binary: 'import-worker',
+      description: 'Runs bulk imports of account data from the import queue',
+      // One import per invocation, validation holding a key per account: 2 GB and its CPU.
+      memorySize: 2048,
+      timeout: IMPORT_WORKER_TIMEOUT,
+      // The two files and what the import spills while grouping them: the maximum.
+      ephemeralStorage: Size.mebibytes(10240),
+      environment: { MAX_RECEIVE_COUNT: String(IMPORT_MAX_RECEIVE_COUNT), SEGMENTS_TABLE: segments.tableName },
+      statements: [
+        allow(['s3:GetObject'], [importObjects]),
+        allow(
+          [
+            'dynamodb:GetItem',
+            'dynamodb:Query',
+            'dynamodb:PutItem',
+            'dynamodb:DeleteItem',
+            'dynamodb:ConditionCheckItem',
+            'dynamodb:BatchGetItem',
+          ],
+          [accountData.tableArn],
+        ),
+        allow(['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'], [jobs.tableArn]),
+        allow(['dynamodb:Query', 'dynamodb:BatchWriteItem'], [segments.tableArn]),
+        // The event source mapping polls with the function's role: only the import queue.
+        allow(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'], [importQueue.queueArn]),
+      ],
+    });
+    const importSource = new lambda.EventSourceMapping(this, 'ImportWorkerEventSource', {
+      target: importWorker.function,
+      eventSourceArn: importQueue.queueArn,
+      batchSize: 1,
+      reportBatchItemFailures: true,
+      // A mandator runs one import at a time; imports of different mandators run side by side,
+      // this many at most.
+      maxConcurrency: 5,
+    });
+    keepLogicalId(importSource, 'ImportWorkerEventSource');
+    // Nothing consumes the import dead-letter queue: what waits there is what arrived.
+    alarmAbove(
+      this,
+      'ImportDeadLetterAlarm',
+      queueMetric(importDeadLetterQueue, 'ApproximateNumberOfMessagesVisible', cloudwatch.Stats.MAXIMUM),
+      0,
+      'An import message reached the dead-letter queue (its import is FAILED, or could not be read).',
+      alarmTopic,
+    );
+    // Imports run one per mandator and five at once, each for up to 15 minutes: a started import
+    // that waits longer means imports back up or nothing consumes the queue.
+    alarmAbove(
+      this,
+      'ImportQueueAgeAlarm',
+      queueMetric(importQueue, 'ApproximateAgeOfOldestMessage', cloudwatch.Stats.MAXIMUM),
+      importQueueAgeThreshold,
+      'A started import has waited longer than expected in the import queue.',
+      alarmTopic,
+    );
+
+    // ---------------------------------------------------------------------------------------
+    // Dead letters: a message that failed maxReceiveCount times marks its job FAILED (the
+    // worker does so on the last receive already; this is the safety net).
+    // ---------------------------------------------------------------------------------------
+    const deadLetterHandler = new ServiceFunction(this, 'DeadLetterFunction', {
+      defaults,
+      binary: 'dlq-handler',
+      description: 'Marks the job of every dead-lettered work message FAILED',
+      memorySize: 128,
+      timeout: DEAD_LETTER_HANDLER_TIMEOUT,
+      statements: [
+        allow(['dynamodb:UpdateItem', 'dynamodb:GetItem'], [jobs.tableArn]),
+        // The event source mappings poll with the function's role: only the dead-letter queues.
+        allow(
+          ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'],
+          workers.map((w) => w.deadLetterQueue.queueArn),
+        ),
+      ],
+    });
+    workers.forEach((worker, i) => {
+      const id = `${SEGMENT_TYPES[i].pascalName}DeadLetterEventSource`;
+      const source = new lambda.EventSourceMapping(this, id, {
+        target: deadLetterHandler.function,
+        eventSourceArn: worker.deadLetterQueue.queueArn,
+        batchSize: 1,
+        reportBatchItemFailures: true,
+      });
+      keepLogicalId(source, id);
+    });
+    // ---------------------------------------------------------------------------------------
+    // HTTP API
+    // ---------------------------------------------------------------------------------------
+    const api = new Api(this, 'Http', {
+      issuer: `https://cognito-idp.${Aws.REGION}.amazonaws.com/${identity.userPool.userPoolId}`,
+      // One entry per mandator's app client, and the console's client when there is one.
+      audience: [identity.exampleClient.userPoolClientId, consoleClientId],
+      functions: {
+        CreateJobFunction: createJob.function,
+        GetResultFunction: getResult.function,
+        JobsApiFunction: jobsApi.function,
+        SegmentsApiFunction: segmentsApi.function,
+        DataApiFunction: dataApi.function,
+        ConsoleFunction: consoleFunction.function,
+      },
+      domainName: apiDomainName.valueAsString,
+      certificateArn: apiCertificateArn.valueAsString,
+      hasCustomDomain,
+    });
+    // The service answers bad input with 4xx; a 5xx is a function error, a timeout or an
+    // integration failure, none of which a bank can fix by retrying differently.
+    alarmAbove(
+      this,
+      'ApiServerErrorsAlarm',
+      new cloudwatch.Metric({
+        namespace: 'AWS/ApiGateway',
+        metricName: '5xx',
+        dimensionsMap: { ApiId: api.httpApi.apiId },
+        period: Duration.minutes(5),
+        statistic: cloudwatch.Stats.SUM,
+      }),
+      api5xxThreshold,
+      'The HTTP API answered 5xx responses.',
+      alarmTopic,
+    );
+    for (const [name, table] of [['AccountData', accountData], ['Jobs', jobs], ['Segments', segments]] as const) {
+      alarmAbove(
+        this,
+        `${name}TableThrottlesAlarm`,
+        tableThrottles(table),
+        tableThrottlesThreshold,
+        `DynamoDB throttled reads or writes on the ${name} table.`,
+        alarmTopic,
+      );
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // One page of the stack's health (docs/operations.md).
+    // ---------------------------------------------------------------------------------------
+    const labelled = (...functions: ServiceFunction[]) =>
+      functions.map((f) => [f.node.id.replace(/Function$/, ''), f.function] as const);
+    const dashboard = operationsDashboard(this, {
+      apiId: api.httpApi.apiId,
+      functions: [
+        ...labelled(createJob, getResult, jobsApi, segmentsApi, dataApi, consoleFunction, importWorker, deadLetterHandler),
+        ...workers.map((w, i) => [`${SEGMENT_TYPES[i].pascalName}Worker`, w.function] as const),
+      ],
+      queues: [...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.queue] as const), ['Import', importQueue]],
+      deadLetterQueues: [
+        ...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.deadLetterQueue] as const),
+        ['Import', importDeadLetterQueue],
+      ],
+      tables: [
+        ['AccountData', accountData],
+        ['Jobs', jobs],
+        ['Segments', segments],
+      ],
+    });
+
+    // ---------------------------------------------------------------------------------------
+    // Outputs: the names and descriptions of the SAM template's.
+    // ---------------------------------------------------------------------------------------
+    const output = (id: string, description: string, value: string, condition?: CfnCondition) => {
+      const created = new CfnOutput(this, id, { description, value });
+      created.condition = condition;
+    };
+    output('ApiUrl', 'Base URL of the API', api.url);
+    output(
+      'ConsoleUrl',
+      'The web console (Cognito sign-in on the custom domain; without one, token sign-in)',
+      Fn.conditionIf(
+        hasCustomDomain.logicalId,
+        `https://${apiDomainName.valueAsString}/console/`,
+        `${api.url}/console/`,
+      ).toString(),
+    );
+    output(
+      'ApiDomainTarget',
+      'The name ApiDomainName must point to (CNAME, or a Route 53 alias)',
+      api.domain.attrRegionalDomainName,
+      hasCustomDomain,
+    );
+    output(
+      'ConsoleClientId',
+      "App client of the console's hosted-UI sign-in",
+      identity.consoleClient.userPoolClientId,
+      hasCustomDomain,
+    );
+    output(
+      'TokenUrl',
+      'Cognito token endpoint (client-credentials flow)',
+      `${identity.domain.baseUrl()}/oauth2/token`,
+    );
+    output(
+      'ExampleClientId',
+      'Client id of the example app client; also the mandator id of its tokens',
+      identity.exampleClient.userPoolClientId,
+    );
+    output(
+      'UserPoolId',
+      "User pool of the mandators' app clients (its client secrets are read there)",
+      identity.userPool.userPoolId,
+    );
+    output('AccountDataTableName', 'AccountData table (ACCOUNT_DATA_TABLE for segments import --aws)', accountData.tableName);
+    output('JobsTableName', 'Jobs table (JOBS_TABLE)', jobs.tableName);
+    output('SegmentsTableName', 'Segments table of the management API (SEGMENTS_TABLE)', segments.tableName);
+    output('ResultsBucketName', 'Results bucket (RESULTS_BUCKET)', results.bucketName);
+    output('ImportShards', 'The --shards value to import account data with', shardCount.valueAsString);
+    output(
+      'ImportQueueUrl',
+      'Queue of started imports (IMPORT_QUEUE_URL for segments serve --aws)',
+      importQueue.queueUrl,
+    );
+    output('AlarmTopicArn', 'SNS topic of every alarm of the stack (docs/operations.md)', alarmTopic.topicArn);
+    output(
+      'DashboardUrl',
+      "The stack's CloudWatch dashboard",
+      `https://${Aws.REGION}.console.${Aws.URL_SUFFIX}/cloudwatch/home?region=${Aws.REGION}#dashboards:name=${dashboard.ref}`,
+    );
+  }
+}
