@@ -567,12 +567,12 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let (app, token) = match authentication {
         Authentication::Development(signer) => {
             let token = signer.mint(&config.mandator_claim, DEMO_MANDATOR, &all_scopes(), 12 * 3600)?;
-            let gateway = Gateway { services, segments, jobs_api, data, imports, links, signer };
+            let gateway = Gateway { services, segments, jobs_api, data, imports, links, verifier: signer };
             (router(Arc::new(gateway)), Some(token))
         }
         Authentication::Cognito(verifier) => {
             let cognito = verifier.settings().clone();
-            let gateway = Gateway { services, segments, jobs_api, data, imports, links, signer: verifier };
+            let gateway = Gateway { services, segments, jobs_api, data, imports, links, verifier };
             let app = router(Arc::new(gateway));
             let clients: Vec<&String> = cognito.client_ids.iter().collect();
             if a.json {

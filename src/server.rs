@@ -39,7 +39,7 @@ pub struct Gateway<V = Signer> {
     pub links: Option<Arc<LocalLinks>>,
     /// Checks bearer tokens: the data directory's [`Signer`] (development tokens), or a
     /// [`crate::cognito::CognitoVerifier`] (a user pool's access tokens).
-    pub signer: V,
+    pub verifier: V,
 }
 
 /// The Lambda function a route invokes.
@@ -285,7 +285,7 @@ async fn to_lambda<V: BearerVerifier>(
             tracing::warn!(path = %req.uri().path(), "request refused: no bearer token in the Authorization header");
             AppError::Unauthenticated
         })?;
-    let verified = gw.signer.verify_bearer(bearer).await.map_err(|reason| {
+    let verified = gw.verifier.verify_bearer(bearer).await.map_err(|reason| {
         tracing::warn!(path = %req.uri().path(), %reason, "bearer token refused");
         AppError::Unauthenticated
     })?;

