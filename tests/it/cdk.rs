@@ -968,7 +968,8 @@ fn cdk_app_has_the_dashboard_and_outputs_of_the_sam_template() {
     for reference in &named {
         assert!(resources(&sam_template).contains_key(*reference), "the dashboard names ${{{reference}}}, no resource");
     }
-    assert!(named.len() >= 13 + 12 + 3 + 1, "every function, queue, table and the API are named: {named:?}");
+    let every_function_queue_table_and_the_api = sam.functions.len() + sam.queues.len() + sam.tables.len() + 1;
+    assert_eq!(named.len(), every_function_queue_table_and_the_api, "the dashboard names {named:?}");
     assert!(sam.outputs.contains_key("DashboardUrl"), "the dashboard's address is an output");
 }
 

@@ -32,7 +32,7 @@ const MANDATOR_CLAIM = 'client_id';
  * The same service as infra/template.yaml (tests/it/cdk.rs compares the two): HTTP API with a
  * Cognito JWT authorizer and one scope per segment type, the API functions, one queue,
  * dead-letter queue and worker per segment type, bulk imports, DynamoDB tables, the results
- * bucket, the web console, and alarms to an SNS topic.
+ * bucket, the web console, alarms to an SNS topic and an operations dashboard.
  */
 export class FinancialSegmentsStack extends Stack {
   constructor(scope: Construct, id: string, props: FinancialSegmentsStackProps) {
