@@ -17,6 +17,7 @@ use segments_core::domain::records::{DEFAULT_SHARD_COUNT, MAX_SHARD_COUNT};
 use segments_core::imports::{ImportMode, ImportRecord};
 use segments_core::usecases::Services;
 use segments_core::usecases::import::{ImportError, ImportOptions, ImportPhase, ImportProgress, Importer};
+use segments_core::usecases::run_shard::RetrySchedule;
 use segments_embedded::{EmbeddedStore, LocalLinks};
 
 use crate::cognito::{CognitoSettings, CognitoVerifier};
@@ -557,7 +558,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             imports.queue.enqueue_import(&message).await?;
         }
         let jobs_api = segments_embedded::wiring::jobs_api(store, &services, links.clone());
-        crate::workers::spawn_embedded_pool(services.runner(), receiver, a.workers);
+        crate::workers::spawn_embedded_pool(services.runner(), receiver, a.workers, RetrySchedule::default());
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }

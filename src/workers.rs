@@ -15,51 +15,72 @@ use segments_core::jobs::JobMessage;
 use segments_core::usecases::dead_letter::dead_letter;
 use segments_core::usecases::import::Importer;
 use segments_core::usecases::import_worker::ImportWorker;
-use segments_core::usecases::run_shard::{Disposition, ShardRunner, process_message};
-use segments_embedded::EmbeddedStore;
+use segments_core::usecases::run_shard::{Delivery, Disposition, RetrySchedule, ShardRunner, process_delivery};
+use segments_embedded::{EmbeddedDeliveries, EmbeddedDelivery, EmbeddedReceiver, EmbeddedStore};
 use tokio::sync::{Mutex, mpsc};
 
-/// Runs `concurrency` workers over the in-process queue. A message whose run fails is delivered
-/// again after a backoff, counting deliveries like SQS does; after the last allowed delivery it
-/// takes the dead-letter path of the Lambdas: its job is marked FAILED.
-pub fn spawn_embedded_pool(runner: ShardRunner, receiver: mpsc::UnboundedReceiver<JobMessage>, concurrency: usize) {
+/// Runs `concurrency` workers over the in-process queue on `schedule` (the runner passes the
+/// Lambdas' [`RetrySchedule::default`]): a message whose run fails comes back after its backoff
+/// (the queue counts its deliveries like SQS), and after the last allowed delivery it takes the
+/// dead-letter path of the Lambdas: its job is marked FAILED.
+pub fn spawn_embedded_pool(
+    runner: ShardRunner,
+    receiver: mpsc::UnboundedReceiver<JobMessage>,
+    concurrency: usize,
+    schedule: RetrySchedule,
+) {
+    let receiver = EmbeddedReceiver::new(receiver);
+    let deliveries = receiver.deliveries();
     let receiver = Arc::new(Mutex::new(receiver));
     for _ in 0..concurrency.max(1) {
         let runner = runner.clone();
         let receiver = receiver.clone();
+        let deliveries = deliveries.clone();
         tokio::spawn(async move {
             loop {
-                let Some(message) = receiver.lock().await.recv().await else { return };
-                deliver_until_done(&runner, &message).await;
+                let Some(delivery) = receiver.lock().await.receive().await else { return };
+                deliver(&runner, &deliveries, &delivery, &schedule).await;
             }
         });
     }
 }
 
-async fn deliver_until_done(runner: &ShardRunner, message: &JobMessage) {
-    let Ok(body) = serde_json::to_string(message) else { return };
-    let mut receive_count = 1;
-    loop {
-        match process_message(runner, message.segment_type, &body, receive_count, chrono::Utc::now()).await {
-            Disposition::Ack => return,
-            Disposition::Retry if receive_count >= runner.config.max_receive_count => {
-                tracing::error!(job_id = %message.job_id, shard = message.shard, "message dead-lettered after the last delivery");
-                while dead_letter(runner.jobs.as_ref(), &runner.callbacks, &body).await == Disposition::Retry {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                return;
-            }
-            Disposition::Retry => {
-                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(receive_count.min(6)))).await;
-                receive_count += 1;
+/// Runs one delivery of the in-process queue and acknowledges it or hands it back.
+pub async fn deliver(
+    runner: &ShardRunner,
+    deliveries: &EmbeddedDeliveries,
+    delivery: &EmbeddedDelivery,
+    schedule: &RetrySchedule,
+) {
+    let message = &delivery.message;
+    let Ok(body) = serde_json::to_string(message) else {
+        deliveries.acknowledge(&delivery.receipt_handle);
+        return;
+    };
+    let held = Delivery {
+        body: &body,
+        receive_count: delivery.receive_count,
+        receipt_handle: &delivery.receipt_handle,
+        queue: deliveries,
+    };
+    match process_delivery(runner, message.segment_type, &held, schedule, chrono::Utc::now()).await {
+        Disposition::Ack => deliveries.acknowledge(&delivery.receipt_handle),
+        Disposition::Retry if delivery.receive_count >= runner.config.max_receive_count => {
+            tracing::error!(job_id = %message.job_id, shard = message.shard, "message dead-lettered after the last delivery");
+            deliveries.acknowledge(&delivery.receipt_handle);
+            while dead_letter(runner.jobs.as_ref(), &runner.callbacks, &body).await == Disposition::Retry {
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+        Disposition::Retry => deliveries.hand_back(&delivery.receipt_handle),
     }
 }
 
 /// Polls every configured SQS queue and runs what arrives; deletes a message only once its work
-/// is durable (the worker acknowledged it).
+/// is durable (the worker acknowledged it), and holds it meanwhile like a worker Lambda does (the
+/// heartbeat, the backoff of a failed run).
 pub fn spawn_sqs_pollers(runner: ShardRunner, queue: Arc<SqsQueue>, types: Vec<SegmentType>) {
+    let schedule = RetrySchedule::default();
     for segment_type in types {
         let runner = runner.clone();
         let queue = queue.clone();
@@ -73,9 +94,22 @@ pub fn spawn_sqs_pollers(runner: ShardRunner, queue: Arc<SqsQueue>, types: Vec<S
                         continue;
                     }
                 };
+                let visibility = match queue.visibility(segment_type) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::error!(error = %e, %segment_type, "the queue has no URL; its worker stops");
+                        return;
+                    }
+                };
                 for m in messages {
+                    let delivery = Delivery {
+                        body: &m.body,
+                        receive_count: m.receive_count,
+                        receipt_handle: &m.receipt_handle,
+                        queue: &visibility,
+                    };
                     let disposition =
-                        process_message(&runner, segment_type, &m.body, m.receive_count, chrono::Utc::now()).await;
+                        process_delivery(&runner, segment_type, &delivery, &schedule, chrono::Utc::now()).await;
                     if disposition == Disposition::Ack
                         && let Err(e) = queue.delete(segment_type, &m.receipt_handle).await
                     {

@@ -512,13 +512,13 @@ async fn job_lifecycle_is_conditional_and_idempotent() {
     jobs.record_shard(&bank, id, 1).await.unwrap();
     jobs.mark_running(&bank, id).await.unwrap();
 
-    // The usage counter, in the layout `GET /usage` reads.
+    // The job's own usage record, in the layout `GET /usage` reads.
     let usage = clients
         .dynamodb
         .get_item()
         .table_name("jobs")
         .key("pk", AttributeValue::S("M#bank-a".into()))
-        .key("sk", AttributeValue::S(format!("USAGE#{}#highBalance", job.usage_month())))
+        .key("sk", AttributeValue::S(format!("USAGE#{}#highBalance#{id}", job.usage_month())))
         .send()
         .await
         .unwrap()

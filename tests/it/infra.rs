@@ -30,6 +30,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const MANDATOR_CLAIM_VAR: &str = "MANDATOR_CLAIM";
 const CONSOLE_CLIENT_ID_VAR: &str = "CONSOLE_CLIENT_ID";
 const MAX_RECEIVE_COUNT_VAR: &str = "MAX_RECEIVE_COUNT";
+const MAX_LIVE_JOBS_VAR: &str = segments_core::config::MAX_LIVE_JOBS_PER_MANDATOR_VAR;
 
 /// At least this many receives before a message goes to its dead-letter queue.
 const MIN_MAX_RECEIVE_COUNT: u64 = 5;
@@ -413,9 +414,16 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         names
     };
     let mut expected = BTreeMap::from([
-        ("create-job".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], SegmentType::ALL)),
+        (
+            "create-job".to_owned(),
+            with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, MAX_LIVE_JOBS_VAR], SegmentType::ALL),
+        ),
         ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
-        ("segments-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, SEGMENTS_TABLE_VAR], &[])),
+        // A refresh creates a job of any type: the work queues, as create-job.
+        (
+            "segments-api".to_owned(),
+            with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, SEGMENTS_TABLE_VAR, MAX_LIVE_JOBS_VAR], SegmentType::ALL),
+        ),
         ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
         (
             "data-api".to_owned(),
@@ -426,7 +434,7 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         (CONSOLE_BINARY.to_owned(), with(&[COGNITO_DOMAIN_VAR, CLIENT_ID_VAR, SCOPES_VAR], &[])),
     ]);
     for &t in SegmentType::ALL {
-        expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR], &[]));
+        expected.insert(worker_binary(t), with(&[MAX_RECEIVE_COUNT_VAR, segments_aws::WORK_QUEUE_URL_VAR], &[]));
     }
     // The dead-letter handler reads JOBS_TABLE; the other names come with the globals.
     expected.insert("dlq-handler".to_owned(), with(&[], &[]));
@@ -481,6 +489,9 @@ fn each_function_is_granted_only_what_it_uses() {
         ("dynamodb:PutItem", "JobsTable"),
         ("dynamodb:GetItem", "JobsTable"),
         ("dynamodb:UpdateItem", "JobsTable"),
+        // The live-job limit counts the mandator's live markers; failing a job deletes its marker.
+        ("dynamodb:Query", "JobsTable"),
+        ("dynamodb:DeleteItem", "JobsTable"),
     ]);
     let env = function(&all, "create-job").environment();
     for &t in SegmentType::ALL {
@@ -504,20 +515,20 @@ fn each_function_is_granted_only_what_it_uses() {
         grants(&[("dynamodb:GetItem", "JobsTable"), ("s3:GetObject", &results), ("s3:ListBucket", "ResultsBucket")])
     );
 
-    assert_eq!(
-        function(&all, "segments-api").grants(),
-        grants(&[
-            ("dynamodb:GetItem", "SegmentsTable"),
-            ("dynamodb:Query", "SegmentsTable"),
-            ("dynamodb:PutItem", "SegmentsTable"),
-            ("dynamodb:DeleteItem", "SegmentsTable"),
-            ("dynamodb:BatchWriteItem", "SegmentsTable"),
-            ("dynamodb:BatchGetItem", "AccountDataTable"),
-            ("dynamodb:GetItem", "JobsTable"),
-            ("s3:GetObject", &results),
-            ("s3:ListBucket", "ResultsBucket"),
-        ])
-    );
+    // A refresh creates its job as create-job does: the same grants on AccountData, Jobs and the
+    // work queues, beside the segments' own.
+    let mut segments_api = grants(&[
+        ("dynamodb:GetItem", "SegmentsTable"),
+        ("dynamodb:Query", "SegmentsTable"),
+        ("dynamodb:PutItem", "SegmentsTable"),
+        ("dynamodb:DeleteItem", "SegmentsTable"),
+        ("dynamodb:BatchWriteItem", "SegmentsTable"),
+        ("dynamodb:BatchGetItem", "AccountDataTable"),
+        ("s3:GetObject", &results),
+        ("s3:ListBucket", "ResultsBucket"),
+    ]);
+    segments_api.extend(create.iter().cloned());
+    assert_eq!(function(&all, "segments-api").grants(), segments_api);
 
     assert_eq!(
         function(&all, "data-api").grants(),
@@ -573,6 +584,9 @@ fn each_function_is_granted_only_what_it_uses() {
                 ("dynamodb:GetItem", "AccountDataTable"),
                 ("dynamodb:GetItem", "JobsTable"),
                 ("dynamodb:UpdateItem", "JobsTable"),
+                // The completion's usage record and the live marker it deletes.
+                ("dynamodb:PutItem", "JobsTable"),
+                ("dynamodb:DeleteItem", "JobsTable"),
                 ("s3:PutObject", &results),
                 ("s3:GetObject", &results),
                 ("s3:AbortMultipartUpload", &results),
@@ -580,12 +594,17 @@ fn each_function_is_granted_only_what_it_uses() {
                 ("sqs:ReceiveMessage", &queue),
                 ("sqs:DeleteMessage", &queue),
                 ("sqs:GetQueueAttributes", &queue),
+                ("sqs:ChangeMessageVisibility", &queue),
             ]),
             "worker of {t}"
         );
     }
 
-    let mut dead_letters = grants(&[("dynamodb:UpdateItem", "JobsTable"), ("dynamodb:GetItem", "JobsTable")]);
+    let mut dead_letters = grants(&[
+        ("dynamodb:UpdateItem", "JobsTable"),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:DeleteItem", "JobsTable"),
+    ]);
     for dlq in dead_letter_queues(&doc) {
         for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
             dead_letters.insert((action.to_owned(), dlq.clone()));
@@ -936,8 +955,19 @@ fn check_workers(doc: &Value) {
         assert!(queue["FifoQueue"].is_null(), "{t}: a standard queue");
 
         let timeout = as_u64(&worker.properties["Timeout"], "Timeout");
+        // The worker holds its messages (heartbeat, backoff), so the queue needs only what Lambda
+        // requires, the function's timeout, and not much more: a message of an invocation that
+        // died comes back within minutes.
         let visibility = as_u64(&queue["VisibilityTimeout"], "VisibilityTimeout");
-        assert!(visibility >= VISIBILITY_PER_TIMEOUT * timeout, "{t}: visibility {visibility} s < 6 x {timeout} s");
+        assert!(
+            (timeout..=timeout + 120).contains(&visibility),
+            "{t}: visibility {visibility} s, not within 2 minutes above the {timeout} s timeout"
+        );
+        assert_eq!(
+            ref_target(&worker.environment()[segments_aws::WORK_QUEUE_URL_VAR]),
+            Some(queue_name),
+            "{t}: WORK_QUEUE_URL names its own queue"
+        );
 
         let redrive = &queue["RedrivePolicy"];
         let (dlq, "Arn") = get_att(&redrive["deadLetterTargetArn"]).expect("a dead-letter queue") else {

@@ -15,6 +15,7 @@ use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, JobId, MandatorId, Money, UserId};
 use segments_core::jobs::{Job, JobStatus};
 use segments_core::usecases::Services;
+use segments_core::usecases::run_shard::RetrySchedule;
 use segments_embedded::EmbeddedStore;
 use segments_embedded::wiring::services as embedded_services;
 
@@ -59,7 +60,15 @@ async fn the_pool_runs_every_shard_retries_a_crash_and_dead_letters_what_keeps_f
     let (s, rx) = embedded_services(store.clone(), config);
     let faults = FaultPlan::default();
     let s = with_faults(s, &faults);
-    spawn_embedded_pool(s.runner(), rx, 4);
+    // The Lambdas' schedule scaled down to milliseconds: the retries below are the point, not
+    // their pace.
+    let schedule = RetrySchedule {
+        first_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(400),
+        heartbeat_every: Duration::from_secs(60),
+        heartbeat_hold: Duration::from_secs(180),
+    };
+    spawn_embedded_pool(s.runner(), rx, 4, schedule);
 
     // Sixteen shards in parallel: the users above the threshold, in order, metered once.
     let sixteen = mandator_with_data(&store, 16).await;

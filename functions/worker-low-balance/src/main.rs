@@ -6,5 +6,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // The metrics (embedded metric format) go to the function's log stream with its logs.
     segments_core::telemetry::print_to_stdout();
     let (clients, resources, config) = segments_aws::from_env().await?;
-    segments_core::sqs::serve_worker(segments_aws::runner(&clients, &resources, config), SegmentType::LowBalance).await
+    // The worker's own queue: a failed shard's backoff and a long run's heartbeat.
+    let queue = segments_aws::SqsMessageVisibility::from_env(clients.sqs.clone(), SegmentType::LowBalance)?;
+    segments_core::sqs::serve_worker(
+        segments_aws::runner(&clients, &resources, config),
+        SegmentType::LowBalance,
+        &queue,
+    )
+    .await
 }

@@ -18,6 +18,8 @@ import { RESULTS_PREFIX, SQS_EVENT_SOURCE_VISIBILITY_FACTOR } from './storage';
 export const WORK_MAX_RECEIVE_COUNT = 5;
 /** The Lambda maximum, so a large shard or a large merge is never cut short. */
 const WORKER_TIMEOUT = Duration.minutes(15);
+/** The worker's timeout and a minute: see the queue below. */
+const WORK_QUEUE_VISIBILITY = Duration.seconds(WORKER_TIMEOUT.toSeconds() + 60);
 
 export interface SegmentWorkerProps {
   readonly segmentType: SegmentType;
@@ -62,8 +64,10 @@ export class SegmentWorker extends Construct {
     keepLogicalId(this.deadLetterQueue, `${prefix}DeadLetterQueue`);
 
     this.queue = new sqs.Queue(this, 'Queue', {
-      // Not redelivered while a slow invocation still works on it.
-      visibilityTimeout: Duration.seconds(SQS_EVENT_SOURCE_VISIBILITY_FACTOR * WORKER_TIMEOUT.toSeconds()),
+      // The worker holds its messages (heartbeat, backoff): this only bounds how long a message
+      // stays away after an invocation that died. Lambda requires at least the function timeout;
+      // the extra minute covers the invocation's start before the first heartbeat.
+      visibilityTimeout: WORK_QUEUE_VISIBILITY,
       retentionPeriod: Duration.days(4),
       encryption: sqs.QueueEncryption.SQS_MANAGED,
       deadLetterQueue: { queue: this.deadLetterQueue, maxReceiveCount: WORK_MAX_RECEIVE_COUNT },
@@ -78,10 +82,16 @@ export class SegmentWorker extends Construct {
       // with it.
       memorySize: 1024,
       timeout: WORKER_TIMEOUT,
-      environment: { MAX_RECEIVE_COUNT: String(WORK_MAX_RECEIVE_COUNT) },
+      // WORK_QUEUE_URL: its own queue, whose messages' visibility it changes.
+      environment: { MAX_RECEIVE_COUNT: String(WORK_MAX_RECEIVE_COUNT), WORK_QUEUE_URL: this.queue.queueUrl },
       statements: [
         allow(['dynamodb:Query', 'dynamodb:GetItem'], [props.accountData.tableArn]),
-        allow(['dynamodb:GetItem', 'dynamodb:UpdateItem'], [props.jobs.tableArn]),
+        // Progress; the completion updates the job, puts its usage record and deletes its live
+        // marker in one transaction (failing deletes the marker too).
+        allow(
+          ['dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:PutItem', 'dynamodb:DeleteItem'],
+          [props.jobs.tableArn],
+        ),
         // Parts, chunks, manifest; the export is a multipart upload (covered by PutObject),
         // aborted when it fails.
         allow(
@@ -91,7 +101,12 @@ export class SegmentWorker extends Construct {
         // Without ListBucket a missing object answers 403 instead of 404.
         allow(['s3:ListBucket'], [props.results.bucketArn]),
         // The event source mapping polls with the function's role: only this queue.
-        allow(['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'], [this.queue.queueArn]),
+        // ChangeMessageVisibility is the worker's own: a failed shard's backoff and a long run's
+        // heartbeat.
+        allow(
+          ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:ChangeMessageVisibility'],
+          [this.queue.queueArn],
+        ),
       ],
     });
     this.function = worker.function;

@@ -26,6 +26,8 @@ const IMPORT_WORKER_TIMEOUT = Duration.minutes(15);
 const DEAD_LETTER_HANDLER_TIMEOUT = Duration.minutes(2);
 /** The mandator is the token's `client_id` claim. */
 const MANDATOR_CLAIM = 'client_id';
+/** Live (QUEUED/RUNNING) jobs a mandator may have; beyond it a create answers 429. */
+const MAX_LIVE_JOBS_PER_MANDATOR = '20';
 
 /**
  * Financial Segments: segments all users of a mandator by their account data, asynchronously.
@@ -217,13 +219,18 @@ export class FinancialSegmentsStack extends Stack {
       timeout: Duration.seconds(10),
       environment: {
         ...mandatorEnvironment,
+        MAX_LIVE_JOBS_PER_MANDATOR,
         ...Object.fromEntries(workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl])),
       },
       statements: [
         // The mandator's shard count item.
         allow(['dynamodb:GetItem'], [accountData.tableArn]),
-        // The job and its idempotency key; marked FAILED when it cannot be enqueued.
-        allow(['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem'], [jobs.tableArn]),
+        // The job, its live marker and its idempotency key; the live markers counted (a Query)
+        // for the limit; marked FAILED, its marker deleted, when it cannot be enqueued.
+        allow(
+          ['dynamodb:PutItem', 'dynamodb:GetItem', 'dynamodb:UpdateItem', 'dynamodb:Query', 'dynamodb:DeleteItem'],
+          [jobs.tableArn],
+        ),
         // One message per shard, sent with SendMessageBatch (authorized as SendMessage).
         allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
       ],
@@ -270,7 +277,14 @@ export class FinancialSegmentsStack extends Stack {
       // A refresh reads a whole result and rewrites the membership in batches.
       memorySize: 512,
       timeout: Duration.seconds(29),
-      environment: { ...mandatorEnvironment, SEGMENTS_TABLE: segments.tableName },
+      environment: {
+        ...mandatorEnvironment,
+        SEGMENTS_TABLE: segments.tableName,
+        // A refresh creates a job of the segment's type as create-job does: its work queues,
+        // and the same live-job limit.
+        MAX_LIVE_JOBS_PER_MANDATOR,
+        ...Object.fromEntries(workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl])),
+      },
       statements: [
         allow(
           ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'],
@@ -278,8 +292,17 @@ export class FinancialSegmentsStack extends Stack {
         ),
         // Checks that tagged accounts exist.
         allow(['dynamodb:BatchGetItem'], [accountData.tableArn]),
-        // A refresh reads a completed job and its result.
-        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        // A refresh creates a job as create-job does: the mandator's shard count item.
+        allow(['dynamodb:GetItem'], [accountData.tableArn]),
+        // A refresh reads a completed job and its result, and creates its job as create-job
+        // does: live jobs counted (a Query), the job and its live marker put, marked FAILED (its
+        // marker deleted) when it cannot be enqueued.
+        allow(
+          ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+          [jobs.tableArn],
+        ),
+        // The refresh job's messages, one per shard (SendMessageBatch is authorized as SendMessage).
+        allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
         allow(['s3:GetObject'], [resultObjects]),
         allow(['s3:ListBucket'], [results.bucketArn]),
       ],
@@ -426,7 +449,8 @@ export class FinancialSegmentsStack extends Stack {
       memorySize: 128,
       timeout: DEAD_LETTER_HANDLER_TIMEOUT,
       statements: [
-        allow(['dynamodb:UpdateItem', 'dynamodb:GetItem'], [jobs.tableArn]),
+        // Fails the job and deletes its live marker; reads it to report it.
+        allow(['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'], [jobs.tableArn]),
         // The event source mappings poll with the function's role: only the dead-letter queues.
         allow(
           ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'],

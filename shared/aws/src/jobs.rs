@@ -4,18 +4,22 @@
 //! Beside the jobs, in the same table and partition (`pk = M#{mandatorId}`):
 //! - idempotency keys, `sk = IDEM#{key}`: `jobId`, `requestHash`, `expiresAt` (the job's, so TTL
 //!   removes both together), written in one transaction with the job they name;
-//! - usage counters, `sk = USAGE#{YYYY-MM}#{segmentType}`, `jobs` (N), raised in the transaction
-//!   that completes a job.
+//! - usage records, `sk = USAGE#{YYYY-MM}#{segmentType}#{jobId}`, one per completed job, put (if
+//!   absent) in the transaction that completes the job; no job's completion writes an item another
+//!   job's completion writes, so completions never conflict. The counters written before,
+//!   `sk = USAGE#{YYYY-MM}#{segmentType}`, `jobs` (N), are still read and added;
+//! - live markers, `sk = LIVE#{jobId}`, `expiresAt` (the job's), put with the job and deleted in
+//!   the write that makes it final, so the live jobs of a mandator are a Query of `LIVE#` that
+//!   stops at the limit.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, Select, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use tracing::instrument;
 
@@ -25,7 +29,8 @@ use super::items::{
 };
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
-    IdempotencyKey, Job, JobStatus, ResultSummary, USAGE_JOBS_ATTRIBUTE, idempotency_sort_key, usage_sort_key,
+    IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ResultSummary, USAGE_JOBS_ATTRIBUTE, idempotency_sort_key,
+    live_sort_key, usage_job_prefix, usage_job_sort_key, usage_sort_key,
 };
 use segments_core::ports::{JobStore, KeyClaim, StoreError};
 
@@ -101,6 +106,79 @@ impl DynamoJobs {
         Ok(Some((KeyClaim::Existing { job_id, request_hash: text(KEY_REQUEST_HASH)? }, expires_at)))
     }
 
+    /// The put of a new job's item, conditional on its absence.
+    fn put_job(&self, job: &Job) -> Result<Put, StoreError> {
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(job_item(job)?))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("creating job {}: {e}", job.job_id)))
+    }
+
+    /// The put of a new job's live marker; it expires with the job, so TTL removes a marker whose
+    /// job was never made final together with the job.
+    fn put_live_marker(&self, job: &Job) -> Result<Put, StoreError> {
+        let mut marker = Self::key_of(&job.mandator_id, live_sort_key(job.job_id));
+        marker.insert(KEY_EXPIRES_AT.to_owned(), n(job.expires_at.timestamp()));
+        Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(marker))
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("marking job {} live: {e}", job.job_id)))
+    }
+
+    /// The delete of a job's live marker (unconditional: a job created before markers existed
+    /// has none).
+    fn delete_live_marker(&self, mandator: &MandatorId, job_id: JobId) -> Result<Delete, StoreError> {
+        Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(Self::key_of(mandator, live_sort_key(job_id))))
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("unmarking job {job_id}: {e}")))
+    }
+
+    /// Counts the items of the mandator's partition whose sort key starts with `prefix`, reading
+    /// no more than `at_most` of them when given (`Select = COUNT`: only the count comes back).
+    async fn count_prefix(
+        &self,
+        mandator: &MandatorId,
+        prefix: &str,
+        at_most: Option<u32>,
+        what: &str,
+    ) -> Result<u64, StoreError> {
+        let mut count: u64 = 0;
+        let mut start: Option<Item> = None;
+        loop {
+            let remaining = at_most.map(|m| u64::from(m).saturating_sub(count));
+            if remaining == Some(0) {
+                return Ok(count);
+            }
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .select(Select::Count)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PARTITION_KEY)
+                .expression_attribute_names("#sk", SORT_KEY)
+                .expression_attribute_values(":pk", s(job_pk(mandator)))
+                .expression_attribute_values(":prefix", s(prefix))
+                .set_limit(remaining.map(|r| i32::try_from(r).unwrap_or(i32::MAX)))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::unavailable(what.to_owned(), e.into_service_error()))?;
+            count += u64::try_from(out.count).unwrap_or(0);
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     /// Sends a conditional update: `Ok(true)` when it applied, `Ok(false)` when its condition was
     /// false (the job is missing or not in the expected state).
     async fn apply(&self, update: UpdateItemFluentBuilder, what: &str, job_id: JobId) -> Result<bool, StoreError> {
@@ -118,19 +196,17 @@ impl DynamoJobs {
 impl JobStore for DynamoJobs {
     #[instrument(skip_all, fields(mandator_id = %job.mandator_id, job_id = %job.job_id, segment_type = %job.segment_type))]
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let put = self
+        let sent = self
             .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(job_item(job)?))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", PARTITION_KEY)
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(self.put_job(job)?).build())
+            .transact_items(TransactWriteItem::builder().put(self.put_live_marker(job)?).build())
             .send()
             .await;
-        match put {
+        match sent {
             Ok(_) => Ok(()),
             Err(e) => match e.into_service_error() {
-                PutItemError::ConditionalCheckFailedException(_) => {
+                TransactWriteItemsError::TransactionCanceledException(c) if first_condition_failed(&c) => {
                     Err(StoreError::Conflict(format!("job {} exists already", job.job_id)))
                 }
                 other => Err(StoreError::unavailable(format!("creating job {}", job.job_id), other)),
@@ -223,25 +299,38 @@ impl JobStore for DynamoJobs {
             .expression_attribute_values(":count", count.1)
             .build()
             .map_err(|e| StoreError::Corrupt(format!("completing job {job_id}: {e}")))?;
-        let meter = Update::builder()
+        // This job's own usage record, not a counter shared by the mandator's jobs: two jobs
+        // completing together would conflict on a shared item, and the loser would redo its whole
+        // merge. A per-job record conflicts with nothing; `usage` sums them with a Query. (Counters
+        // split over N items by job id hash would still collide whenever more than N jobs
+        // complete together.) Conditional on its absence, so it is written once per job.
+        let mut record =
+            Self::key_of(&job.mandator_id, usage_job_sort_key(job.usage_month(), job.segment_type, job_id));
+        record.insert(USAGE_JOBS_ATTRIBUTE.to_owned(), n(1));
+        let meter = Put::builder()
             .table_name(&self.table)
-            .set_key(Some(Self::key_of(&job.mandator_id, usage_sort_key(job.usage_month(), job.segment_type))))
-            .update_expression("ADD #jobs :one")
-            .expression_attribute_names("#jobs", USAGE_JOBS_ATTRIBUTE)
-            .expression_attribute_values(":one", n(1))
+            .set_item(Some(record))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PARTITION_KEY)
             .build()
             .map_err(|e| StoreError::Corrupt(format!("metering job {job_id}: {e}")))?;
         let sent = self
             .client
             .transact_write_items()
             .transact_items(TransactWriteItem::builder().update(complete).build())
-            .transact_items(TransactWriteItem::builder().update(meter).build())
+            .transact_items(TransactWriteItem::builder().put(meter).build())
+            .transact_items(
+                TransactWriteItem::builder().delete(self.delete_live_marker(&job.mandator_id, job_id)?).build(),
+            )
             .send()
             .await;
         match sent {
             Ok(_) => Ok(true),
             Err(e) => match e.into_service_error() {
                 TransactWriteItemsError::TransactionCanceledException(c) if first_condition_failed(&c) => Ok(false),
+                TransactWriteItemsError::TransactionCanceledException(c) if condition_failed(&c, 1) => {
+                    Err(StoreError::Corrupt(format!("job {job_id} is not final but its usage is recorded")))
+                }
                 other => Err(StoreError::unavailable(format!("completing job {job_id}"), other)),
             },
         }
@@ -270,18 +359,12 @@ impl JobStore for DynamoJobs {
                 .expression_attribute_values(":now", n(now.timestamp()))
                 .build()
                 .map_err(|e| StoreError::Corrupt(format!("claiming an idempotency key: {e}")))?;
-            let create = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(job_item(job)?))
-                .condition_expression("attribute_not_exists(#pk)")
-                .expression_attribute_names("#pk", PARTITION_KEY)
-                .build()
-                .map_err(|e| StoreError::Corrupt(format!("creating job {}: {e}", job.job_id)))?;
             let sent = self
                 .client
                 .transact_write_items()
                 .transact_items(TransactWriteItem::builder().put(claim).build())
-                .transact_items(TransactWriteItem::builder().put(create).build())
+                .transact_items(TransactWriteItem::builder().put(self.put_job(job)?).build())
+                .transact_items(TransactWriteItem::builder().put(self.put_live_marker(job)?).build())
                 .send()
                 .await;
             match sent {
@@ -311,6 +394,12 @@ impl JobStore for DynamoJobs {
 
     #[instrument(skip_all, fields(mandator_id = %mandator, segment_type = %segment_type))]
     async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError> {
+        // One record per completed job: the Query reads them all, in pages of up to 1 MB (about
+        // 10,000 of these small items, some 250 read units each). Thousands of jobs a month are a
+        // page or two; `GET /usage` is a billing read, called rarely, and its cost grows with the
+        // jobs it counts, which each cost far more to run.
+        let per_job =
+            self.count_prefix(mandator, &usage_job_prefix(month, segment_type), None, "reading usage").await?;
         let out = self
             .client
             .get_item()
@@ -320,31 +409,79 @@ impl JobStore for DynamoJobs {
             .send()
             .await
             .map_err(|e| StoreError::unavailable("reading usage", e.into_service_error()))?;
-        match out.item.as_ref().and_then(|i| i.get(USAGE_JOBS_ATTRIBUTE)) {
-            None => Ok(0),
+        // The counter completions raised before per-job records; absent in a table that never had it.
+        let legacy: u64 = match out.item.as_ref().and_then(|i| i.get(USAGE_JOBS_ATTRIBUTE)) {
+            None => 0,
             Some(AttributeValue::N(count)) => {
-                count.parse().map_err(|e| StoreError::Corrupt(format!("usage counter {month}/{segment_type}: {e}")))
+                count.parse().map_err(|e| StoreError::Corrupt(format!("usage counter {month}/{segment_type}: {e}")))?
             }
-            Some(_) => Err(StoreError::Corrupt(format!("usage counter {month}/{segment_type} is not a number"))),
-        }
+            Some(_) => {
+                return Err(StoreError::Corrupt(format!("usage counter {month}/{segment_type} is not a number")));
+            }
+        };
+        Ok(per_job + legacy)
+    }
+
+    #[instrument(skip_all, fields(mandator_id = %mandator, at_most))]
+    async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError> {
+        let count = self.count_prefix(mandator, LIVE_SORT_PREFIX, Some(at_most), "counting live jobs").await?;
+        Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    #[instrument(skip_all, fields(mandator_id = %mandator))]
+    async fn key_claim(
+        &self,
+        mandator: &MandatorId,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyClaim>, StoreError> {
+        Ok(self
+            .read_key(mandator, key)
+            .await?
+            .filter(|(_, expires_at)| *expires_at > now.timestamp())
+            .map(|(claim, _)| claim))
     }
 
     #[instrument(skip_all, fields(mandator_id = %mandator, job_id = %job_id))]
     async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError> {
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
-        let update = self
-            .update(mandator, job_id)
+        let fail = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(job_key(mandator, job_id)))
             .update_expression("SET #status = :failed, #error = :error")
             .condition_expression("#status IN (:queued, :running)")
+            .expression_attribute_names("#status", STATUS)
+            .expression_attribute_values(":queued", s(JobStatus::Queued.as_str()))
+            .expression_attribute_values(":running", s(JobStatus::Running.as_str()))
             .expression_attribute_values(":failed", s(JobStatus::Failed.as_str()))
             .expression_attribute_names("#error", ERROR)
-            .expression_attribute_values(":error", s(reason));
-        self.apply(update, "failing", job_id).await
+            .expression_attribute_values(":error", s(reason))
+            .build()
+            .map_err(|e| StoreError::Corrupt(format!("failing job {job_id}: {e}")))?;
+        let sent = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().update(fail).build())
+            .transact_items(TransactWriteItem::builder().delete(self.delete_live_marker(mandator, job_id)?).build())
+            .send()
+            .await;
+        match sent {
+            Ok(_) => Ok(true),
+            Err(e) => match e.into_service_error() {
+                TransactWriteItemsError::TransactionCanceledException(c) if first_condition_failed(&c) => Ok(false),
+                other => Err(StoreError::unavailable(format!("failing job {job_id}"), other)),
+            },
+        }
     }
 }
 
 /// Whether a cancelled transaction failed on the condition of its first item (the job or the
 /// key the caller tests), rather than on another item or a conflict with another transaction.
 fn first_condition_failed(e: &aws_sdk_dynamodb::types::error::TransactionCanceledException) -> bool {
-    e.cancellation_reasons().first().and_then(|r| r.code()) == Some("ConditionalCheckFailed")
+    condition_failed(e, 0)
+}
+
+/// Whether a cancelled transaction failed on the condition of its item at `index`.
+fn condition_failed(e: &aws_sdk_dynamodb::types::error::TransactionCanceledException, index: usize) -> bool {
+    e.cancellation_reasons().get(index).and_then(|r| r.code()) == Some("ConditionalCheckFailed")
 }

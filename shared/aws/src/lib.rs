@@ -73,7 +73,7 @@ pub use jobs::DynamoJobs;
 #[cfg(feature = "s3")]
 pub use links::S3Links;
 #[cfg(feature = "sqs")]
-pub use queue::{ReceivedMessage, SqsQueue};
+pub use queue::{ReceivedMessage, SqsMessageVisibility, SqsQueue, WORK_QUEUE_URL_VAR};
 #[cfg(feature = "s3")]
 pub use results::{S3Results, UPLOAD_PART_BYTES};
 #[cfg(feature = "dynamodb")]

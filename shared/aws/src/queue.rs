@@ -1,7 +1,9 @@
 //! The work queues in SQS: one per segment type, each with its own worker function. Besides the
-//! [`JobQueue`] port it offers the receive and delete calls of a runner that polls SQS itself.
+//! [`JobQueue`] port it offers the receive and delete calls of a runner that polls SQS itself, and
+//! the [`MessageVisibility`] of a queue's delivered messages.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
@@ -10,7 +12,7 @@ use tracing::instrument;
 
 use segments_core::domain::SegmentType;
 use segments_core::jobs::JobMessage;
-use segments_core::ports::{JobQueue, StoreError};
+use segments_core::ports::{JobQueue, MessageVisibility, StoreError};
 
 /// SQS returns at most 10 messages per receive.
 const MAX_RECEIVE_BATCH: u32 = 10;
@@ -125,6 +127,62 @@ impl SqsQueue {
             StoreError::unavailable(format!("deleting from the {segment_type} queue"), e.into_service_error())
         })?;
         Ok(())
+    }
+}
+
+/// The variable naming a worker's own queue, whose messages it holds by receipt handle.
+pub const WORK_QUEUE_URL_VAR: &str = "WORK_QUEUE_URL";
+/// SQS keeps a message invisible for at most 12 hours.
+const MAX_VISIBILITY_SECONDS: u64 = 12 * 60 * 60;
+
+/// One work queue's hold on the messages it delivered (ChangeMessageVisibility, which needs the
+/// `sqs:ChangeMessageVisibility` permission on the queue): what a worker needs of the queue it
+/// consumes to set a failed message's backoff and to extend a long run's visibility.
+#[derive(Debug, Clone)]
+pub struct SqsMessageVisibility {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsMessageVisibility {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsMessageVisibility { client, queue_url: queue_url.into() }
+    }
+
+    /// The `segment_type` worker's own queue: `WORK_QUEUE_URL` as the stack sets it, else the
+    /// type's `<TYPE>_QUEUE_URL`, which one environment for every function carries (the env file
+    /// of `segments provision` for `cargo lambda watch`).
+    pub fn from_env(client: Client, segment_type: SegmentType) -> Result<Self, segments_core::config::ConfigError> {
+        let url = match segments_core::config::optional(WORK_QUEUE_URL_VAR) {
+            Some(url) => url,
+            None => segments_core::config::required(&crate::AwsResources::queue_url_var(segment_type))
+                .map_err(|_| segments_core::config::ConfigError::Missing(WORK_QUEUE_URL_VAR.to_owned()))?,
+        };
+        Ok(SqsMessageVisibility::new(client, url))
+    }
+}
+
+#[async_trait]
+impl MessageVisibility for SqsMessageVisibility {
+    #[instrument(skip_all, fields(timeout_seconds = timeout.as_secs()))]
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), StoreError> {
+        let seconds = timeout.as_secs().min(MAX_VISIBILITY_SECONDS) as i32;
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(seconds)
+            .send()
+            .await
+            .map_err(|e| StoreError::unavailable("changing a work message's visibility", e.into_service_error()))?;
+        Ok(())
+    }
+}
+
+impl SqsQueue {
+    /// The hold on the delivered messages of a segment type's queue.
+    pub fn visibility(&self, segment_type: SegmentType) -> Result<SqsMessageVisibility, StoreError> {
+        Ok(SqsMessageVisibility::new(self.client.clone(), self.url(segment_type)?))
     }
 }
 

@@ -55,7 +55,16 @@ pub struct ServiceConfig {
     /// it equal to the queue's `maxReceiveCount`, so the job fails before the message goes to
     /// the DLQ.
     pub max_receive_count: u32,
+    /// Live (QUEUED or RUNNING) jobs a mandator may have, all segment types together; a create
+    /// beyond it is refused with 429 (docs/api.md), so one mandator cannot fill the queues.
+    pub max_live_jobs_per_mandator: u32,
 }
+
+/// The variable that sets [`ServiceConfig::max_live_jobs_per_mandator`] (create-job, segments-api).
+pub const MAX_LIVE_JOBS_PER_MANDATOR_VAR: &str = "MAX_LIVE_JOBS_PER_MANDATOR";
+
+/// The default of [`ServiceConfig::max_live_jobs_per_mandator`].
+pub const DEFAULT_MAX_LIVE_JOBS_PER_MANDATOR: u32 = 20;
 
 impl Default for ServiceConfig {
     fn default() -> Self {
@@ -64,13 +73,15 @@ impl Default for ServiceConfig {
             console_client_id: None,
             chunk_size: DEFAULT_CHUNK_SIZE,
             max_receive_count: 5,
+            max_live_jobs_per_mandator: DEFAULT_MAX_LIVE_JOBS_PER_MANDATOR,
         }
     }
 }
 
 impl ServiceConfig {
     /// `MANDATOR_CLAIM` (default `client_id`), `CONSOLE_CLIENT_ID` (default none; empty is none),
-    /// `RESULT_CHUNK_SIZE` (default 1000, at least 500), `MAX_RECEIVE_COUNT` (default 5).
+    /// `RESULT_CHUNK_SIZE` (default 1000, at least 500), `MAX_RECEIVE_COUNT` (default 5),
+    /// `MAX_LIVE_JOBS_PER_MANDATOR` (default 20, at least 1).
     pub fn from_env() -> Result<Self, ConfigError> {
         let d = ServiceConfig::default();
         let chunk_size = parsed_or("RESULT_CHUNK_SIZE", d.chunk_size)?;
@@ -84,11 +95,19 @@ impl ServiceConfig {
         if max_receive_count == 0 {
             return Err(ConfigError::Invalid { name: "MAX_RECEIVE_COUNT".into(), reason: "must be at least 1".into() });
         }
+        let max_live_jobs_per_mandator = parsed_or(MAX_LIVE_JOBS_PER_MANDATOR_VAR, d.max_live_jobs_per_mandator)?;
+        if max_live_jobs_per_mandator == 0 {
+            return Err(ConfigError::Invalid {
+                name: MAX_LIVE_JOBS_PER_MANDATOR_VAR.into(),
+                reason: "must be at least 1".into(),
+            });
+        }
         Ok(ServiceConfig {
             mandator_claim: parsed_or("MANDATOR_CLAIM", d.mandator_claim)?,
             console_client_id: optional("CONSOLE_CLIENT_ID"),
             chunk_size,
             max_receive_count,
+            max_live_jobs_per_mandator,
         })
     }
 }

@@ -213,15 +213,35 @@ pub fn idempotency_sort_key(key: &IdempotencyKey) -> String {
     format!("IDEM#{key}")
 }
 
-/// Usage counters (docs/api.md `GET /usage`): the number of completed jobs per mandator, month
-/// (the job's creation month, UTC) and segment type, raised in the same atomic write that
-/// completes the job, so every job counts exactly once.
+/// Usage (docs/api.md `GET /usage`): the number of completed jobs per mandator, month (the job's
+/// creation month, UTC) and segment type.
 ///
-/// DynamoDB: an item of the Jobs table, `pk = M#{mandatorId}`, `sk =`[`usage_sort_key`], with the
-/// count in the Number attribute [`USAGE_JOBS_ATTRIBUTE`]. Embedded: the redb table
-/// [`USAGE_TABLE`], key [`usage_embedded_key`] (`&str`) → count (`u64`).
+/// Each completed job writes its own usage record, in the same atomic write that completes it and
+/// only if that record does not exist yet, so every job counts exactly once and two jobs
+/// completing together never write the same item (a shared counter made them conflict, and the
+/// loser redid its whole merge). `GET /usage` sums the records of the month and type. Records are
+/// kept (no expiry): they are what the mandator is billed for.
+///
+/// Before per-job records, completions raised one counter per (mandator, month, type); a deployed
+/// store still holds such counters, and `GET /usage` adds them.
+///
+/// DynamoDB: items of the Jobs table, `pk = M#{mandatorId}`, `sk =`[`usage_job_sort_key`] (one per
+/// job) and the legacy counter `sk =`[`usage_sort_key`] with the count in the Number attribute
+/// [`USAGE_JOBS_ATTRIBUTE`]. Embedded: the redb table [`USAGE_TABLE`], key
+/// [`usage_job_embedded_key`] → 1 per job, and the legacy counter [`usage_embedded_key`] → count.
 pub fn usage_sort_key(month: Month, segment_type: SegmentType) -> String {
     format!("USAGE#{month}#{segment_type}")
+}
+
+/// The common prefix of the per-job usage records of a month and type, ending in the separator,
+/// so the legacy counter (the prefix without it) and other types are outside it.
+pub fn usage_job_prefix(month: Month, segment_type: SegmentType) -> String {
+    format!("{}#", usage_sort_key(month, segment_type))
+}
+
+/// The jobs-table sort key of one completed job's usage record: `USAGE#{YYYY-MM}#{segmentType}#{jobId}`.
+pub fn usage_job_sort_key(month: Month, segment_type: SegmentType, job_id: JobId) -> String {
+    format!("{}{job_id}", usage_job_prefix(month, segment_type))
 }
 
 /// The attribute of a usage item holding the count of completed jobs.
@@ -230,10 +250,28 @@ pub const USAGE_JOBS_ATTRIBUTE: &str = "jobs";
 /// The embedded store's usage table.
 pub const USAGE_TABLE: &str = "usage";
 
-/// The key of a usage counter in the embedded store's [`USAGE_TABLE`]: `{mandator}#{YYYY-MM}#{segmentType}`.
+/// The key of a legacy usage counter in the embedded store's [`USAGE_TABLE`]: `{mandator}#{YYYY-MM}#{segmentType}`.
 pub fn usage_embedded_key(mandator: &MandatorId, month: Month, segment_type: SegmentType) -> String {
     format!("{mandator}#{month}#{segment_type}")
 }
+
+/// The key of one completed job's usage record in the embedded store's [`USAGE_TABLE`]:
+/// `{mandator}#{YYYY-MM}#{segmentType}#{jobId}`.
+pub fn usage_job_embedded_key(mandator: &MandatorId, month: Month, segment_type: SegmentType, job_id: JobId) -> String {
+    format!("{}#{job_id}", usage_embedded_key(mandator, month, segment_type))
+}
+
+/// The jobs-table sort key of a live-job marker: `LIVE#{jobId}`, in the mandator's partition.
+/// Stored with the job when it is created and deleted in the write that makes the job final, so
+/// the mandator's live (QUEUED or RUNNING) jobs are read by a Query of this prefix that stops
+/// after the limit, instead of reading every job the mandator has. One item per job: no item is
+/// shared by two jobs, so no two writes conflict on it.
+pub fn live_sort_key(job_id: JobId) -> String {
+    format!("{LIVE_SORT_PREFIX}{job_id}")
+}
+
+/// The prefix of every live-job marker's sort key.
+pub const LIVE_SORT_PREFIX: &str = "LIVE#";
 
 /// Object keys of a job's results: `results/{mandatorId}/{segmentType}/{jobId}/…`. The mandator
 /// prefix keeps tenants apart; the `results/` prefix is what the bucket's 14-day lifecycle covers.
@@ -324,6 +362,21 @@ mod tests {
         assert_eq!(usage_sort_key(month, SegmentType::LowBalance), "USAGE#2026-03#lowBalance");
         let m = MandatorId::parse("bank-1").unwrap();
         assert_eq!(usage_embedded_key(&m, month, SegmentType::HighBalance), "bank-1#2026-03#highBalance");
+        let id = JobId::new();
+        assert_eq!(usage_job_sort_key(month, SegmentType::LowBalance, id), format!("USAGE#2026-03#lowBalance#{id}"));
+        assert!(
+            usage_job_sort_key(month, SegmentType::LowBalance, id)
+                .starts_with(&usage_job_prefix(month, SegmentType::LowBalance))
+        );
+        assert!(
+            !usage_sort_key(month, SegmentType::LowBalance)
+                .starts_with(&usage_job_prefix(month, SegmentType::LowBalance))
+        );
+        assert_eq!(
+            usage_job_embedded_key(&m, month, SegmentType::HighBalance, id),
+            format!("bank-1#2026-03#highBalance#{id}")
+        );
+        assert_eq!(live_sort_key(id), format!("LIVE#{id}"));
     }
 
     #[test]

@@ -180,15 +180,17 @@ pub enum KeyClaim {
     Existing { job_id: JobId, request_hash: String },
 }
 
-/// The job records, and the records kept beside them: idempotency keys and usage counters.
+/// The job records, and the records kept beside them: idempotency keys, usage records and the
+/// markers of live jobs (docs/storage.md).
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new job; `Conflict` if its id exists already.
+    /// Stores a new job and marks it live ([`JobStore::live_jobs`]), in one atomic write;
+    /// `Conflict` if its id exists already.
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
 
-    /// Stores a new job and claims `key` for it (with `request_hash`, expiring with the job), in
-    /// one atomic write: of two concurrent calls with one key exactly one creates its job. A key
-    /// whose record has expired (`expiresAt ≤ now`) is free again.
+    /// Stores a new job, marks it live and claims `key` for it (with `request_hash`, expiring
+    /// with the job), in one atomic write: of two concurrent calls with one key exactly one
+    /// creates its job. A key whose record has expired (`expiresAt ≤ now`) is free again.
     async fn create_with_key(
         &self,
         job: &Job,
@@ -210,16 +212,35 @@ pub trait JobStore: Send + Sync {
     /// unchanged), `None` when there is no such job.
     async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError>;
 
-    /// → COMPLETED with the result summary and +1 on the usage counter of (mandator, month of
-    /// `job.created_at`, segment type), in one atomic conditional write. `Ok(false)` when the job
-    /// was already final (a re-run finalize): nothing changes, the usage is not counted again.
+    /// → COMPLETED with the result summary, the job's own usage record (mandator, month of
+    /// `job.created_at`, segment type, job id) written if absent, and its live marker removed, in
+    /// one atomic conditional write. No item of this write is written by another job's
+    /// completion, so completions of one mandator never conflict with each other. `Ok(false)`
+    /// when the job was already final (a re-run finalize): nothing changes, the usage is not
+    /// counted again.
     async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError>;
 
-    /// → FAILED with a reason, unless already final. `Ok(false)` when it was.
+    /// → FAILED with a reason and its live marker removed, unless already final. `Ok(false)` when
+    /// it was.
     async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError>;
 
-    /// The usage counter: completed jobs of the mandator created in `month`, of `segment_type`.
+    /// The usage: completed jobs of the mandator created in `month`, of `segment_type` — the
+    /// per-job usage records plus the count of a counter written before per-job records existed.
     async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError>;
+
+    /// How many live (QUEUED or RUNNING) jobs the mandator has, all types together, counting no
+    /// further than `at_most`: reads at most `at_most` live markers, never the final jobs.
+    /// Strongly consistent with the writes of [`JobStore::create`] and the final transitions.
+    async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError>;
+
+    /// The job an unexpired idempotency key of the mandator names, with the request hash it was
+    /// claimed with; `None` when the key is free (absent or expired at `now`).
+    async fn key_claim(
+        &self,
+        mandator: &MandatorId,
+        key: &IdempotencyKey,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<KeyClaim>, StoreError>;
 }
 
 /// The bytes of an object, piece by piece.
@@ -262,6 +283,18 @@ pub trait JobQueue: Send + Sync {
         }
         Ok(())
     }
+}
+
+/// A work queue's hold on the messages it has delivered: a received message stays invisible to
+/// other receivers for its visibility timeout, which its receiver may change while it holds it.
+/// A worker uses it to come back after a backoff when a run failed, and to keep a long run's
+/// message from being delivered a second time while the first run still works on it.
+#[async_trait]
+pub trait MessageVisibility: Send + Sync {
+    /// Makes the delivered message `receipt_handle` receivable again only `timeout` from now
+    /// (SQS ChangeMessageVisibility; the count starts at this call). Zero makes it receivable
+    /// at once.
+    async fn change_visibility(&self, receipt_handle: &str, timeout: std::time::Duration) -> Result<(), StoreError>;
 }
 
 /// The segments of the management API and their membership (docs/architecture.md, docs/storage.md).

@@ -1,19 +1,28 @@
 //! Job records. Every transition is a read-check-write inside one write transaction; redb runs
 //! one write transaction at a time, so the check and the write are atomic like DynamoDB's
 //! conditional updates.
+//!
+//! Beside the jobs, as on DynamoDB (docs/storage.md): one usage record per completed job, and one
+//! live marker per QUEUED or RUNNING job, so live jobs are counted without reading every job.
 
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 use serde::{Deserialize, Serialize};
 
 use super::{EmbeddedStore, IDEMPOTENCY, JOBS, OrUnavailable, USAGE, corrupt, keys};
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
-use segments_core::jobs::{IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary, usage_embedded_key};
+use segments_core::jobs::{
+    IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary, usage_embedded_key, usage_job_embedded_key,
+};
 use segments_core::ports::{JobStore, KeyClaim, StoreError};
 use segments_core::rules::SegmentParams;
+
+/// The live-job markers: key [`keys::live_key`] → the job's `expiresAt` (epoch seconds). Written
+/// with the job and removed in the write that makes it final.
+const LIVE_JOBS: TableDefinition<&str, i64> = TableDefinition::new("live_jobs");
 
 /// A failure reason is kept to this many characters, as on DynamoDB: a message, not a dump.
 const MAX_REASON_CHARS: usize = 2000;
@@ -139,6 +148,8 @@ struct StoredKey {
 impl JobStore for EmbeddedStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let key = keys::job_key(&job.mandator_id, job.job_id);
+        let live_key = keys::live_key(&job.mandator_id, job.job_id);
+        let expires_at = job.expires_at.timestamp();
         let value = encode(job)?;
         self.blocking("creating a job", move |db| {
             const WHAT: &str = "creating a job";
@@ -149,6 +160,8 @@ impl JobStore for EmbeddedStore {
                     return Err(StoreError::Conflict(format!("job {key} exists already")));
                 }
                 table.insert(key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
+                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
+                live.insert(live_key.as_str(), expires_at).or_unavailable(WHAT)?;
             }
             write.commit().or_unavailable(WHAT)
         })
@@ -208,11 +221,13 @@ impl JobStore for EmbeddedStore {
 
     async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError> {
         let key = keys::job_key(&job.mandator_id, job.job_id);
-        let usage_key = usage_embedded_key(&job.mandator_id, job.usage_month(), job.segment_type);
+        let usage_key = usage_job_embedded_key(&job.mandator_id, job.usage_month(), job.segment_type, job.job_id);
+        let live_key = keys::live_key(&job.mandator_id, job.job_id);
         self.blocking("completing a job", move |db| {
             const WHAT: &str = "completing a job";
-            // One write transaction: the job becomes COMPLETED and the usage counter rises
-            // together, or neither happens.
+            // One write transaction: the job becomes COMPLETED, its own usage record is written
+            // and its live marker removed together, or none of it happens. A record per job, as on
+            // DynamoDB, where a counter shared by the mandator's jobs made completions conflict.
             let write = db.begin_write().or_unavailable(WHAT)?;
             {
                 let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
@@ -228,8 +243,12 @@ impl JobStore for EmbeddedStore {
                 job.result = Some(result);
                 jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
                 let mut usage = write.open_table(USAGE).or_unavailable(WHAT)?;
-                let count = usage.get(usage_key.as_str()).or_unavailable(WHAT)?.map(|v| v.value()).unwrap_or(0);
-                usage.insert(usage_key.as_str(), count + 1).or_unavailable(WHAT)?;
+                if usage.get(usage_key.as_str()).or_unavailable(WHAT)?.is_some() {
+                    return Err(StoreError::Corrupt(format!("job {key} is not final but its usage is recorded")));
+                }
+                usage.insert(usage_key.as_str(), 1).or_unavailable(WHAT)?;
+                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
+                live.remove(live_key.as_str()).or_unavailable(WHAT)?;
             }
             write.commit().or_unavailable(WHAT)?;
             Ok(true)
@@ -239,17 +258,29 @@ impl JobStore for EmbeddedStore {
 
     async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError> {
         let key = keys::job_key(mandator, job_id);
+        let live_key = keys::live_key(mandator, job_id);
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         self.blocking("updating a job", move |db| {
-            let changed = update(db, &key, |job| {
-                let open = !job.status.is_final();
-                if open {
-                    job.status = JobStatus::Failed;
-                    job.error = Some(reason);
+            const WHAT: &str = "failing a job";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            {
+                let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
+                let Some(mut job) =
+                    jobs.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()?
+                else {
+                    return Ok(false);
+                };
+                if job.status.is_final() {
+                    return Ok(false);
                 }
-                open
-            })?;
-            Ok(changed.unwrap_or(false))
+                job.status = JobStatus::Failed;
+                job.error = Some(reason);
+                jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
+                live.remove(live_key.as_str()).or_unavailable(WHAT)?;
+            }
+            write.commit().or_unavailable(WHAT)?;
+            Ok(true)
         })
         .await
     }
@@ -262,6 +293,8 @@ impl JobStore for EmbeddedStore {
         now: DateTime<Utc>,
     ) -> Result<KeyClaim, StoreError> {
         let job_key = keys::job_key(&job.mandator_id, job.job_id);
+        let live_key = keys::live_key(&job.mandator_id, job.job_id);
+        let expires_at = job.expires_at.timestamp();
         let idem_key = keys::idempotency_key(&job.mandator_id, key);
         let value = encode(job)?;
         let claim = StoredKey { job_id: job.job_id, request_hash: request_hash.to_owned(), expires_at: job.expires_at };
@@ -286,6 +319,8 @@ impl JobStore for EmbeddedStore {
                 }
                 jobs.insert(job_key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
                 keys_table.insert(idem_key.as_str(), claim.as_slice()).or_unavailable(WHAT)?;
+                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
+                live.insert(live_key.as_str(), expires_at).or_unavailable(WHAT)?;
             }
             write.commit().or_unavailable(WHAT)?;
             Ok(KeyClaim::Created)
@@ -294,13 +329,110 @@ impl JobStore for EmbeddedStore {
     }
 
     async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError> {
-        let key = usage_embedded_key(mandator, month, segment_type);
+        // The counter completions raised before per-job records, then the records: its key is
+        // their prefix without the separator.
+        let legacy_key = usage_embedded_key(mandator, month, segment_type);
         self.blocking("reading usage", move |db| {
             const WHAT: &str = "reading usage";
             let read = db.begin_read().or_unavailable(WHAT)?;
             let table = read.open_table(USAGE).or_unavailable(WHAT)?;
-            Ok(table.get(key.as_str()).or_unavailable(WHAT)?.map(|v| v.value()).unwrap_or(0))
+            let legacy = table.get(legacy_key.as_str()).or_unavailable(WHAT)?.map(|v| v.value()).unwrap_or(0);
+            let prefix = format!("{legacy_key}#");
+            let end = keys::prefix_end(&prefix);
+            let mut per_job: u64 = 0;
+            for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)? {
+                per_job += entry.or_unavailable(WHAT)?.1.value();
+            }
+            Ok(legacy + per_job)
         })
         .await
+    }
+
+    async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError> {
+        let prefix = keys::live_prefix(mandator);
+        self.blocking("counting live jobs", move |db| {
+            const WHAT: &str = "counting live jobs";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = match read.open_table(LIVE_JOBS) {
+                Ok(table) => table,
+                // No job has been created since the store was made.
+                Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+                Err(e) => return Err(e).or_unavailable(WHAT),
+            };
+            let end = keys::prefix_end(&prefix);
+            let mut count = 0;
+            for entry in table.range(prefix.as_str()..end.as_str()).or_unavailable(WHAT)?.take(at_most as usize) {
+                entry.or_unavailable(WHAT)?;
+                count += 1;
+            }
+            Ok(count)
+        })
+        .await
+    }
+
+    async fn key_claim(
+        &self,
+        mandator: &MandatorId,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyClaim>, StoreError> {
+        let idem_key = keys::idempotency_key(mandator, key);
+        self.blocking("reading an idempotency key", move |db| {
+            const WHAT: &str = "reading an idempotency key";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let table = read.open_table(IDEMPOTENCY).or_unavailable(WHAT)?;
+            let Some(stored) = table.get(idem_key.as_str()).or_unavailable(WHAT)? else { return Ok(None) };
+            let stored: StoredKey =
+                serde_json::from_slice(stored.value()).map_err(|e| corrupt("idempotency key", &idem_key, e))?;
+            // An expired key is free again.
+            Ok((stored.expires_at > now)
+                .then_some(KeyClaim::Existing { job_id: stored.job_id, request_hash: stored.request_hash }))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segments_core::rules::SegmentRequest;
+
+    /// A counter that completions raised before per-job usage records still counts, beside the
+    /// records of the jobs completed since.
+    #[tokio::test]
+    async fn usage_adds_a_counter_written_before_per_job_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let mandator = MandatorId::parse("bank-1").unwrap();
+        let segment_type = SegmentType::HighBalance;
+        let body = br#"{"accountType":"checking","threshold":5000,"currency":"EUR"}"#;
+        let request = SegmentRequest::parse(segment_type, body, Utc::now().date_naive()).unwrap();
+        let job = Job::new(mandator.clone(), request.as_of, request.params, None, 1, Utc::now());
+        let month = job.usage_month();
+        let legacy = usage_embedded_key(&mandator, month, segment_type);
+        store
+            .blocking("writing an old counter", move |db| {
+                let write = db.begin_write().or_unavailable("writing")?;
+                write
+                    .open_table(USAGE)
+                    .or_unavailable("writing")?
+                    .insert(legacy.as_str(), 7)
+                    .or_unavailable("writing")?;
+                write.commit().or_unavailable("writing")
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.usage(&mandator, month, segment_type).await.unwrap(), 7);
+        store.create(&job).await.unwrap();
+        let summary = ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 };
+        assert!(store.complete(&job, summary).await.unwrap());
+        assert_eq!(store.usage(&mandator, month, segment_type).await.unwrap(), 8);
+        assert_eq!(store.usage(&mandator, month, SegmentType::LowBalance).await.unwrap(), 0);
+        let other = MandatorId::parse("bank-1x").unwrap();
+        assert_eq!(
+            store.usage(&other, month, segment_type).await.unwrap(),
+            0,
+            "a longer mandator id is another mandator"
+        );
     }
 }

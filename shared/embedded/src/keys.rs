@@ -34,6 +34,16 @@ pub(super) fn job_key(mandator: &MandatorId, job_id: JobId) -> String {
     format!("M#{mandator}#JOB#{job_id}")
 }
 
+/// The prefix of the live-job markers of a mandator, ending in the separator.
+pub(super) fn live_prefix(mandator: &MandatorId) -> String {
+    format!("M#{mandator}#{}", segments_core::jobs::LIVE_SORT_PREFIX)
+}
+
+/// The key of a job's live marker: `M#{mandator}#LIVE#{jobId}`.
+pub(super) fn live_key(mandator: &MandatorId, job_id: JobId) -> String {
+    format!("M#{mandator}#{}", segments_core::jobs::live_sort_key(job_id))
+}
+
 pub(super) fn idempotency_key(mandator: &MandatorId, key: &segments_core::jobs::IdempotencyKey) -> String {
     format!("M#{mandator}#{}", segments_core::jobs::idempotency_sort_key(key))
 }

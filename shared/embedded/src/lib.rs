@@ -47,7 +47,7 @@ use segments_core::jobs::JobMessage;
 use segments_core::ports::StoreError;
 
 pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL, MAX_UPLOAD_LINK_TTL, UPLOAD_PATH};
-pub use queue::{EmbeddedImportQueue, EmbeddedQueue};
+pub use queue::{EmbeddedDeliveries, EmbeddedDelivery, EmbeddedImportQueue, EmbeddedQueue, EmbeddedReceiver};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "segments.redb";

@@ -215,6 +215,98 @@ pub async fn job_store_contract(store: &dyn JobStore) {
     assert_eq!(store.usage(&other, racing.usage_month(), racing.segment_type).await.expect("usage succeeds"), 0);
     let next = racing.usage_month().next();
     assert_eq!(store.usage(&mandator, next, racing.segment_type).await.expect("usage succeeds"), 0);
+
+    live_jobs_contract(store).await;
+    usage_records_contract(store).await;
+}
+
+/// `JobStore::live_jobs`: the QUEUED and RUNNING jobs of one mandator, all types together,
+/// counted up to a bound; a job leaves the count in the write that makes it final.
+async fn live_jobs_contract(store: &dyn JobStore) {
+    let mandator = unique_mandator("live");
+    // Its keys share a prefix with the first mandator's.
+    let longer = MandatorId::parse(&format!("{mandator}x")).expect("a valid mandator id");
+    let live = |m: &MandatorId, at_most: u32| {
+        let m = m.clone();
+        async move { store.live_jobs(&m, at_most).await.expect("live_jobs succeeds") }
+    };
+    assert_eq!(live(&mandator, 20).await, 0, "a new mandator has no live job");
+
+    // One job of every type, one of them under an idempotency key: each counts.
+    let mut jobs = Vec::new();
+    for (_, request) in requests() {
+        let job = new_job(&mandator, request, 2);
+        store.create(&job).await.expect("create succeeds");
+        jobs.push(job);
+    }
+    let keyed = new_job(&mandator, requests().remove(0).1, 2);
+    let key = IdempotencyKey::parse("live-1").expect("a valid key");
+    assert_eq!(store.create_with_key(&keyed, &key, "h", now()).await.expect("claim succeeds"), KeyClaim::Created);
+    // A claim that finds the key taken stores no job and marks nothing live.
+    let refused = new_job(&mandator, requests().remove(0).1, 2);
+    let claim = store.create_with_key(&refused, &key, "h", now()).await.expect("claim succeeds");
+    assert!(matches!(claim, KeyClaim::Existing { .. }), "{claim:?}");
+    // A repeated create of one id conflicts and marks nothing twice.
+    assert!(matches!(store.create(&jobs[0]).await, Err(StoreError::Conflict(_))));
+    let total = jobs.len() as u32 + 1;
+    assert_eq!(live(&mandator, 100).await, total, "every created job is live");
+    assert_eq!(live(&mandator, 2).await, 2, "counting stops at the bound");
+    assert_eq!(live(&mandator, 0).await, 0);
+    assert_eq!(live(&longer, 100).await, 0, "another mandator's jobs are not counted");
+
+    // RUNNING is still live; COMPLETED and FAILED are not, and a repeated final write changes nothing.
+    let summary = ResultSummary { total_elements: 0, chunk_size: 1000, chunk_count: 0 };
+    store.record_shard(&mandator, jobs[0].job_id, 0).await.expect("record_shard succeeds");
+    assert_eq!(live(&mandator, 100).await, total, "a running job is live");
+    assert!(store.complete(&jobs[0], summary).await.expect("complete succeeds"));
+    assert_eq!(live(&mandator, 100).await, total - 1, "a completed job is not live");
+    assert!(store.fail(&mandator, jobs[1].job_id, "broken").await.expect("fail succeeds"));
+    assert_eq!(live(&mandator, 100).await, total - 2, "a failed job is not live");
+    assert!(!store.complete(&jobs[1], summary).await.expect("complete succeeds"));
+    assert!(!store.fail(&mandator, jobs[0].job_id, "late").await.expect("fail succeeds"));
+    assert!(store.complete(&keyed, summary).await.expect("complete succeeds"));
+    assert_eq!(live(&mandator, 100).await, total - 3);
+
+    // `key_claim` names the job of an unexpired key, and nothing for a free or expired one.
+    assert_eq!(
+        store.key_claim(&mandator, &key, now()).await.expect("key_claim succeeds"),
+        Some(KeyClaim::Existing { job_id: keyed.job_id, request_hash: "h".into() })
+    );
+    let free = IdempotencyKey::parse("live-2").expect("a valid key");
+    assert_eq!(store.key_claim(&mandator, &free, now()).await.expect("key_claim succeeds"), None);
+    assert_eq!(store.key_claim(&longer, &key, now()).await.expect("key_claim succeeds"), None, "keys are per mandator");
+    let expired = keyed.expires_at + chrono::Duration::seconds(1);
+    assert_eq!(store.key_claim(&mandator, &key, expired).await.expect("key_claim succeeds"), None);
+}
+
+/// Usage: one record per completed job, summed per mandator, month and type; completions of
+/// many jobs at once are each metered once.
+async fn usage_records_contract(store: &dyn JobStore) {
+    let mandator = unique_mandator("usage");
+    let summary = ResultSummary { total_elements: 1, chunk_size: 1000, chunk_count: 1 };
+    let (first_type, first) = requests().remove(0);
+    let (second_type, second) = requests().remove(1);
+    let mut of_first = Vec::new();
+    for _ in 0..12 {
+        let job = new_job(&mandator, first.clone(), 1);
+        store.create(&job).await.expect("create succeeds");
+        of_first.push(job);
+    }
+    let of_second = new_job(&mandator, second, 1);
+    store.create(&of_second).await.expect("create succeeds");
+    let completions = futures::future::join_all(of_first.iter().map(|job| store.complete(job, summary))).await;
+    for (job, completed) in of_first.iter().zip(completions) {
+        assert!(completed.expect("each completion succeeds at once"), "job {} completes", job.job_id);
+    }
+    assert!(store.complete(&of_second, summary).await.expect("complete succeeds"));
+    let month = of_first[0].usage_month();
+    assert_eq!(store.usage(&mandator, month, first_type).await.expect("usage succeeds"), 12);
+    assert_eq!(store.usage(&mandator, month, second_type).await.expect("usage succeeds"), 1, "types are apart");
+    // Completing them all again counts nothing.
+    for job in &of_first {
+        assert!(!store.complete(job, summary).await.expect("complete succeeds"));
+    }
+    assert_eq!(store.usage(&mandator, month, first_type).await.expect("usage succeeds"), 12);
 }
 
 /// Idempotency keys: a key claims one job atomically, per mandator, until it expires.

@@ -112,6 +112,19 @@ impl JobStore for CrashingJobs {
     async fn usage(&self, mandator: &MandatorId, month: Month, segment_type: SegmentType) -> Result<u64, StoreError> {
         self.inner.usage(mandator, month, segment_type).await
     }
+
+    async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError> {
+        self.inner.live_jobs(mandator, at_most).await
+    }
+
+    async fn key_claim(
+        &self,
+        mandator: &MandatorId,
+        key: &IdempotencyKey,
+        now: DateTime<Utc>,
+    ) -> Result<Option<KeyClaim>, StoreError> {
+        self.inner.key_claim(mandator, key, now).await
+    }
 }
 
 /// A result store that crashes right after a shard's part is written, and before a manifest is.

@@ -24,6 +24,7 @@ pub mod backend;
 pub mod contract;
 pub mod faults;
 pub mod flows;
+pub mod iam;
 pub mod moto;
 pub mod queues;
 pub mod runner;

@@ -25,6 +25,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// requests one at a time, partition-only Query, AttributeValues written as held).
 const LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_launcher.py");
 
+/// The launcher with IAM enforcement corrected to AWS's rules (its docstring lists them).
+const IAM_LAUNCHER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/moto_iam_launcher.py");
+
 /// A running moto server; dropping it stops the process.
 pub struct MotoServer {
     child: Child,
@@ -34,10 +37,26 @@ pub struct MotoServer {
 impl MotoServer {
     /// Starts a server on a free port of 127.0.0.1 and waits until it answers.
     pub fn start() -> MotoServer {
+        Self::launch(LAUNCHER, None)
+    }
+
+    /// Starts a server that enforces IAM (`tests/moto_iam_launcher.py`): the first
+    /// `unchecked_requests` requests are not checked (`INITIAL_NO_AUTH_ACTION_COUNT`), every later
+    /// one must be signed with an access key of an IAM user whose policies allow it. Refused
+    /// requests are listed by [`MotoServer::denials`].
+    pub fn start_with_iam(unchecked_requests: u32) -> MotoServer {
+        Self::launch(IAM_LAUNCHER, Some(unchecked_requests))
+    }
+
+    fn launch(launcher: &str, unchecked_requests: Option<u32>) -> MotoServer {
         let binary = moto_binary();
         let python = python_of(&binary);
-        let mut child = Command::new(&python)
-            .arg(LAUNCHER)
+        let mut command = Command::new(&python);
+        if let Some(count) = unchecked_requests {
+            command.env("INITIAL_NO_AUTH_ACTION_COUNT", count.to_string());
+        }
+        let mut child = command
+            .arg(launcher)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -123,6 +142,31 @@ impl MotoServer {
             .await
             .expect("moto answers the reset");
         assert!(response.status().is_success(), "moto reset answered {}", response.status());
+    }
+}
+
+/// A request an IAM-enforcing server refused: the caller's access key id, the IAM action it
+/// lacked (`dynamodb:PutItem`) and the resource it asked for.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Denial {
+    pub access_key_id: String,
+    pub action: String,
+    pub resource: String,
+}
+
+impl MotoServer {
+    /// Every request a server started by [`MotoServer::start_with_iam`] has refused, oldest first.
+    pub async fn denials(&self) -> Vec<Denial> {
+        segments_core::usecases::callbacks::install_tls_provider();
+        reqwest::Client::new()
+            .get(format!("{}/moto-iam/denials", self.endpoint()))
+            .send()
+            .await
+            .expect("moto answers")
+            .json()
+            .await
+            .expect("a list of denials")
     }
 }
 

@@ -56,6 +56,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "upload_missing",
     "account_held",
     "data_conflict",
+    "too_many_jobs",
 ];
 
 impl Problem {
@@ -154,6 +155,9 @@ impl From<&AppError> for Problem {
                 Problem::new(S::CONFLICT, "account_held", "Account held by another user", detail).with_field(field)
             }
             AppError::DataConflict => Problem::new(S::CONFLICT, "data_conflict", "Concurrent writes", detail),
+            AppError::TooManyJobs { .. } => {
+                Problem::new(S::TOO_MANY_REQUESTS, "too_many_jobs", "Too many live jobs", detail)
+            }
         }
     }
 }
@@ -172,11 +176,13 @@ pub fn problem_response(e: &AppError) -> Response<Body> {
     let mut problem = Problem::from(e);
     problem.instance = super::current_request_id().map(|id| problem_instance(&id));
     let body = serde_json::to_string(&problem).unwrap_or_default();
-    Response::builder()
-        .status(problem.status)
-        .header(http::header::CONTENT_TYPE, "application/problem+json")
-        .body(Body::Text(body))
-        .unwrap_or_default()
+    let mut response =
+        Response::builder().status(problem.status).header(http::header::CONTENT_TYPE, "application/problem+json");
+    if let AppError::TooManyJobs { retry_after_seconds, .. } = e {
+        // RFC 9110 §10.2.3: delay-seconds, so the client needs no clock agreement with us.
+        response = response.header(http::header::RETRY_AFTER, retry_after_seconds.to_string());
+    }
+    response.body(Body::Text(body)).unwrap_or_default()
 }
 
 pub fn json_response<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
@@ -232,6 +238,7 @@ mod tests {
             AppError::UploadMissing("accounts.ndjson"),
             AppError::AccountHeld { account: "a".into(), field: "/accounts/0/accountId".into() },
             AppError::DataConflict,
+            AppError::TooManyJobs { limit: 20, retry_after_seconds: 30 },
         ]
     }
 
@@ -257,6 +264,21 @@ mod tests {
         assert_eq!(v["field"], "threshold");
         assert_eq!(v["detail"], "threshold must be a decimal number");
         assert!(v.get("instance").is_none(), "outside a request there is no instance: {v}");
+    }
+
+    #[test]
+    fn too_many_jobs_is_429_with_retry_after_in_seconds() {
+        let r = problem_response(&AppError::TooManyJobs { limit: 20, retry_after_seconds: 30 });
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "30");
+        assert_eq!(r.headers()[http::header::CONTENT_TYPE], "application/problem+json");
+        let Body::Text(body) = r.body() else { panic!("a text body") };
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["code"], "too_many_jobs");
+        assert_eq!(v["status"], 429);
+        assert!(v["detail"].as_str().unwrap().contains("20 jobs"), "{v}");
+        let other = problem_response(&AppError::IdempotencyKeyReused);
+        assert!(other.headers().get(http::header::RETRY_AFTER).is_none());
     }
 
     #[tokio::test]

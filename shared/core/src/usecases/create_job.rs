@@ -33,6 +33,12 @@ pub struct JobIntake {
 /// timeout (10 s), and past the time SQS and the workers need to start a queued shard.
 pub const REQUEUE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
+/// The `Retry-After` (seconds) of a create refused by the live-job limit. A slot frees when any of
+/// the mandator's live jobs ends; with the default 20 jobs running side by side for minutes each,
+/// one ends every few seconds to tens of seconds, so half a minute usually finds a slot while a
+/// waiting client retries at most twice a minute (each retry costs a read of the store).
+pub const TOO_MANY_JOBS_RETRY_AFTER_SECONDS: u32 = 30;
+
 /// The name of the header that makes a `POST /segments/{segmentType}` idempotent.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
 
@@ -63,6 +69,14 @@ pub fn request_hash(request: &SegmentRequest) -> String {
 /// of the same request (same hash) answers the job the key names, without enqueueing anything;
 /// another request under the key is a 409. A mandator without account data gets a job of one
 /// (empty) shard, which completes with no users like any other.
+///
+/// A mandator with [`ServiceConfig::max_live_jobs_per_mandator`] live jobs (all types together:
+/// they share the workers and the account data reads, and a client creating many jobs of
+/// several types would otherwise get the limit several times over) is refused with
+/// [`AppError::TooManyJobs`], except for a replay of an existing job under its key, which creates
+/// nothing. The count is read before the write, not in it: concurrent creates may pass the limit
+/// by as many as race, which a fairness limit tolerates; a count in the write would be one item
+/// every create and completion of the mandator writes.
 #[instrument(skip_all, fields(mandator_id = %caller.mandator, segment_type = %segment_type))]
 pub async fn create_job(
     s: &JobIntake,
@@ -96,6 +110,19 @@ pub async fn create_job_with_key(
         s.callbacks.secrets.secret(&caller.mandator).await?;
     }
     let hash = request_hash(&request);
+    let limit = s.config.max_live_jobs_per_mandator;
+    if s.jobs.live_jobs(&caller.mandator, limit).await? >= limit {
+        let replay = match idempotency_key {
+            Some(key) => s.jobs.key_claim(&caller.mandator, key, now).await?,
+            None => None,
+        };
+        return match replay {
+            Some(KeyClaim::Existing { job_id, request_hash }) => {
+                replayed(s, caller, job_id, &request_hash, &hash, now).await
+            }
+            _ => Err(AppError::TooManyJobs { limit, retry_after_seconds: TOO_MANY_JOBS_RETRY_AFTER_SECONDS }),
+        };
+    }
     let shards = s.accounts.shard_count(&caller.mandator).await?.unwrap_or(1);
     let job = Job::new(caller.mandator.clone(), request.as_of, request.params, request.callback_url, shards, now);
     match idempotency_key {
@@ -103,25 +130,7 @@ pub async fn create_job_with_key(
         Some(key) => match s.jobs.create_with_key(&job, key, &hash, now).await? {
             KeyClaim::Created => {}
             KeyClaim::Existing { job_id, request_hash } => {
-                if request_hash != hash {
-                    return Err(AppError::IdempotencyKeyReused);
-                }
-                let existing = s.jobs.get(&caller.mandator, job_id).await?;
-                // The key expires with its job: a live key names a live job.
-                let existing = existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
-                    AppError::Unavailable(crate::ports::StoreError::Corrupt(format!(
-                        "idempotency key names job {job_id}, which does not exist"
-                    )))
-                })?;
-                if existing.status == JobStatus::Queued && now - existing.created_at >= REQUEUE_AFTER {
-                    // No worker has started it long after its request must have ended: that
-                    // request may have died between storing the job and enqueueing it. Its
-                    // messages again are harmless (a shard is recorded once, parts and results
-                    // have fixed keys); a job that never runs is not.
-                    tracing::warn!(job_id = %existing.job_id, "replayed job still queued; enqueueing its shards again");
-                    s.queue.enqueue_all(&existing.messages()).await?;
-                }
-                return Ok(existing);
+                return replayed(s, caller, job_id, &request_hash, &hash, now).await;
             }
         },
     }
@@ -139,4 +148,35 @@ pub async fn create_job_with_key(
     tracing::info!(job_id = %job.job_id, shards, "job queued");
     telemetry::job_created(JobContext::of(&job));
     Ok(job)
+}
+
+/// The answer to a request whose idempotency key names `job_id`, claimed by a request of hash
+/// `claimed_hash`: that job when this request (`hash`) is the same, a 409 otherwise.
+async fn replayed(
+    s: &JobIntake,
+    caller: &Caller,
+    job_id: crate::domain::JobId,
+    claimed_hash: &str,
+    hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Job, AppError> {
+    if claimed_hash != hash {
+        return Err(AppError::IdempotencyKeyReused);
+    }
+    let existing = s.jobs.get(&caller.mandator, job_id).await?;
+    // The key expires with its job: a live key names a live job.
+    let existing = existing.filter(|j| !j.is_expired(now)).ok_or_else(|| {
+        AppError::Unavailable(crate::ports::StoreError::Corrupt(format!(
+            "idempotency key names job {job_id}, which does not exist"
+        )))
+    })?;
+    if existing.status == JobStatus::Queued && now - existing.created_at >= REQUEUE_AFTER {
+        // No worker has started it long after its request must have ended: that request may have
+        // died between storing the job and enqueueing it. Its messages again are harmless (a
+        // shard is recorded once, parts and results have fixed keys); a job that never runs is
+        // not.
+        tracing::warn!(job_id = %existing.job_id, "replayed job still queued; enqueueing its shards again");
+        s.queue.enqueue_all(&existing.messages()).await?;
+    }
+    Ok(existing)
 }

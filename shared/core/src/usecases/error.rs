@@ -79,6 +79,11 @@ pub enum AppError {
     /// Writes to one user kept overtaking this one.
     #[error("the user's data kept changing during the write; retry")]
     DataConflict,
+    /// The mandator has `limit` live jobs already; a new one may be created once one ends.
+    #[error(
+        "this organization has {limit} jobs queued or running, the most allowed; retry after {retry_after_seconds} seconds"
+    )]
+    TooManyJobs { limit: u32, retry_after_seconds: u32 },
 }
 
 impl From<BodyError> for AppError {

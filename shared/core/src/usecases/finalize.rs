@@ -1,5 +1,8 @@
 //! The last step of a job: merge the parts of every shard into the result (chunks, export,
 //! manifest), then complete the job and meter its usage in one conditional write (docs/jobs.md).
+//! That write touches only this job's items (its record, its own usage record, its live marker),
+//! so jobs of one mandator finishing together never cancel each other's completion: a merge is
+//! redone only after a real failure, never because another job completed at the same moment.
 //! Run by whichever shard's delivery finds every shard recorded; idempotent, so a crash at any
 //! point is finished by a redelivery.
 

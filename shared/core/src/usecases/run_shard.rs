@@ -15,7 +15,7 @@
 //! failed, so SQS moves it to the dead-letter queue, whose handler (`usecases::dead_letter`)
 //! marks the job FAILED as well — the safety net for anything that slipped past.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
@@ -27,6 +27,7 @@ use super::finalize::finalize;
 pub use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::domain::{SegmentType, UserId};
 use crate::jobs::{Job, JobMessage, JobRef, JobStatus};
+use crate::ports::MessageVisibility;
 use crate::telemetry::{self, JobContext, ReadMeter};
 
 /// A part is uploaded in pieces of about this size.
@@ -170,6 +171,106 @@ pub async fn process_message(
         Err(RunError::Transient(e)) => {
             tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), receive_count, "transient failure; will retry");
             Disposition::Retry
+        }
+    }
+}
+
+/// How long a delivered work message stays away: the backoff after a failed run, by receive
+/// count, and the heartbeat that holds the message while a run works on it. The one place the
+/// retry schedule is defined (docs/jobs.md, "Retries").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrySchedule {
+    /// The backoff after the first failed receive; each further receive doubles it.
+    pub first_backoff: Duration,
+    /// The longest backoff.
+    pub max_backoff: Duration,
+    /// How often a running shard extends its message's visibility.
+    pub heartbeat_every: Duration,
+    /// How far ahead each extension reaches: more than `heartbeat_every`, so one late or failed
+    /// extension does not free the message at once.
+    pub heartbeat_hold: Duration,
+}
+
+impl Default for RetrySchedule {
+    /// 30 s, 1, 2, 4, 8 minutes: with `maxReceiveCount` 5 a shard that keeps failing is given up
+    /// (its job FAILED with the reason) on the 5th receive, 7.5 minutes of backoff plus its run
+    /// times after the first. A run extends its message every minute to three minutes ahead.
+    fn default() -> Self {
+        RetrySchedule {
+            first_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(8 * 60),
+            heartbeat_every: Duration::from_secs(60),
+            heartbeat_hold: Duration::from_secs(3 * 60),
+        }
+    }
+}
+
+impl RetrySchedule {
+    /// The visibility a message gets after its `receive_count`-th receive failed.
+    pub fn backoff(&self, receive_count: u32) -> Duration {
+        let doublings = receive_count.saturating_sub(1).min(31);
+        self.first_backoff.saturating_mul(1u32 << doublings).min(self.max_backoff)
+    }
+}
+
+/// A delivered message as a worker holds it: its body and receive count, and where its
+/// visibility is changed.
+pub struct Delivery<'a> {
+    pub body: &'a str,
+    /// How often the message has been delivered, this time included (SQS's ApproximateReceiveCount).
+    pub receive_count: u32,
+    pub receipt_handle: &'a str,
+    pub queue: &'a dyn MessageVisibility,
+}
+
+/// Handles one delivery like [`process_message`], holding the message while it runs and setting
+/// its backoff when it is to be retried. While the run works, the message's visibility is
+/// extended every `heartbeat_every` to `heartbeat_hold` ahead, so the queue does not hand a second
+/// copy to another worker; a failed extension is logged, not fatal (the run goes on; at worst a
+/// second copy runs, which the idempotent shard steps allow). A message to retry is made
+/// receivable again after [`RetrySchedule::backoff`] of its receive count instead of after the
+/// queue's visibility timeout; if that change fails, it comes back after whatever visibility it
+/// had.
+pub async fn process_delivery(
+    s: &ShardRunner,
+    worker_type: SegmentType,
+    delivery: &Delivery<'_>,
+    schedule: &RetrySchedule,
+    now: DateTime<Utc>,
+) -> Disposition {
+    let run = process_message(s, worker_type, delivery.body, delivery.receive_count, now);
+    let disposition = tokio::select! {
+        disposition = run => disposition,
+        never = heartbeat(delivery, schedule) => match never {},
+    };
+    if disposition == Disposition::Retry {
+        let backoff = schedule.backoff(delivery.receive_count);
+        match delivery.queue.change_visibility(delivery.receipt_handle, backoff).await {
+            Ok(()) => tracing::info!(
+                receive_count = delivery.receive_count,
+                backoff_seconds = backoff.as_secs(),
+                "message comes back after its backoff"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "setting the backoff failed; the message comes back after its visibility timeout")
+            }
+        }
+    }
+    disposition
+}
+
+/// Extends the delivery's visibility every `heartbeat_every`, forever: it ends when the run it
+/// accompanies ends and drops it.
+async fn heartbeat(delivery: &Delivery<'_>, schedule: &RetrySchedule) -> std::convert::Infallible {
+    let mut ticks = tokio::time::interval(schedule.heartbeat_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick completes at once: the message was just received with the queue's full
+    // visibility timeout.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(e) = delivery.queue.change_visibility(delivery.receipt_handle, schedule.heartbeat_hold).await {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e), "extending the message's visibility failed");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `GET /usage?month=YYYY-MM`: the caller's metered usage, completed jobs per segment type in the
-//! month (the jobs' creation month, UTC). Every segment type is listed, 0 when unused.
+//! month (the jobs' creation month, UTC). Every segment type is listed, 0 when unused. Each type's
+//! count sums the usage records of its completed jobs (one per job, docs/storage.md), the types
+//! read concurrently.
 
 use serde::Serialize;
 use tracing::instrument;
