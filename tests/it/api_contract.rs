@@ -7,17 +7,16 @@
 //! The tools are installed by `tests/run.sh` into `.venv`; `$SCHEMATHESIS` and
 //! `$OPENAPI_SPEC_VALIDATOR` name them. A missing tool fails the test, never skips it.
 
-use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{Months, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use crate::support::process::{drain, wait_bounded};
 use crate::support::runner::Runner;
 
 const DOCUMENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/infra/openapi.json");
@@ -119,34 +118,6 @@ async fn completed_jobs(runner: &Runner) -> Vec<(&'static str, String)> {
         jobs.push((var, job_id));
     }
     jobs
-}
-
-/// Reads a pipe to its end on a thread of its own, so a chatty child never blocks on a full pipe.
-fn drain(pipe: Option<impl Read + Send + 'static>) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut text = Vec::new();
-        if let Some(mut pipe) = pipe {
-            let _ = pipe.read_to_end(&mut text);
-        }
-        String::from_utf8_lossy(&text).into_owned()
-    })
-}
-
-/// Waits for the child until `timeout`; after that kills its process group and answers `None`.
-fn wait_bounded(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("the child's status") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", child.id())]).status();
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// What to show of a failed run: schemathesis' failures and summary (its report from the first

@@ -26,6 +26,7 @@ pub mod faults;
 pub mod flows;
 pub mod iam;
 pub mod moto;
+pub mod process;
 pub mod queues;
 pub mod runner;
 pub mod template;
