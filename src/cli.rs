@@ -18,6 +18,7 @@ use segments_core::imports::{ImportMode, ImportRecord};
 use segments_core::usecases::Services;
 use segments_core::usecases::import::{ImportError, ImportOptions, ImportPhase, ImportProgress, Importer};
 use segments_core::usecases::run_shard::RetrySchedule;
+use segments_core::usecases::sweep::SweepConfig;
 use segments_embedded::{EmbeddedStore, LocalLinks};
 
 use crate::cognito::{CognitoSettings, CognitoVerifier};
@@ -532,6 +533,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         let data = aws::account_data(&clients, &resources.account_table, &segments_table);
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
         crate::workers::spawn_sqs_pollers(services.runner(), queue, resources.queue_urls.keys().copied().collect());
+        crate::workers::spawn_sweeper(services.sweeper(SweepConfig::from_env()?));
         let import_queue = aws::SqsImportQueue::url_from_env()?;
         let imports = aws::imports_api(&clients, &resources, &import_queue);
         let scratch = a.data.data_dir.join(IMPORT_SCRATCH_DIR);
@@ -559,6 +561,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         let jobs_api = segments_embedded::wiring::jobs_api(store, &services, links.clone());
         crate::workers::spawn_embedded_pool(services.runner(), receiver, a.workers, RetrySchedule::default());
+        crate::workers::spawn_sweeper(services.sweeper(SweepConfig::from_env()?));
         for message in unfinished {
             services.queue.enqueue(&message).await?;
         }

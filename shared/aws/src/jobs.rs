@@ -10,7 +10,10 @@
 //!   `sk = USAGE#{YYYY-MM}#{segmentType}`, `jobs` (N), are still read and added;
 //! - live markers, `sk = LIVE#{jobId}`, `expiresAt` (the job's), put with the job and deleted in
 //!   the write that makes it final, so the live jobs of a mandator are a Query of `LIVE#` that
-//!   stops at the limit.
+//!   stops at the limit. A marker also holds the job's progress watch (`sweepPartition`,
+//!   `progressAt`, `shardsSeen`, `idleSweeps`), which the sparse index `ProgressIndex` orders by
+//!   `progressAt` across mandators: the sweeper's Query of stalled jobs reads live jobs only.
+//!   Markers written before watches existed have none and are not swept.
 
 use std::collections::HashMap;
 
@@ -24,12 +27,13 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::items::{
-    DONE_SHARDS, ERROR, Item, PARTITION_KEY, SHARDS_DONE, SORT_KEY, STATUS, decode_job, job_item, job_key, job_pk, n,
-    result_attributes, s,
+    DONE_SHARDS, ERROR, IDLE_SWEEPS, Item, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_DONE, SHARDS_SEEN,
+    SORT_KEY, STATUS, SWEEP_PARTITION, SWEEP_PARTITIONS, decode_job, job_item, job_key, job_pk, n, result_attributes, s,
+    sweep_partition, sweep_partition_name,
 };
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
-    IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ResultSummary, USAGE_JOBS_ATTRIBUTE, idempotency_sort_key,
+    IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ProgressWatch, ResultSummary, USAGE_JOBS_ATTRIBUTE, idempotency_sort_key,
     live_sort_key, usage_job_prefix, usage_job_sort_key, usage_sort_key,
 };
 use segments_core::ports::{JobStore, KeyClaim, StoreError};
@@ -122,6 +126,11 @@ impl DynamoJobs {
     fn put_live_marker(&self, job: &Job) -> Result<Put, StoreError> {
         let mut marker = Self::key_of(&job.mandator_id, live_sort_key(job.job_id));
         marker.insert(KEY_EXPIRES_AT.to_owned(), n(job.expires_at.timestamp()));
+        let watch = ProgressWatch::of_new_job(job);
+        marker.insert(SWEEP_PARTITION.to_owned(), s(sweep_partition(job.job_id)));
+        marker.insert(PROGRESS_AT.to_owned(), n(watch.progress_at.timestamp()));
+        marker.insert(SHARDS_SEEN.to_owned(), n(watch.shards_seen));
+        marker.insert(IDLE_SWEEPS.to_owned(), n(watch.idle_sweeps));
         Put::builder()
             .table_name(&self.table)
             .set_item(Some(marker))
@@ -428,6 +437,71 @@ impl JobStore for DynamoJobs {
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
     }
 
+    #[instrument(skip_all, fields(before = %before, limit))]
+    async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
+        let mut found = Vec::new();
+        for partition in 0..SWEEP_PARTITIONS {
+            let mut start: Option<Item> = None;
+            loop {
+                let remaining = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));
+                if remaining == 0 {
+                    return Ok(found);
+                }
+                // The index holds only live markers (the attributes exist on nothing else), so
+                // this reads stalled live jobs and no other item.
+                let out = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(PROGRESS_INDEX)
+                    .key_condition_expression("#partition = :partition AND #progress <= :before")
+                    .expression_attribute_names("#partition", SWEEP_PARTITION)
+                    .expression_attribute_names("#progress", PROGRESS_AT)
+                    .expression_attribute_values(":partition", s(sweep_partition_name(partition)))
+                    .expression_attribute_values(":before", n(before.timestamp()))
+                    .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::unavailable("reading stalled jobs", e.into_service_error()))?;
+                for item in out.items.unwrap_or_default() {
+                    found.push(decode_watch(&item)?);
+                }
+                match out.last_evaluated_key {
+                    Some(key) if !key.is_empty() => start = Some(key),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    #[instrument(skip_all, fields(mandator_id = %previous.mandator_id, job_id = %previous.job_id))]
+    async fn replace_watch(&self, previous: &ProgressWatch, next: &ProgressWatch) -> Result<bool, StoreError> {
+        let job_id = previous.job_id;
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key_of(&previous.mandator_id, live_sort_key(job_id))))
+            .update_expression("SET #progress = :next_progress, #seen = :next_seen, #idle = :next_idle")
+            // The marker exists only while the job is live; the watch is the one the caller read.
+            .condition_expression(
+                "attribute_exists(#pk) AND #progress = :progress AND #seen = :seen AND #idle = :idle",
+            )
+            .expression_attribute_names("#pk", PARTITION_KEY)
+            .expression_attribute_names("#progress", PROGRESS_AT)
+            .expression_attribute_names("#seen", SHARDS_SEEN)
+            .expression_attribute_names("#idle", IDLE_SWEEPS)
+            .expression_attribute_values(":progress", n(previous.progress_at.timestamp()))
+            .expression_attribute_values(":seen", n(previous.shards_seen))
+            .expression_attribute_values(":idle", n(previous.idle_sweeps))
+            .expression_attribute_values(":next_progress", n(next.progress_at.timestamp()))
+            .expression_attribute_values(":next_seen", n(next.shards_seen))
+            .expression_attribute_values(":next_idle", n(next.idle_sweeps));
+        self.apply(update, "updating the progress watch", job_id).await
+    }
+
     #[instrument(skip_all, fields(mandator_id = %mandator))]
     async fn key_claim(
         &self,
@@ -473,6 +547,33 @@ impl JobStore for DynamoJobs {
             },
         }
     }
+}
+
+/// The watch of a live marker as the index projects it (the table's keys, `progressAt`,
+/// `shardsSeen`, `idleSweeps`).
+fn decode_watch(item: &Item) -> Result<ProgressWatch, StoreError> {
+    let text = |name: &str| match item.get(name) {
+        Some(AttributeValue::S(v)) | Some(AttributeValue::N(v)) => Ok(v.as_str()),
+        _ => Err(StoreError::Corrupt(format!("a live marker in {PROGRESS_INDEX} lacks {name}"))),
+    };
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("a live marker's {what}: {e}"));
+    let mandator = text(PARTITION_KEY)?
+        .strip_prefix("M#")
+        .ok_or_else(|| corrupt(PARTITION_KEY, &"not a mandator partition"))?;
+    let mandator_id = MandatorId::parse(mandator).map_err(|e| corrupt(PARTITION_KEY, &e))?;
+    let job = text(SORT_KEY)?.strip_prefix(LIVE_SORT_PREFIX).ok_or_else(|| corrupt(SORT_KEY, &"not a live marker"))?;
+    let job_id = JobId::parse(job).map_err(|e| corrupt(SORT_KEY, &e))?;
+    let number = |name: &str| text(name)?.parse::<i64>().map_err(|e| corrupt(name, &e));
+    let progress_at = DateTime::from_timestamp(number(PROGRESS_AT)?, 0)
+        .ok_or_else(|| corrupt(PROGRESS_AT, &"out of range"))?;
+    let count = |name: &str| u32::try_from(number(name)?).map_err(|e| corrupt(name, &e));
+    Ok(ProgressWatch {
+        mandator_id,
+        job_id,
+        progress_at,
+        shards_seen: count(SHARDS_SEEN)?,
+        idle_sweeps: count(IDLE_SWEEPS)?,
+    })
 }
 
 /// Whether a cancelled transaction failed on the condition of its first item (the job or the

@@ -67,7 +67,9 @@ pub use import_queue::{IMPORT_QUEUE_URL_VAR, SqsImportQueue};
 #[cfg(feature = "dynamodb")]
 pub use imports::{DynamoImports, IMPORT_LOCK_SORT_KEY};
 #[cfg(feature = "dynamodb")]
-pub use items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
+pub use items::{
+    IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
+};
 #[cfg(feature = "dynamodb")]
 pub use jobs::DynamoJobs;
 #[cfg(feature = "s3")]

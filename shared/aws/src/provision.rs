@@ -17,8 +17,9 @@ use aws_sdk_dynamodb::client::Waiters;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableDescription,
-    TimeToLiveSpecification, TimeToLiveStatus,
+    AttributeDefinition, BillingMode, CreateGlobalSecondaryIndexAction, GlobalSecondaryIndex,
+    GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
+    TableDescription, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
@@ -32,7 +33,9 @@ use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tracing::instrument;
 
-use super::items::{JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SORT_KEY};
+use super::items::{
+    IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
+};
 use super::{AwsClients, AwsResources, IMPORT_QUEUE_URL_VAR, SEGMENTS_TABLE_VAR};
 use segments_core::domain::SegmentType;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX};
@@ -82,13 +85,15 @@ fn service_error(context: impl Into<String>, source: impl Into<BoxError>) -> Pro
 /// The AccountData table: `pk` (S) and `sk` (S), on-demand capacity.
 #[instrument(skip(client))]
 pub async fn create_account_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name).await
+    create_keyed_table(client, name, false).await
 }
 
-/// The Jobs table: `pk` (S) and `sk` (S), on-demand capacity, TTL on `expiresAt`.
+/// The Jobs table: `pk` (S) and `sk` (S), on-demand capacity, TTL on `expiresAt`, and the sparse
+/// index of live jobs by progress ([`PROGRESS_INDEX`]); an existing table without the index
+/// gets it.
 #[instrument(skip(client))]
 pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name).await?;
+    create_keyed_table(client, name, true).await?;
     let described = client
         .describe_time_to_live()
         .table_name(name)
@@ -121,7 +126,7 @@ pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) ->
 /// of [`provision_all`]: only the segments API uses it ([`segments_table_name`]).
 #[instrument(skip(client))]
 pub async fn create_segments_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name).await
+    create_keyed_table(client, name, false).await
 }
 
 /// The Segments table's name for a prefix: `{prefix}-segments`.
@@ -129,37 +134,85 @@ pub fn segments_table_name(prefix: &str) -> String {
     format!("{prefix}-segments")
 }
 
-async fn create_keyed_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    let attribute = |attribute: &str| {
-        AttributeDefinition::builder()
-            .attribute_name(attribute)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| service_error("building a key attribute", e))
-    };
-    let key = |attribute: &str, key_type: KeyType| {
-        KeySchemaElement::builder()
-            .attribute_name(attribute)
-            .key_type(key_type)
-            .build()
-            .map_err(|e| service_error("building a key schema", e))
-    };
-    let created = client
+fn attribute(name: &str, attribute_type: ScalarAttributeType) -> Result<AttributeDefinition, ProvisionError> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(attribute_type)
+        .build()
+        .map_err(|e| service_error("building a key attribute", e))
+}
+
+fn key(attribute: &str, key_type: KeyType) -> Result<KeySchemaElement, ProvisionError> {
+    KeySchemaElement::builder()
+        .attribute_name(attribute)
+        .key_type(key_type)
+        .build()
+        .map_err(|e| service_error("building a key schema", e))
+}
+
+/// The Jobs table's [`PROGRESS_INDEX`]: `sweepPartition` (S, hash), `progressAt` (N, range),
+/// projecting the watch's counts, so the sweeper reads a stalled job's watch from the index alone.
+fn progress_index() -> Result<(Vec<KeySchemaElement>, Projection), ProvisionError> {
+    let keys = vec![key(SWEEP_PARTITION, KeyType::Hash)?, key(PROGRESS_AT, KeyType::Range)?];
+    let projection = Projection::builder()
+        .projection_type(ProjectionType::Include)
+        .non_key_attributes(SHARDS_SEEN)
+        .non_key_attributes(IDLE_SWEEPS)
+        .build();
+    Ok((keys, projection))
+}
+
+fn progress_index_attributes() -> Result<[AttributeDefinition; 2], ProvisionError> {
+    Ok([attribute(SWEEP_PARTITION, ScalarAttributeType::S)?, attribute(PROGRESS_AT, ScalarAttributeType::N)?])
+}
+
+async fn create_keyed_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    with_progress_index: bool,
+) -> Result<(), ProvisionError> {
+    let mut create = client
         .create_table()
         .table_name(name)
-        .attribute_definitions(attribute(PARTITION_KEY)?)
-        .attribute_definitions(attribute(SORT_KEY)?)
+        .attribute_definitions(attribute(PARTITION_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::S)?)
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
         .key_schema(key(SORT_KEY, KeyType::Range)?)
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await;
-    if let Err(e) = created {
+        .billing_mode(BillingMode::PayPerRequest);
+    if with_progress_index {
+        let (keys, projection) = progress_index()?;
+        let index = GlobalSecondaryIndex::builder()
+            .index_name(PROGRESS_INDEX)
+            .set_key_schema(Some(keys))
+            .projection(projection)
+            .build()
+            .map_err(|e| service_error("building the progress index", e))?;
+        create = create.set_attribute_definitions(Some(
+            [attribute(PARTITION_KEY, ScalarAttributeType::S)?, attribute(SORT_KEY, ScalarAttributeType::S)?]
+                .into_iter()
+                .chain(progress_index_attributes()?)
+                .collect(),
+        ));
+        create = create.global_secondary_indexes(index);
+    }
+    let mut existed = false;
+    if let Err(e) = create.send().await {
         match e.into_service_error() {
-            CreateTableError::ResourceInUseException(_) => tracing::debug!("table exists already"),
+            CreateTableError::ResourceInUseException(_) => {
+                tracing::debug!("table exists already");
+                existed = true;
+            }
             other => return Err(service_error(format!("creating table {name}"), other)),
         }
     }
+    wait_until_active(client, name).await?;
+    if existed && with_progress_index {
+        add_progress_index_if_missing(client, name).await?;
+    }
+    Ok(())
+}
+
+async fn wait_until_active(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
     client
         .wait_until_table_exists()
         .table_name(name)
@@ -167,6 +220,38 @@ async fn create_keyed_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Re
         .await
         .map_err(|e| service_error(format!("waiting for table {name} to become active"), e))?;
     Ok(())
+}
+
+/// Adds the [`PROGRESS_INDEX`] to a Jobs table made before it existed.
+async fn add_progress_index_if_missing(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
+    let described = client
+        .describe_table()
+        .table_name(name)
+        .send()
+        .await
+        .map_err(|e| service_error(format!("reading table {name}"), e.into_service_error()))?;
+    let has_index = described
+        .table()
+        .is_some_and(|t| t.global_secondary_indexes().iter().any(|i| i.index_name() == Some(PROGRESS_INDEX)));
+    if has_index {
+        return Ok(());
+    }
+    let (keys, projection) = progress_index()?;
+    let index = CreateGlobalSecondaryIndexAction::builder()
+        .index_name(PROGRESS_INDEX)
+        .set_key_schema(Some(keys))
+        .projection(projection)
+        .build()
+        .map_err(|e| service_error("building the progress index", e))?;
+    client
+        .update_table()
+        .table_name(name)
+        .set_attribute_definitions(Some(progress_index_attributes()?.into()))
+        .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(index).build())
+        .send()
+        .await
+        .map_err(|e| service_error(format!("adding {PROGRESS_INDEX} to table {name}"), e.into_service_error()))?;
+    wait_until_active(client, name).await
 }
 
 /// The results bucket: private, with lifecycle rules expiring `results/` and `imports/` after 14
@@ -488,6 +573,7 @@ pub async fn provision_service(
         conflicts.push(Conflict { kind, name: name.to_owned(), difference });
     };
 
+    // Only the Jobs table has TTL, and the progress index.
     let tables = [
         (names.account_table.as_str(), None),
         (names.jobs_table.as_str(), Some(JOBS_TTL_ATTRIBUTE)),
@@ -543,9 +629,8 @@ pub async fn provision_service(
     for ((name, ttl_attribute), exists) in tables.into_iter().zip(table_exists) {
         match (exists, ttl_attribute) {
             (true, _) => {}
-            // Only the Jobs table has TTL.
             (false, Some(_)) => create_jobs_table(&clients.dynamodb, name).await?,
-            (false, None) => create_keyed_table(&clients.dynamodb, name).await?,
+            (false, None) => create_keyed_table(&clients.dynamodb, name, false).await?,
         }
         resources.push(ProvisionedResource { kind: ResourceKind::Table, name: name.to_owned(), created: !exists });
     }
@@ -600,7 +685,7 @@ async fn inspect_table(
     };
     let table =
         described.table().ok_or_else(|| service_error(format!("reading table {name}"), "no table description"))?;
-    let mut differences = table_differences(table);
+    let mut differences = table_differences(table, ttl_attribute.is_some());
     let ttl = client
         .describe_time_to_live()
         .table_name(name)
@@ -618,9 +703,9 @@ async fn inspect_table(
     Ok(Found::from_differences(differences, ()))
 }
 
-/// How a described table differs from `pk` (S, hash) and `sk` (S, range), on demand, without
-/// secondary indexes.
-fn table_differences(table: &TableDescription) -> Vec<String> {
+/// How a described table differs from `pk` (S, hash) and `sk` (S, range), on demand, with the
+/// [`PROGRESS_INDEX`] (the Jobs table) or without secondary indexes.
+fn table_differences(table: &TableDescription, with_progress_index: bool) -> Vec<String> {
     let mut differences = Vec::new();
     let keys: Vec<String> =
         table.key_schema().iter().map(|k| format!("{} {}", k.attribute_name(), k.key_type().as_str())).collect();
@@ -642,14 +727,24 @@ fn table_differences(table: &TableDescription) -> Vec<String> {
         let shown = billing.map_or("PROVISIONED", BillingMode::as_str);
         differences.push(format!("billing mode {shown} instead of PAY_PER_REQUEST"));
     }
-    let indexes: Vec<&str> = table
+    let indexes: Vec<String> = table
         .global_secondary_indexes()
         .iter()
-        .filter_map(|i| i.index_name())
-        .chain(table.local_secondary_indexes().iter().filter_map(|i| i.index_name()))
+        .map(|i| {
+            let keys: Vec<String> =
+                i.key_schema().iter().map(|k| format!("{} {}", k.attribute_name(), k.key_type().as_str())).collect();
+            format!("{} ({})", i.index_name().unwrap_or_default(), keys.join(", "))
+        })
+        .chain(table.local_secondary_indexes().iter().filter_map(|i| i.index_name()).map(str::to_owned))
         .collect();
-    if !indexes.is_empty() {
-        differences.push(format!("secondary indexes {} (none expected)", indexes.join(", ")));
+    let expected: Vec<String> = if with_progress_index {
+        vec![format!("{PROGRESS_INDEX} ({SWEEP_PARTITION} HASH, {PROGRESS_AT} RANGE)")]
+    } else {
+        Vec::new()
+    };
+    if indexes != expected {
+        let shown = |list: &[String]| if list.is_empty() { "none".to_owned() } else { list.join(", ") };
+        differences.push(format!("secondary indexes {} instead of {}", shown(&indexes), shown(&expected)));
     }
     differences
 }

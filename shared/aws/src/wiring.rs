@@ -255,3 +255,34 @@ pub async fn dead_letters_from_env() -> Result<(crate::DynamoJobs, Callbacks), B
     let jobs = crate::DynamoJobs::new(clients.dynamodb.clone(), table.clone());
     Ok((jobs, callbacks(&clients, &table)))
 }
+
+/// What the sweeper takes: the Jobs table and every work queue (it sends the unfinished shards of
+/// a job of any type).
+#[cfg(all(feature = "dynamodb", feature = "sqs"))]
+pub fn sweeper(
+    clients: &AwsClients,
+    jobs_table: &str,
+    queue_urls: std::collections::BTreeMap<segments_core::domain::SegmentType, String>,
+    config: segments_core::usecases::sweep::SweepConfig,
+) -> segments_core::usecases::sweep::Sweeper {
+    segments_core::usecases::sweep::Sweeper {
+        jobs: Arc::new(crate::DynamoJobs::new(clients.dynamodb.clone(), jobs_table.to_owned())),
+        queue: Arc::new(crate::SqsQueue::new(clients.sqs.clone(), queue_urls)),
+        callbacks: callbacks(clients, jobs_table),
+        config,
+    }
+}
+
+/// The sweeper of the environment: `JOBS_TABLE`, the queue URL of every segment type
+/// (`{TYPE}_QUEUE_URL`, all required), `PROGRESS_DEADLINE_MINUTES` and `MAX_RESENDS`.
+#[cfg(all(feature = "dynamodb", feature = "sqs"))]
+pub async fn sweeper_from_env() -> Result<segments_core::usecases::sweep::Sweeper, BoxError> {
+    let table = required(crate::JOBS_TABLE_VAR)?;
+    let mut queue_urls = std::collections::BTreeMap::new();
+    for &segment_type in segments_core::domain::SegmentType::ALL {
+        queue_urls.insert(segment_type, required(&AwsResources::queue_url_var(segment_type))?);
+    }
+    let config = segments_core::usecases::sweep::SweepConfig::from_env()?;
+    let clients = AwsClients::from_env().await;
+    Ok(sweeper(&clients, &table, queue_urls, config))
+}

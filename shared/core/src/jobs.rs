@@ -148,6 +148,52 @@ impl Job {
     }
 }
 
+/// What the sweeper knows of a live job (docs/jobs.md, "No job hangs"), kept on the job's live
+/// marker: when the job was last seen making progress, how many shards were done then, and how
+/// many sweeps since found it idle and sent its unfinished shards again. The stores index it by
+/// [`ProgressWatch::progress_at`], over live jobs only, so a sweep reads the jobs that have
+/// stalled and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressWatch {
+    pub mandator_id: MandatorId,
+    pub job_id: JobId,
+    /// When the job was created or last seen with more shards done than the sweep before saw;
+    /// whole seconds, like every time the stores index.
+    pub progress_at: DateTime<Utc>,
+    /// How many shards were done at `progress_at`.
+    pub shards_seen: u32,
+    /// Sweeps since `progress_at` that found no progress and re-sent the unfinished shards.
+    pub idle_sweeps: u32,
+}
+
+impl ProgressWatch {
+    /// The watch a job starts with: created now, nothing done, never swept.
+    pub fn of_new_job(job: &Job) -> ProgressWatch {
+        ProgressWatch {
+            mandator_id: job.mandator_id.clone(),
+            job_id: job.job_id,
+            progress_at: job.created_at.trunc_subsecs(0),
+            shards_seen: 0,
+            idle_sweeps: 0,
+        }
+    }
+}
+
+impl Job {
+    /// The messages that finish the job from where it stands: one per shard not yet recorded, or,
+    /// when every shard is, one (of shard 0) whose delivery finalizes it. Sending them again is
+    /// harmless: a shard is recorded once, and parts and results have fixed keys.
+    pub fn unfinished_messages(&self) -> Vec<JobMessage> {
+        let mut messages = self.messages();
+        if self.all_shards_done() {
+            messages.truncate(1);
+        } else {
+            messages.retain(|m| !self.done_shards.contains(&m.shard));
+        }
+        messages
+    }
+}
+
 /// The message a worker receives: which shard of which job to work on. It carries no parameters:
 /// the job record is the single source of truth.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -403,8 +449,11 @@ mod tests {
         assert_eq!(shards, [0, 1, 2]);
         job.done_shards = BTreeSet::from([0, 2]);
         assert!(!job.all_shards_done());
+        assert_eq!(job.unfinished_messages().iter().map(|m| m.shard).collect::<Vec<_>>(), [1]);
         job.done_shards.insert(1);
         assert!(job.all_shards_done());
+        // Every shard recorded: one message, whose delivery finalizes.
+        assert_eq!(job.unfinished_messages().len(), 1);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 
 use crate::domain::{JobId, MandatorId, Month, SegmentType, UserData, UserId};
-use crate::jobs::{IdempotencyKey, Job, JobMessage, ResultSummary};
+use crate::jobs::{IdempotencyKey, Job, JobMessage, ProgressWatch, ResultSummary};
 
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -184,8 +184,8 @@ pub enum KeyClaim {
 /// markers of live jobs (docs/storage.md).
 #[async_trait]
 pub trait JobStore: Send + Sync {
-    /// Stores a new job and marks it live ([`JobStore::live_jobs`]), in one atomic write;
-    /// `Conflict` if its id exists already.
+    /// Stores a new job and marks it live ([`JobStore::live_jobs`]) with its first progress watch
+    /// ([`JobStore::stalled_jobs`]), in one atomic write; `Conflict` if its id exists already.
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
 
     /// Stores a new job, marks it live and claims `key` for it (with `request_hash`, expiring
@@ -232,6 +232,24 @@ pub trait JobStore: Send + Sync {
     /// further than `at_most`: reads at most `at_most` live markers, never the final jobs.
     /// Strongly consistent with the writes of [`JobStore::create`] and the final transitions.
     async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError>;
+
+    /// The watches of live jobs of every mandator that have seen no progress since `before`
+    /// (`progress_at ≤ before`), at most `limit`, read through an index that holds live jobs
+    /// only ([`ProgressWatch`]): a sweep reads the stalled jobs, never every job. Every job
+    /// created gets its watch ([`ProgressWatch::of_new_job`]) in the write that creates it, and
+    /// loses it in the write that makes it final. The index may lag the writes by a moment
+    /// (DynamoDB's global indexes are eventually consistent): a caller acts through
+    /// [`JobStore::replace_watch`], which checks the stored watch.
+    async fn stalled_jobs(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<ProgressWatch>, StoreError>;
+
+    /// Replaces the job's watch `previous` by `next` (same job) if the stored watch is still
+    /// `previous` and the job is live, in one conditional write. `Ok(false)` when it is not (the
+    /// job ended, or another sweep came first): nothing changes.
+    async fn replace_watch(&self, previous: &ProgressWatch, next: &ProgressWatch) -> Result<bool, StoreError>;
 
     /// The job an unexpired idempotency key of the mandator names, with the request hash it was
     /// claimed with; `None` when the key is free (absent or expired at `now`).

@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::{EmbeddedStore, IDEMPOTENCY, JOBS, OrUnavailable, USAGE, corrupt, keys};
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
-    IdempotencyKey, Job, JobMessage, JobStatus, ResultSummary, usage_embedded_key, usage_job_embedded_key,
+    IdempotencyKey, Job, JobMessage, JobStatus, ProgressWatch, ResultSummary, usage_embedded_key,
+    usage_job_embedded_key,
 };
 use segments_core::ports::{JobStore, KeyClaim, StoreError};
 use segments_core::rules::SegmentParams;
@@ -23,6 +24,98 @@ use segments_core::rules::SegmentParams;
 /// The live-job markers: key [`keys::live_key`] → the job's `expiresAt` (epoch seconds). Written
 /// with the job and removed in the write that makes it final.
 const LIVE_JOBS: TableDefinition<&str, i64> = TableDefinition::new("live_jobs");
+
+/// The progress watch of each live job ([`ProgressWatch`]): key [`keys::live_key`] → the watch
+/// (JSON). Written and removed with the live marker.
+const JOB_WATCHES: TableDefinition<&str, &[u8]> = TableDefinition::new("job_watches");
+
+/// The live jobs ordered by when they last progressed: key [`watch_index_key`] → the job's
+/// [`keys::live_key`]. What [`JobStore::stalled_jobs`] reads, instead of every job.
+const WATCH_INDEX: TableDefinition<&str, &str> = TableDefinition::new("job_watch_index");
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredWatch {
+    mandator_id: MandatorId,
+    job_id: JobId,
+    progress_at: DateTime<Utc>,
+    shards_seen: u32,
+    idle_sweeps: u32,
+}
+
+impl StoredWatch {
+    fn of(watch: &ProgressWatch) -> StoredWatch {
+        StoredWatch {
+            mandator_id: watch.mandator_id.clone(),
+            job_id: watch.job_id,
+            progress_at: watch.progress_at,
+            shards_seen: watch.shards_seen,
+            idle_sweeps: watch.idle_sweeps,
+        }
+    }
+
+    fn watch(self) -> ProgressWatch {
+        ProgressWatch {
+            mandator_id: self.mandator_id,
+            job_id: self.job_id,
+            progress_at: self.progress_at,
+            shards_seen: self.shards_seen,
+            idle_sweeps: self.idle_sweeps,
+        }
+    }
+}
+
+/// The index key of a watch: `{progressAt, epoch seconds, 20 digits}#{live key}`, so key order is
+/// progress order (times before 1970 do not occur: jobs are created now).
+fn watch_index_key(progress_at: DateTime<Utc>, live_key: &str) -> String {
+    format!("{:020}#{live_key}", progress_at.timestamp().max(0))
+}
+
+/// Marks a new job live with its first progress watch, inside the caller's write.
+fn mark_live(write: &redb::WriteTransaction, job: &Job) -> Result<(), StoreError> {
+    const WHAT: &str = "marking a job live";
+    let live_key = keys::live_key(&job.mandator_id, job.job_id);
+    let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
+    live.insert(live_key.as_str(), job.expires_at.timestamp()).or_unavailable(WHAT)?;
+    put_watch(write, &live_key, &ProgressWatch::of_new_job(job))
+}
+
+fn put_watch(write: &redb::WriteTransaction, live_key: &str, watch: &ProgressWatch) -> Result<(), StoreError> {
+    const WHAT: &str = "writing a progress watch";
+    let value =
+        serde_json::to_vec(&StoredWatch::of(watch)).map_err(|e| StoreError::unavailable("encoding a watch", e))?;
+    write.open_table(JOB_WATCHES).or_unavailable(WHAT)?.insert(live_key, value.as_slice()).or_unavailable(WHAT)?;
+    let index_key = watch_index_key(watch.progress_at, live_key);
+    write.open_table(WATCH_INDEX).or_unavailable(WHAT)?.insert(index_key.as_str(), live_key).or_unavailable(WHAT)?;
+    Ok(())
+}
+
+/// The job's stored watch, if it has one.
+fn read_watch(write: &redb::WriteTransaction, live_key: &str) -> Result<Option<ProgressWatch>, StoreError> {
+    const WHAT: &str = "reading a progress watch";
+    let watches = write.open_table(JOB_WATCHES).or_unavailable(WHAT)?;
+    let Some(stored) = watches.get(live_key).or_unavailable(WHAT)? else { return Ok(None) };
+    let stored: StoredWatch = serde_json::from_slice(stored.value()).map_err(|e| corrupt("watch", live_key, e))?;
+    Ok(Some(stored.watch()))
+}
+
+fn remove_watch(write: &redb::WriteTransaction, live_key: &str) -> Result<(), StoreError> {
+    const WHAT: &str = "removing a progress watch";
+    if let Some(watch) = read_watch(write, live_key)? {
+        let index_key = watch_index_key(watch.progress_at, live_key);
+        write.open_table(WATCH_INDEX).or_unavailable(WHAT)?.remove(index_key.as_str()).or_unavailable(WHAT)?;
+        write.open_table(JOB_WATCHES).or_unavailable(WHAT)?.remove(live_key).or_unavailable(WHAT)?;
+    }
+    Ok(())
+}
+
+/// Removes a job's live marker and its watch, inside the caller's write that makes it final.
+fn unmark_live(write: &redb::WriteTransaction, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError> {
+    const WHAT: &str = "unmarking a live job";
+    let live_key = keys::live_key(mandator, job_id);
+    write.open_table(LIVE_JOBS).or_unavailable(WHAT)?.remove(live_key.as_str()).or_unavailable(WHAT)?;
+    remove_watch(write, &live_key)
+}
 
 /// A failure reason is kept to this many characters, as on DynamoDB: a message, not a dump.
 const MAX_REASON_CHARS: usize = 2000;
@@ -124,13 +217,7 @@ pub(super) fn unfinished(db: &Database) -> Result<Vec<JobMessage>, StoreError> {
         if job.status.is_final() {
             continue;
         }
-        let mut messages = job.messages();
-        if job.all_shards_done() {
-            messages.truncate(1);
-        } else {
-            messages.retain(|m| !job.done_shards.contains(&m.shard));
-        }
-        out.extend(messages);
+        out.extend(job.unfinished_messages());
     }
     Ok(out)
 }
@@ -148,9 +235,8 @@ struct StoredKey {
 impl JobStore for EmbeddedStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let key = keys::job_key(&job.mandator_id, job.job_id);
-        let live_key = keys::live_key(&job.mandator_id, job.job_id);
-        let expires_at = job.expires_at.timestamp();
         let value = encode(job)?;
+        let job = job.clone();
         self.blocking("creating a job", move |db| {
             const WHAT: &str = "creating a job";
             let write = db.begin_write().or_unavailable(WHAT)?;
@@ -160,9 +246,8 @@ impl JobStore for EmbeddedStore {
                     return Err(StoreError::Conflict(format!("job {key} exists already")));
                 }
                 table.insert(key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
-                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
-                live.insert(live_key.as_str(), expires_at).or_unavailable(WHAT)?;
             }
+            mark_live(&write, &job)?;
             write.commit().or_unavailable(WHAT)
         })
         .await
@@ -222,7 +307,7 @@ impl JobStore for EmbeddedStore {
     async fn complete(&self, job: &Job, result: ResultSummary) -> Result<bool, StoreError> {
         let key = keys::job_key(&job.mandator_id, job.job_id);
         let usage_key = usage_job_embedded_key(&job.mandator_id, job.usage_month(), job.segment_type, job.job_id);
-        let live_key = keys::live_key(&job.mandator_id, job.job_id);
+        let (mandator, job_id) = (job.mandator_id.clone(), job.job_id);
         self.blocking("completing a job", move |db| {
             const WHAT: &str = "completing a job";
             // One write transaction: the job becomes COMPLETED, its own usage record is written
@@ -247,9 +332,8 @@ impl JobStore for EmbeddedStore {
                     return Err(StoreError::Corrupt(format!("job {key} is not final but its usage is recorded")));
                 }
                 usage.insert(usage_key.as_str(), 1).or_unavailable(WHAT)?;
-                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
-                live.remove(live_key.as_str()).or_unavailable(WHAT)?;
             }
+            unmark_live(&write, &mandator, job_id)?;
             write.commit().or_unavailable(WHAT)?;
             Ok(true)
         })
@@ -258,7 +342,7 @@ impl JobStore for EmbeddedStore {
 
     async fn fail(&self, mandator: &MandatorId, job_id: JobId, reason: &str) -> Result<bool, StoreError> {
         let key = keys::job_key(mandator, job_id);
-        let live_key = keys::live_key(mandator, job_id);
+        let mandator = mandator.clone();
         let reason: String = reason.chars().take(MAX_REASON_CHARS).collect();
         self.blocking("updating a job", move |db| {
             const WHAT: &str = "failing a job";
@@ -276,9 +360,8 @@ impl JobStore for EmbeddedStore {
                 job.status = JobStatus::Failed;
                 job.error = Some(reason);
                 jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
-                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
-                live.remove(live_key.as_str()).or_unavailable(WHAT)?;
             }
+            unmark_live(&write, &mandator, job_id)?;
             write.commit().or_unavailable(WHAT)?;
             Ok(true)
         })
@@ -293,13 +376,12 @@ impl JobStore for EmbeddedStore {
         now: DateTime<Utc>,
     ) -> Result<KeyClaim, StoreError> {
         let job_key = keys::job_key(&job.mandator_id, job.job_id);
-        let live_key = keys::live_key(&job.mandator_id, job.job_id);
-        let expires_at = job.expires_at.timestamp();
         let idem_key = keys::idempotency_key(&job.mandator_id, key);
         let value = encode(job)?;
         let claim = StoredKey { job_id: job.job_id, request_hash: request_hash.to_owned(), expires_at: job.expires_at };
         let claim =
             serde_json::to_vec(&claim).map_err(|e| StoreError::unavailable("encoding an idempotency key", e))?;
+        let job = job.clone();
         self.blocking("creating a job", move |db| {
             const WHAT: &str = "creating a job";
             let write = db.begin_write().or_unavailable(WHAT)?;
@@ -319,9 +401,8 @@ impl JobStore for EmbeddedStore {
                 }
                 jobs.insert(job_key.as_str(), value.as_slice()).or_unavailable(WHAT)?;
                 keys_table.insert(idem_key.as_str(), claim.as_slice()).or_unavailable(WHAT)?;
-                let mut live = write.open_table(LIVE_JOBS).or_unavailable(WHAT)?;
-                live.insert(live_key.as_str(), expires_at).or_unavailable(WHAT)?;
             }
+            mark_live(&write, &job)?;
             write.commit().or_unavailable(WHAT)?;
             Ok(KeyClaim::Created)
         })
@@ -366,6 +447,57 @@ impl JobStore for EmbeddedStore {
                 count += 1;
             }
             Ok(count)
+        })
+        .await
+    }
+
+    async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
+        // Every index key up to the last second `before` names sorts before this bound.
+        let bound = format!("{:020}$", before.timestamp().max(0));
+        self.blocking("reading stalled jobs", move |db| {
+            const WHAT: &str = "reading stalled jobs";
+            let read = db.begin_read().or_unavailable(WHAT)?;
+            let (index, watches) = match (read.open_table(WATCH_INDEX), read.open_table(JOB_WATCHES)) {
+                (Ok(index), Ok(watches)) => (index, watches),
+                // No job was ever created here.
+                (Err(TableError::TableDoesNotExist(_)), _) | (_, Err(TableError::TableDoesNotExist(_))) => {
+                    return Ok(Vec::new());
+                }
+                (Err(e), _) | (_, Err(e)) => return Err(StoreError::unavailable(WHAT, e)),
+            };
+            let mut found = Vec::new();
+            for entry in index.range::<&str>(..bound.as_str()).or_unavailable(WHAT)? {
+                if found.len() >= limit as usize {
+                    break;
+                }
+                let (_, live_key) = entry.or_unavailable(WHAT)?;
+                let live_key = live_key.value();
+                let Some(stored) = watches.get(live_key).or_unavailable(WHAT)? else {
+                    return Err(StoreError::Corrupt(format!("the watch index names {live_key}, which has no watch")));
+                };
+                let stored: StoredWatch =
+                    serde_json::from_slice(stored.value()).map_err(|e| corrupt("watch", live_key, e))?;
+                found.push(stored.watch());
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn replace_watch(&self, previous: &ProgressWatch, next: &ProgressWatch) -> Result<bool, StoreError> {
+        let live_key = keys::live_key(&previous.mandator_id, previous.job_id);
+        let (previous, next) = (previous.clone(), next.clone());
+        self.blocking("updating a progress watch", move |db| {
+            const WHAT: &str = "updating a progress watch";
+            let write = db.begin_write().or_unavailable(WHAT)?;
+            // The watch exists only while the job is live.
+            if read_watch(&write, &live_key)?.as_ref() != Some(&previous) {
+                return Ok(false);
+            }
+            remove_watch(&write, &live_key)?;
+            put_watch(&write, &live_key, &next)?;
+            write.commit().or_unavailable(WHAT)?;
+            Ok(true)
         })
         .await
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
-use segments_core::jobs::{IdempotencyKey, Job, ResultSummary};
+use segments_core::jobs::{IdempotencyKey, Job, ProgressWatch, ResultSummary};
 use segments_core::ports::{ByteStream, JobStore, KeyClaim, ObjectWriter, ResultStore, StoreError};
 use segments_core::usecases::Services;
 
@@ -24,6 +24,9 @@ pub enum CrashPoint {
     /// Finalize has written the chunks and the export but not the manifest, and has not completed
     /// the job.
     MidFinalize,
+    /// The shard is recorded, but what the store answers cannot be decoded: a fault no retry
+    /// mends.
+    CorruptShardRecord,
 }
 
 /// The crashes armed for the coming runs. Clones share the plan.
@@ -49,7 +52,12 @@ impl FaultPlan {
         match armed.iter().position(|p| *p == point) {
             Some(i) => {
                 armed.remove(i);
-                Err(StoreError::unavailable(format!("injected crash {point:?}"), "the process died"))
+                Err(match point {
+                    CrashPoint::CorruptShardRecord => {
+                        StoreError::Corrupt(format!("injected fault {point:?}: the job record cannot be decoded"))
+                    }
+                    _ => StoreError::unavailable(format!("injected crash {point:?}"), "the process died"),
+                })
             }
             None => Ok(()),
         }
@@ -98,6 +106,7 @@ impl JobStore for CrashingJobs {
     async fn record_shard(&self, mandator: &MandatorId, job_id: JobId, shard: u32) -> Result<Option<Job>, StoreError> {
         let job = self.inner.record_shard(mandator, job_id, shard).await?;
         self.plan.fire(CrashPoint::AfterShardRecord)?;
+        self.plan.fire(CrashPoint::CorruptShardRecord)?;
         Ok(job)
     }
 
@@ -115,6 +124,14 @@ impl JobStore for CrashingJobs {
 
     async fn live_jobs(&self, mandator: &MandatorId, at_most: u32) -> Result<u32, StoreError> {
         self.inner.live_jobs(mandator, at_most).await
+    }
+
+    async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
+        self.inner.stalled_jobs(before, limit).await
+    }
+
+    async fn replace_watch(&self, previous: &ProgressWatch, next: &ProgressWatch) -> Result<bool, StoreError> {
+        self.inner.replace_watch(previous, next).await
     }
 
     async fn key_claim(

@@ -10,7 +10,7 @@ use super::callbacks::Callbacks;
 use super::{AppError, Caller};
 use crate::config::ServiceConfig;
 use crate::domain::SegmentType;
-use crate::jobs::{IdempotencyKey, Job, JobStatus};
+use crate::jobs::{IdempotencyKey, Job};
 use crate::ports::{AccountSource, JobQueue, JobStore, KeyClaim};
 use crate::rules::body::FieldError;
 use crate::rules::{SegmentRequest, SegmentSpec};
@@ -27,11 +27,6 @@ pub struct JobIntake {
     pub callbacks: Callbacks,
     pub config: ServiceConfig,
 }
-
-/// How long after its creation a job that no worker has started counts as possibly never
-/// enqueued, so an Idempotency-Key replay enqueues it again: well past the create-job function's
-/// timeout (10 s), and past the time SQS and the workers need to start a queued shard.
-pub const REQUEUE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 
 /// The `Retry-After` (seconds) of a create refused by the live-job limit. A slot frees when any of
 /// the mandator's live jobs ends; with the default 20 jobs running side by side for minutes each,
@@ -170,13 +165,8 @@ async fn replayed(
             "idempotency key names job {job_id}, which does not exist"
         )))
     })?;
-    if existing.status == JobStatus::Queued && now - existing.created_at >= REQUEUE_AFTER {
-        // No worker has started it long after its request must have ended: that request may have
-        // died between storing the job and enqueueing it. Its messages again are harmless (a
-        // shard is recorded once, parts and results have fixed keys); a job that never runs is
-        // not.
-        tracing::warn!(job_id = %existing.job_id, "replayed job still queued; enqueueing its shards again");
-        s.queue.enqueue_all(&existing.messages()).await?;
-    }
+    // A replay sends nothing, whatever the job's state: a job whose request died before its
+    // messages were all sent is found by the sweeper within its progress deadline
+    // (`usecases::sweep`), which sends them once per deadline however often the client replays.
     Ok(existing)
 }

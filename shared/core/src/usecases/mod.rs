@@ -20,6 +20,7 @@ pub mod read_result;
 pub mod run_shard;
 pub mod segments;
 mod shard_runner;
+pub mod sweep;
 
 use std::sync::Arc;
 
@@ -71,5 +72,10 @@ impl Services {
             callbacks: self.callbacks.clone(),
             config: self.config.clone(),
         }
+    }
+
+    /// What sweeping stalled jobs takes.
+    pub fn sweeper(&self, config: sweep::SweepConfig) -> sweep::Sweeper {
+        sweep::Sweeper { jobs: self.jobs.clone(), queue: self.queue.clone(), callbacks: self.callbacks.clone(), config }
     }
 }

@@ -26,7 +26,7 @@ use super::dead_letter::count_and_call_back;
 use super::finalize::finalize;
 pub use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::domain::{SegmentType, UserId};
-use crate::jobs::{Job, JobMessage, JobRef, JobStatus};
+use crate::jobs::{Job, JobMessage, JobRef};
 use crate::ports::MessageVisibility;
 use crate::telemetry::{self, JobContext, ReadMeter};
 
@@ -34,8 +34,24 @@ use crate::telemetry::{self, JobContext, ReadMeter};
 const PART_PIECE_BYTES: usize = 1024 * 1024;
 
 /// Runs the shard of `message`: its part, its record, and the finalize when it is the last.
+///
+/// Whatever permanent fault stops it — a job record or part that cannot be decoded, stored data
+/// out of order, a message that does not fit its job — fails the job with the reason before the
+/// message is acknowledged: no message is dropped while its job stays live. When marking the job
+/// FAILED itself fails, the error is transient, so the message comes back (and, at worst, the
+/// dead-letter handler marks the job).
 #[instrument(skip_all, fields(mandator_id = %message.mandator_id, job_id = %message.job_id, segment_type = %message.segment_type, shard = message.shard))]
 pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>) -> Result<RunOutcome, RunError> {
+    match run_shard_steps(s, message, now).await {
+        Err(RunError::Permanent(reason)) => {
+            let job = JobRef { mandator_id: message.mandator_id.clone(), job_id: message.job_id };
+            fail(s, &job, &reason).await
+        }
+        other => other,
+    }
+}
+
+async fn run_shard_steps(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>) -> Result<RunOutcome, RunError> {
     let mandator = &message.mandator_id;
     let Some(mut job) = s.jobs.get(mandator, message.job_id).await? else {
         tracing::warn!("message for an unknown job; dropped");
@@ -45,11 +61,11 @@ pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>
         return Ok(RunOutcome::NothingToDo);
     }
     if job.segment_type != message.segment_type {
-        return fail(s, &job, "message and job disagree on the segment type").await;
+        return Err(RunError::Permanent("message and job disagree on the segment type".to_owned()));
     }
     if message.shard >= job.shards_total {
         let reason = format!("message names shard {} of a job with {} shards", message.shard, job.shards_total);
-        return fail(s, &job, &reason).await;
+        return Err(RunError::Permanent(reason));
     }
     if !job.done_shards.contains(&message.shard) {
         s.jobs.mark_running(mandator, job.job_id).await?;
@@ -58,12 +74,7 @@ pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>
         let written = reads.measure(write_part(s, &job, message.shard)).await;
         // Every run of a shard counts, a failed one too: its reads cost the same.
         telemetry::shard_run(JobContext::of(&job), message.shard, started.elapsed(), reads.totals());
-        if let Err(e) = written {
-            return match e {
-                RunError::Permanent(reason) => fail(s, &job, &reason).await,
-                transient => Err(transient),
-            };
-        }
+        written?;
         job = match s.jobs.record_shard(mandator, job.job_id, message.shard).await? {
             Some(job) => job,
             None => return Ok(RunOutcome::NothingToDo),
@@ -76,18 +87,15 @@ pub async fn run_shard(s: &ShardRunner, message: &JobMessage, now: DateTime<Utc>
     if !job.all_shards_done() {
         return Ok(RunOutcome::ShardDone);
     }
-    match finalize(s, &job).await {
-        Err(RunError::Permanent(reason)) => fail(s, &job, &reason).await,
-        other => other,
-    }
+    finalize(s, &job).await
 }
 
-async fn fail(s: &ShardRunner, job: &Job, reason: &str) -> Result<RunOutcome, RunError> {
+/// Marks the job FAILED with `reason` (counted and called back by the run that made it final),
+/// then answers the permanent error, which acknowledges the message.
+async fn fail(s: &ShardRunner, job: &JobRef, reason: &str) -> Result<RunOutcome, RunError> {
     tracing::error!(reason, "job failed");
-    if s.jobs.fail(&job.mandator_id, job.job_id, reason).await? {
-        telemetry::job_failed(JobContext::of(job));
-        let failed = Job { status: JobStatus::Failed, error: Some(reason.to_owned()), ..job.clone() };
-        s.callbacks.call_back(&failed).await;
+    if s.jobs.fail(&job.mandator_id, job.job_id, reason).await.map_err(RunError::Transient)? {
+        count_and_call_back(s.jobs.as_ref(), &s.callbacks, job).await;
     }
     Err(RunError::Permanent(reason.to_owned()))
 }
