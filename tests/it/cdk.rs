@@ -2,10 +2,11 @@
 //! The app is synthesized once (offline, with a placeholder `bootstrap` per function so that no
 //! release build is needed), both templates are reduced to the facts that make the service, and
 //! the facts are compared: every resource under its logical id, routes with their authorization
-//! and function, the authorizer, queues with their dead-letter queues, tables, the results
-//! bucket, the functions with their settings, variables and grants, log groups, alarms, the
-//! operations dashboard widget for widget, and the outputs. The SAM side is read through `support::template`, which expands the template's `Fn::ForEach`
-//! loops as CloudFormation does. cfn-lint checks the synthesized template, tsc the app's types.
+//! and function, the authorizer, queues with their dead-letter queues, tables with their
+//! secondary indexes, the results bucket, the functions with their settings, variables and
+//! grants, the functions run on a schedule and at what rate, log groups, alarms, the operations
+//! dashboard widget for widget, and the outputs. The SAM side is read through
+//! `support::template`, which expands the template's `Fn::ForEach` loops as CloudFormation does. cfn-lint checks the synthesized template, tsc the app's types.
 //!
 //! `tests/run.sh` runs `npm ci` in infra/cdk and exports `CDK_APP_DIR` and `CFN_LINT`.
 
@@ -253,6 +254,28 @@ struct TableFacts {
     time_to_live: Option<String>,
     /// DeletionPolicy and UpdateReplacePolicy.
     policies: (String, String),
+    /// The global secondary indexes by name.
+    indexes: BTreeMap<String, IndexFacts>,
+}
+
+/// A global secondary index: its keys as the table's are read, and what it projects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexFacts {
+    /// `(attribute, key type, attribute type)` in key order.
+    keys: Vec<(String, String, String)>,
+    projection_type: String,
+    /// The non-key attributes of an INCLUDE projection.
+    projected: BTreeSet<String>,
+}
+
+/// A function run on a schedule: the rate or cron expression, and whether the schedule may invoke
+/// it (SAM's Schedule event grants that itself; a CDK rule needs a Lambda permission for
+/// EventBridge naming the rule).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ScheduleFacts {
+    expression: String,
+    enabled: bool,
+    invocable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -338,6 +361,8 @@ struct Service {
     alarms: BTreeMap<String, AlarmFacts>,
     dashboard: DashboardFacts,
     outputs: BTreeMap<String, OutputFacts>,
+    /// The functions run on a schedule, by logical id.
+    schedules: BTreeMap<String, BTreeSet<ScheduleFacts>>,
 }
 
 impl Service {
@@ -357,6 +382,7 @@ impl Service {
         let globals = &doc["Globals"]["Function"];
         let mut routes = BTreeMap::new();
         let mut functions = BTreeMap::new();
+        let mut schedules: BTreeMap<String, BTreeSet<ScheduleFacts>> = BTreeMap::new();
         for (name, function) in of_type(doc, "AWS::Serverless::Function") {
             let properties = &function["Properties"];
             let setting = |key: &str| match &properties[key] {
@@ -364,6 +390,17 @@ impl Service {
                 own => own,
             };
             for event in properties["Events"].as_object().into_iter().flat_map(|events| events.values()) {
+                if event["Type"] == "Schedule" {
+                    let schedule = &event["Properties"];
+                    // SAM makes the rule and the permission that lets it invoke the function.
+                    let facts = ScheduleFacts {
+                        expression: render(&schedule["Schedule"]),
+                        enabled: schedule["Enabled"] != false && schedule["State"] != "DISABLED",
+                        invocable: true,
+                    };
+                    schedules.entry(name.to_owned()).or_default().insert(facts);
+                    continue;
+                }
                 if event["Type"] != "HttpApi" {
                     continue;
                 }
@@ -420,6 +457,7 @@ impl Service {
             alarms: alarms(doc),
             dashboard: dashboard(doc),
             outputs: outputs(doc),
+            schedules,
         }
     }
 
@@ -517,8 +555,41 @@ impl Service {
             alarms: alarms(doc),
             dashboard: dashboard(doc),
             outputs: outputs(doc),
+            schedules: cdk_schedules(doc),
         }
     }
+}
+
+/// The functions the EventBridge rules of a synthesized template run on a schedule, each with
+/// whether a Lambda permission lets that rule invoke it.
+fn cdk_schedules(doc: &Value) -> BTreeMap<String, BTreeSet<ScheduleFacts>> {
+    // `(function, rule)` pairs an EventBridge permission names.
+    let permitted: BTreeSet<(String, String)> = of_type(doc, "AWS::Lambda::Permission")
+        .map(|(_, permission)| &permission["Properties"])
+        .filter(|p| p["Action"] == "lambda:InvokeFunction" && p["Principal"] == "events.amazonaws.com")
+        .map(|p| (logical_id_of(&render(&p["FunctionName"])), logical_id_of(&render(&p["SourceArn"]))))
+        .collect();
+    let mut schedules: BTreeMap<String, BTreeSet<ScheduleFacts>> = BTreeMap::new();
+    for (rule, definition) in of_type(doc, "AWS::Events::Rule") {
+        let properties = &definition["Properties"];
+        let Some(expression) = properties["ScheduleExpression"].as_str() else { continue };
+        for target in one_or_many(&properties["Targets"]) {
+            let function = logical_id_of(&render(&target["Arn"]));
+            let facts = ScheduleFacts {
+                expression: expression.to_owned(),
+                enabled: properties["State"] != "DISABLED",
+                invocable: permitted.contains(&(function.clone(), rule.to_owned())),
+            };
+            schedules.entry(function).or_default().insert(facts);
+        }
+    }
+    schedules
+}
+
+/// `X` of a rendered `${X}` or `${X.Arn}`: the logical id a reference names.
+fn logical_id_of(rendered: &str) -> String {
+    let inner = rendered.strip_prefix("${").and_then(|r| r.strip_suffix('}')).unwrap_or(rendered);
+    inner.strip_suffix(".Arn").unwrap_or(inner).to_owned()
 }
 
 fn single<'a>(mut found: impl Iterator<Item = (&'a str, &'a Value)>, what: &str) -> (&'a str, &'a Value) {
@@ -596,6 +667,26 @@ fn tables(doc: &Value) -> BTreeMap<String, TableFacts> {
                 })
                 .collect();
             let ttl = &properties["TimeToLiveSpecification"];
+            let indexes = one_or_many(&properties["GlobalSecondaryIndexes"])
+                .into_iter()
+                .map(|index| {
+                    let keys = one_or_many(&index["KeySchema"])
+                        .into_iter()
+                        .map(|key| {
+                            let attribute = render(&key["AttributeName"]);
+                            let ty = attribute_type(&attribute);
+                            (attribute, render(&key["KeyType"]), ty)
+                        })
+                        .collect();
+                    let projection = &index["Projection"];
+                    let facts = IndexFacts {
+                        keys,
+                        projection_type: render(&projection["ProjectionType"]),
+                        projected: one_or_many(&projection["NonKeyAttributes"]).into_iter().map(render).collect(),
+                    };
+                    (render(&index["IndexName"]), facts)
+                })
+                .collect();
             let facts = TableFacts {
                 keys,
                 time_to_live: (ttl["Enabled"] == true).then(|| render(&ttl["AttributeName"])),
@@ -603,6 +694,7 @@ fn tables(doc: &Value) -> BTreeMap<String, TableFacts> {
                     table["DeletionPolicy"].as_str().unwrap_or("Delete").to_owned(),
                     table["UpdateReplacePolicy"].as_str().unwrap_or("Delete").to_owned(),
                 ),
+                indexes,
             };
             (name.to_owned(), facts)
         })
@@ -811,6 +903,7 @@ fn differences(sam: &Service, cdk: &Service) -> Vec<String> {
     compare(&mut found, "alarm", &sam.alarms, &cdk.alarms);
     compare_dashboards(&mut found, &sam.dashboard, &cdk.dashboard);
     compare(&mut found, "output", &sam.outputs, &cdk.outputs);
+    compare(&mut found, "schedule", &sam.schedules, &cdk.schedules);
     found
 }
 
@@ -897,7 +990,21 @@ fn cdk_app_has_the_tables_and_the_bucket_of_the_sam_template() {
     }
     assert_no_differences(found);
     assert!(sam.tables.values().any(|t| t.time_to_live.is_some()), "the jobs table expires items");
+    let index = sam.tables["JobsTable"].indexes.get(segments_aws::PROGRESS_INDEX).expect("the progress index");
+    assert_eq!(index.keys.len(), 2, "the progress index has a hash and a range key: {index:?}");
+    assert!(!index.projected.is_empty(), "the progress index projects the watch's counts: {index:?}");
     assert!(!sam.bucket.lifecycle.is_empty(), "the bucket has lifecycle rules");
+}
+
+#[test]
+fn cdk_app_runs_the_scheduled_functions_of_the_sam_template_at_the_same_rate() {
+    let (sam, cdk) = (sam(), cdk());
+    let mut found = Vec::new();
+    compare(&mut found, "schedule", &sam.schedules, &cdk.schedules);
+    assert_no_differences(found);
+    // The comparison means something only if the sweeper's schedule is found.
+    let sweeper = sam.schedules.get("SweeperFunction").expect("the sweeper runs on a schedule");
+    assert!(sweeper.iter().all(|s| s.enabled && s.invocable), "{sweeper:?}");
 }
 
 #[test]
@@ -1044,7 +1151,7 @@ type Mutation = (&'static str, Box<dyn Fn(&mut Value)>);
 
 /// The comparison fails when one fact of the CDK template changes.
 #[test]
-fn the_comparison_catches_a_lost_route_scope_redrive_key_lifecycle_variable_grant_metric_or_output() {
+fn the_comparison_catches_a_lost_route_scope_redrive_key_index_lifecycle_variable_grant_metric_schedule_or_output() {
     let sam = sam();
     assert_no_differences(differences(&sam, &cdk()));
     let mutations: Vec<Mutation> = vec![
@@ -1175,6 +1282,50 @@ fn the_comparison_catches_a_lost_route_scope_redrive_key_lifecycle_variable_gran
                     .expect("a widget's period");
                 *part = json!(part.as_str().expect("a text part").replacen(r#""period":300"#, r#""period":60"#, 1));
             }),
+        ),
+        (
+            "a table without its index",
+            Box::new(|doc| {
+                doc["Resources"]["JobsTable"]["Properties"]
+                    .as_object_mut()
+                    .expect("properties")
+                    .remove("GlobalSecondaryIndexes");
+            }),
+        ),
+        (
+            "an index that projects less",
+            Box::new(|doc| {
+                let projection =
+                    &mut doc["Resources"]["JobsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["Projection"];
+                projection["NonKeyAttributes"].as_array_mut().expect("projected attributes").pop();
+            }),
+        ),
+        (
+            "an index range key of another type",
+            Box::new(|doc| {
+                let definitions = doc["Resources"]["JobsTable"]["Properties"]["AttributeDefinitions"]
+                    .as_array_mut()
+                    .expect("attribute definitions");
+                let range = definitions.iter_mut().find(|d| d["AttributeType"] == "N").expect("a number attribute");
+                range["AttributeType"] = json!("S");
+            }),
+        ),
+        (
+            "a schedule of another rate",
+            Box::new(|doc| {
+                doc["Resources"]["SweeperFunctionEvery5Minutes"]["Properties"]["ScheduleExpression"] =
+                    json!("rate(1 hour)")
+            }),
+        ),
+        (
+            "a schedule that may not invoke its function",
+            Box::new(|doc| {
+                doc["Resources"].as_object_mut().expect("resources").remove("SweeperFunctionEvery5MinutesPermission");
+            }),
+        ),
+        (
+            "a disabled schedule",
+            Box::new(|doc| doc["Resources"]["SweeperFunctionEvery5Minutes"]["Properties"]["State"] = json!("DISABLED")),
         ),
         (
             "a lost output",

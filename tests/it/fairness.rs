@@ -1,6 +1,8 @@
 //! Sharing the service between mandators, and metering it: many completions of one mandator at
 //! once are each metered exactly once without redoing a merge, and a mandator's live jobs are
-//! limited (429 with `Retry-After` beyond the limit), on both backends.
+//! limited (429 with `Retry-After` beyond the limit), on both backends. The work messages are
+//! dispatched fairly between mandators: the local runner takes them round-robin by mandator, and
+//! on SQS every message is sent in its mandator's message group (fair queues).
 
 use std::sync::Arc;
 
@@ -234,4 +236,168 @@ async fn moto_completions_write_one_usage_item_each_and_old_counters_still_count
         .expect("an old counter is written");
     assert_eq!(store.usage(&mandator, month, segment_type).await.expect("usage succeeds"), COMPLETIONS as u64 + 7);
     assert_eq!(store.usage(&mandator, month, SegmentType::LowBalance).await.expect("usage succeeds"), 0);
+}
+
+/// Account data of `users` users with balances of 0 to `users - 1` thousand euros, in `shards`
+/// shards.
+async fn mandator_with_accounts(
+    store: &dyn segments_core::ports::UserStore,
+    label: &str,
+    users: i64,
+    shards: u32,
+) -> MandatorId {
+    use segments_core::domain::records::AccountItem;
+    use segments_core::domain::{Account, AccountId, AccountType, Currency, Money, UserId};
+
+    let mandator = unique_mandator(label);
+    let items: Vec<AccountItem> = (0..users)
+        .map(|i| {
+            AccountItem::Account(Account {
+                user_id: UserId::parse(&format!("u{i:04}")).expect("a valid user id"),
+                account_id: AccountId::parse(&format!("a{i:04}")).expect("a valid account id"),
+                account_type: AccountType::Checking,
+                currency: Currency::parse("EUR").expect("a valid currency"),
+                balance: Money::from_cents(i * 100_000),
+                balance_date: chrono::NaiveDate::from_ymd_opt(2024, 1, 31).expect("a valid date"),
+            })
+        })
+        .collect();
+    crate::support::users::put_items(store, &mandator, shards, &items).await;
+    mandator
+}
+
+const FAIR_BODY: &str = r#"{"accountType":"checking","threshold":5000,"currency":"EUR"}"#;
+
+/// The backlog of the first mandator: one job of this many shards, one message each.
+const BACKLOG_SHARDS: u32 = 200;
+
+/// One local worker, mandator A's job of 200 shards queued, then mandator B's job of one shard:
+/// B's job completes while A's job still has shards to run, because the runner takes the next
+/// message of the next mandator in turn, not the oldest message. Once all is done, both jobs
+/// have every shard recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shard_job_completes_while_another_mandators_backlog_waits() {
+    use std::time::{Duration, Instant};
+
+    use financial_segments::workers::spawn_embedded_pool;
+    use segments_core::domain::JobId;
+    use segments_core::usecases::run_shard::RetrySchedule;
+    use segments_embedded::EmbeddedStore;
+    use segments_embedded::wiring::services as embedded_services;
+
+    use crate::support::flows::post_job;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = EmbeddedStore::open(dir.path()).expect("the store opens");
+    let (s, fresh) = embedded_services(store.clone(), ServiceConfig::default());
+    let noisy = mandator_with_accounts(&store, "backlog", 400, BACKLOG_SHARDS).await;
+    let quiet = mandator_with_accounts(&store, "quiet", 3, 1).await;
+    spawn_embedded_pool(s.runner(), fresh, 1, RetrySchedule::default());
+
+    let backlog = JobId::parse(&post_job(&s, noisy.as_str(), "highBalance", FAIR_BODY).await).expect("a job id");
+    let single = JobId::parse(&post_job(&s, quiet.as_str(), "highBalance", FAIR_BODY).await).expect("a job id");
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let backlog_when_single_completed = loop {
+        let job = s.jobs.get(&quiet, single).await.expect("get succeeds").expect("the job exists");
+        assert_ne!(job.status, JobStatus::Failed, "{job:?}");
+        if job.status == JobStatus::Completed {
+            break s.jobs.get(&noisy, backlog).await.expect("get succeeds").expect("the job exists");
+        }
+        assert!(Instant::now() < deadline, "the one-shard job did not complete: {job:?}");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    assert_eq!(backlog_when_single_completed.shards_total, BACKLOG_SHARDS);
+    assert!(
+        backlog_when_single_completed.shards_done < backlog_when_single_completed.shards_total,
+        "the one-shard job waited for the whole backlog: {} of {} shards were done when it completed",
+        backlog_when_single_completed.shards_done,
+        backlog_when_single_completed.shards_total
+    );
+    assert!(!backlog_when_single_completed.status.is_final(), "{backlog_when_single_completed:?}");
+
+    // The backlog is delayed, not dropped: it completes with every shard.
+    let backlog_job = loop {
+        let job = s.jobs.get(&noisy, backlog).await.expect("get succeeds").expect("the job exists");
+        if job.status.is_final() {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the backlog did not complete: {} shards done", job.shards_done);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!((backlog_job.status, backlog_job.shards_done), (JobStatus::Completed, BACKLOG_SHARDS));
+    let summary = backlog_job.result.expect("a completed job has a summary");
+    assert_eq!(summary.total_elements, 394, "u0006 to u0399 hold more than 5000 EUR");
+}
+
+/// A job created through the create-job use case on SQS: each of its shard messages (two send
+/// batches) carries its mandator as `MessageGroupId`, as does a message enqueued alone, so the
+/// fair queues of SQS tell the mandators apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn moto_work_messages_carry_their_mandator_as_message_group() {
+    use std::collections::BTreeMap;
+
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    use segments_aws::{DynamoAccounts, SqsQueue, services as aws_services};
+    use segments_core::domain::JobId;
+    use segments_core::jobs::JobMessage;
+    use segments_core::ports::JobQueue;
+
+    use crate::support::flows::post_job;
+
+    const SHARDS: u32 = 12;
+    let server = crate::support::moto::MotoServer::start();
+    let clients = server.clients().await;
+    let resources = segments_aws::provision::provision_all(&clients, "fair-groups", 5).await.expect("provisioned");
+    let s = aws_services(&clients, &resources, ServiceConfig::default());
+    let accounts = DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone());
+    let sharded = mandator_with_accounts(&accounts, "grouped", 20, SHARDS).await;
+    let job_id = JobId::parse(&post_job(&s, sharded.as_str(), "highBalance", FAIR_BODY).await).expect("a job id");
+
+    // A message sent alone (SendMessage) goes in its mandator's group too.
+    let alone = unique_mandator("alone");
+    let queue = SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone());
+    let lone_message = JobMessage {
+        mandator_id: alone.clone(),
+        job_id: JobId::new(),
+        segment_type: SegmentType::HighBalance,
+        shard: 0,
+    };
+    queue.enqueue(&lone_message).await.expect("enqueued");
+
+    let url = &resources.queue_urls[&SegmentType::HighBalance];
+    let mut groups_by_message: BTreeMap<(String, u32), Option<String>> = BTreeMap::new();
+    loop {
+        let received = clients
+            .sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive succeeds");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for m in messages {
+            let body: JobMessage = serde_json::from_str(m.body().expect("a body")).expect("a work message");
+            let group = m.attributes().and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId)).cloned();
+            groups_by_message.insert((body.mandator_id.to_string(), body.shard), group);
+            assert!(body.job_id == job_id || body == lone_message, "an unexpected message {body:?}");
+            clients
+                .sqs
+                .delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().expect("a receipt handle"))
+                .send()
+                .await
+                .expect("deleted");
+        }
+    }
+    let mut expected: BTreeMap<(String, u32), Option<String>> =
+        (0..SHARDS).map(|shard| ((sharded.to_string(), shard), Some(sharded.to_string()))).collect();
+    expected.insert((alone.to_string(), 0), Some(alone.to_string()));
+    assert_eq!(groups_by_message, expected, "every message in its mandator's group, each shard once");
 }

@@ -4,21 +4,24 @@
 //! template sets. Each scenario succeeds with those grants; without any one statement of the
 //! policy the scenario fails and moto records the refused action of that statement.
 //!
-//! State a function only reads (a completed job, a started import, a dead letter) is prepared
-//! with the administrator's clients; data stays at a few users (moto is slow).
+//! State a function only reads (a completed job, a started import, a dead letter, a job whose
+//! messages were lost) is prepared with the administrator's clients; data stays at a few users
+//! (moto is slow).
 
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use lambda_http::{Body, Request};
-use segments_aws::{AwsClients, DynamoAccounts, DynamoJobs, SqsImportQueue, SqsQueue};
+use segments_aws::{AwsClients, AwsResources, DynamoAccounts, DynamoJobs, SqsImportQueue, SqsQueue};
 use segments_core::config::ServiceConfig;
 use segments_core::domain::records::AccountItem;
 use segments_core::domain::{Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, UserId};
 use segments_core::http::testing::{ApiRequest, create_job_request, get_result_request};
+use segments_core::jobs::JobMessage;
 use segments_core::ports::JobStore;
 use segments_core::usecases::run_shard::RetrySchedule;
+use segments_core::usecases::sweep::{MAX_RESENDS_VAR, PROGRESS_DEADLINE_MINUTES_VAR, SweepConfig, SweepReport, sweep};
 use serde_json::{Value, json};
 
 use crate::support::iam::{FunctionRole, IamStack};
@@ -48,6 +51,7 @@ const FUNCTIONS: &[&str] = &[
     "DataApiFunction",
     "ImportWorkerFunction",
     "DeadLetterFunction",
+    "SweeperFunction",
 ];
 
 /// Statements a function needs only on a path its scenario does not take, each with the path.
@@ -59,6 +63,7 @@ const ERROR_PATH_STATEMENTS: &[(&str, &str, &str)] = &[
     ("SegmentsApiFunction", "s3:ListBucket", "a missing result object answers 404, not 403"),
     ("DataApiFunction", "s3:ListBucket", "a start before the upload names the missing file"),
     ("HighBalanceWorkerFunction", "s3:ListBucket", "a part not written yet reads as missing, not refused"),
+    ("SweeperFunction", "dynamodb:PutItem", "a callback of a job it fails gives up and is kept in the outbox"),
 ];
 
 type Outcome = Result<(), String>;
@@ -483,9 +488,68 @@ impl Env {
                 let status = self.job_status(mandator, &job_id).await;
                 if status != "Failed" { Err(format!("the job is {status}")) } else { Ok(()) }
             }
+            "SweeperFunction" => {
+                // A job whose shard messages were lost: created by the administrator, its
+                // messages taken away before any worker saw them.
+                let job_id = self.queued_job(mandator).await;
+                self.take(SegmentType::HighBalance).await;
+                // As sweeper_from_env reads its environment: every work queue, the deadline and
+                // the re-sends the template sets.
+                let queue_urls =
+                    SegmentType::ALL.iter().map(|&t| (t, function.var(&AwsResources::queue_url_var(t)))).collect();
+                let number = |name: &str| function.var(name).parse::<u32>().map_err(|e| format!("{name}: {e}"));
+                let config = SweepConfig {
+                    progress_deadline: chrono::Duration::minutes(i64::from(number(PROGRESS_DEADLINE_MINUTES_VAR)?)),
+                    max_resends: number(MAX_RESENDS_VAR)?,
+                    ..SweepConfig::default()
+                };
+                let sweeper = segments_aws::sweeper(clients, &function.var("JOBS_TABLE"), queue_urls, config);
+                // Sweeps a deadline apart, as if that much time had passed each time without a
+                // shard done: the job's shards are sent again max_resends times, then it fails.
+                // Jobs other scenarios left live are swept too; their messages are taken away.
+                let mut now = Utc::now();
+                let mut next_sweep = |step: &str| {
+                    now += config.progress_deadline + chrono::Duration::seconds(1);
+                    let (sweeper, now, step) = (&sweeper, now, step.to_owned());
+                    async move { swept(&step, sweep(sweeper, now).await, now) }
+                };
+                for resend in 1..=config.max_resends {
+                    let step = format!("sweep {resend}");
+                    let report = next_sweep(&step).await?;
+                    let sent = self.take(SegmentType::HighBalance).await;
+                    let of_the_job = sent
+                        .iter()
+                        .filter_map(|body| serde_json::from_str::<JobMessage>(body).ok())
+                        .filter(|m| m.job_id.to_string() == job_id)
+                        .count();
+                    if report.resent == 0 || of_the_job != SHARDS as usize {
+                        return Err(format!(
+                            "{step} sent {of_the_job} messages of the job for {SHARDS} shards: {report:?}"
+                        ));
+                    }
+                }
+                let report = next_sweep("the last sweep").await?;
+                if report.failed == 0 {
+                    return Err(format!("the last sweep failed no job: {report:?}"));
+                }
+                self.take(SegmentType::HighBalance).await;
+                let status = self.job_status(mandator, &job_id).await;
+                if status != "Failed" { Err(format!("the job is {status} after {report:?}")) } else { Ok(()) }
+            }
             _ => Err(format!("no scenario for {}", function.logical_id)),
         }
     }
+}
+
+/// A sweep's report, or why the step failed: the sweep could not read the stalled jobs, or a job
+/// could not be handled (the sweep counts such a failure and goes on).
+fn swept(
+    step: &str,
+    report: Result<SweepReport, segments_core::ports::StoreError>,
+    now: DateTime<Utc>,
+) -> Result<SweepReport, String> {
+    let report = report.map_err(|e| format!("{step} at {now}: {e}"))?;
+    if report.errors > 0 { Err(format!("{step} at {now} could not handle every job: {report:?}")) } else { Ok(report) }
 }
 
 /// Each function's scenario succeeds with exactly its role's grants, and fails without any one

@@ -1,7 +1,8 @@
 //! The SAM template (`infra/template.yaml`) is the deployable truth (docs/architecture.md). These tests keep
 //! it in step with the code: routes and scopes, one function per function crate with the variables
-//! the code reads, a queue with a dead-letter queue per worker, least-privilege policies, the
-//! tables and the results bucket, the web console and its optional Cognito sign-in, and what
+//! the code reads, a queue with a dead-letter queue per worker, the sweeper's schedule and
+//! settings, least-privilege policies, the tables with their keys and indexes and the results
+//! bucket, the web console and its optional Cognito sign-in, and what
 //! operations rely on: log groups that expire, alarms, the dashboard (docs/operations.md). They also run the offline linters on it (cfn-lint and
 //! `sam validate --lint`), which `tests/run.sh` installs.
 
@@ -12,13 +13,15 @@ use std::process::Command;
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
 use segments_aws::{
-    AwsResources, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SEGMENTS_TABLE_VAR, SORT_KEY,
+    AwsResources, IDLE_SWEEPS, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX,
+    SEGMENTS_TABLE_VAR, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
 };
 use segments_core::domain::SegmentType;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX, ImportMessage};
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
 use segments_core::usecases::jobs_api::USAGE_SCOPE;
 use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
+use segments_core::usecases::sweep::{MAX_RESENDS_VAR, PROGRESS_DEADLINE_MINUTES_VAR, SWEEP_INTERVAL, SweepConfig};
 use serde_json::{Map, Value, json};
 use web_console::{BASE_PATH as CONSOLE_PATH, CLIENT_ID_VAR, COGNITO_DOMAIN_VAR, SCOPES_VAR};
 
@@ -170,12 +173,16 @@ fn grant_target(function: &str, target: &Value) -> String {
     if let Some((resource, "Arn")) = get_att(target) {
         return resource.to_owned();
     }
-    if let Some(sub) = target.get("Fn::Sub").and_then(Value::as_str)
-        && let Some(rest) = sub.strip_prefix("${ResultsBucket.Arn}/")
-    {
-        return format!("ResultsBucket/{rest}");
+    if let Some(sub) = target.get("Fn::Sub").and_then(Value::as_str) {
+        if let Some(rest) = sub.strip_prefix("${ResultsBucket.Arn}/") {
+            return format!("ResultsBucket/{rest}");
+        }
+        // An index of a table: IAM authorizes a Query of an index on the index's ARN.
+        if let Some((table, index)) = sub.strip_prefix("${").and_then(|rest| rest.split_once(".Arn}/index/")) {
+            return format!("{table}/index/{index}");
+        }
     }
-    panic!("{function}: a policy resource that is neither a resource ARN nor results objects: {target}")
+    panic!("{function}: a policy resource that is neither a resource ARN, results objects nor an index: {target}")
 }
 
 fn functions(doc: &Value) -> Vec<FunctionResource<'_>> {
@@ -438,6 +445,9 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
     }
     // The dead-letter handler reads JOBS_TABLE; the other names come with the globals.
     expected.insert("dlq-handler".to_owned(), with(&[], &[]));
+    // The sweeper sends unfinished shards of any type, and reads when a job counts as stalled.
+    expected
+        .insert(SWEEPER_BINARY.to_owned(), with(&[PROGRESS_DEADLINE_MINUTES_VAR, MAX_RESENDS_VAR], SegmentType::ALL));
     for f in &all {
         let env = f.environment();
         let names: BTreeSet<String> = env.keys().cloned().collect();
@@ -460,17 +470,20 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
     assert_eq!(resource(&doc, "JobsTable")["Type"], "AWS::DynamoDB::Table");
     assert_eq!(resource(&doc, "ResultsBucket")["Type"], "AWS::S3::Bucket");
 
-    // create-job sends each type's job to the queue its worker consumes.
-    let create = function(&all, "create-job").environment();
-    for &t in SegmentType::ALL {
-        let queue = ref_target(&create[&AwsResources::queue_url_var(t)]).expect("a queue reference");
-        let worker = function(&all, &worker_binary(t));
-        let sqs = event_sources(&doc, worker.name).into_iter().next().expect("an event source mapping");
-        assert_eq!(
-            get_att(&sqs["EventSourceArn"]),
-            Some((queue, "Arn")),
-            "{t}: create-job and the worker share the queue"
-        );
+    // create-job sends each type's job to the queue its worker consumes, and the sweeper sends
+    // its unfinished shards there again.
+    for sender in ["create-job", SWEEPER_BINARY] {
+        let env = function(&all, sender).environment();
+        for &t in SegmentType::ALL {
+            let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference");
+            let worker = function(&all, &worker_binary(t));
+            let sqs = event_sources(&doc, worker.name).into_iter().next().expect("an event source mapping");
+            assert_eq!(
+                get_att(&sqs["EventSourceArn"]),
+                Some((queue, "Arn")),
+                "{t}: {sender} and the worker share the queue"
+            );
+        }
     }
 }
 
@@ -600,10 +613,13 @@ fn each_function_is_granted_only_what_it_uses() {
         );
     }
 
+    // The failed job and its live marker, the callback secret, and the outbox for a callback
+    // whose delivery gave up.
     let mut dead_letters = grants(&[
         ("dynamodb:UpdateItem", "JobsTable"),
         ("dynamodb:GetItem", "JobsTable"),
         ("dynamodb:DeleteItem", "JobsTable"),
+        ("dynamodb:PutItem", "JobsTable"),
     ]);
     for dlq in dead_letter_queues(&doc) {
         for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
@@ -611,6 +627,24 @@ fn each_function_is_granted_only_what_it_uses() {
         }
     }
     assert_eq!(function(&all, "dlq-handler").grants(), dead_letters);
+
+    // The sweeper reads the stalled jobs and the due callbacks from the progress index (on the
+    // index's ARN alone), reads a job, the callback secret and a pending callback, moves a job's
+    // watch and a pending callback's retry, fails a job (an update and the delete of its live
+    // marker in one transaction), removes a delivered callback, keeps one that gave up, and sends
+    // unfinished shards to every work queue.
+    let mut sweeper = grants(&[
+        ("dynamodb:Query", &format!("JobsTable/index/{PROGRESS_INDEX}")),
+        ("dynamodb:GetItem", "JobsTable"),
+        ("dynamodb:UpdateItem", "JobsTable"),
+        ("dynamodb:DeleteItem", "JobsTable"),
+        ("dynamodb:PutItem", "JobsTable"),
+    ]);
+    for &t in SegmentType::ALL {
+        let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference");
+        sweeper.insert(("sqs:SendMessage".to_owned(), queue.to_owned()));
+    }
+    assert_eq!(function(&all, SWEEPER_BINARY).grants(), sweeper);
 
     // The console only answers with files it carries.
     assert_eq!(function(&all, CONSOLE_BINARY).grants(), BTreeSet::new());
@@ -1058,7 +1092,9 @@ fn alarm_on(doc: &Value, namespace: &str, dimension: &str, matches: impl Fn(&Val
 // Storage
 // ---------------------------------------------------------------------------------------------
 
-fn assert_table(doc: &Value, name: &str) -> Value {
+/// A table keyed `pk`/`sk` (S), on demand, recoverable and encrypted, whose attribute definitions
+/// are its keys and those of `indexes`, which are its only secondary indexes.
+fn assert_table(doc: &Value, name: &str, index_attributes: &[(&str, &str)], indexes: Value) -> Value {
     let table = &resource(doc, name)["Properties"];
     assert_eq!(table["BillingMode"], "PAY_PER_REQUEST", "{name}: on demand");
     assert_eq!(
@@ -1066,23 +1102,102 @@ fn assert_table(doc: &Value, name: &str) -> Value {
         json!([{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}, {"AttributeName": SORT_KEY, "KeyType": "RANGE"}]),
         "{name}"
     );
-    assert_eq!(
-        table["AttributeDefinitions"],
-        json!([{"AttributeName": PARTITION_KEY, "AttributeType": "S"}, {"AttributeName": SORT_KEY, "AttributeType": "S"}]),
-        "{name}"
-    );
+    let mut definitions = vec![
+        json!({"AttributeName": PARTITION_KEY, "AttributeType": "S"}),
+        json!({"AttributeName": SORT_KEY, "AttributeType": "S"}),
+    ];
+    definitions.extend(index_attributes.iter().map(|(a, t)| json!({"AttributeName": a, "AttributeType": t})));
+    assert_eq!(table["AttributeDefinitions"], Value::Array(definitions), "{name}");
+    assert_eq!(table["GlobalSecondaryIndexes"], indexes, "{name}: secondary indexes");
+    assert!(table["LocalSecondaryIndexes"].is_null(), "{name}: no local secondary index");
     assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"], true, "{name}");
     assert_eq!(table["SSESpecification"]["SSEEnabled"], true, "{name}");
     table.clone()
 }
 
 #[test]
-fn the_tables_have_the_code_keys_and_the_jobs_expire() {
-    let doc = template();
-    assert_table(&doc, "AccountDataTable");
-    assert_table(&doc, "SegmentsTable");
-    let jobs = assert_table(&doc, "JobsTable");
+fn the_tables_have_the_code_keys_and_indexes_and_the_jobs_expire() {
+    check_tables(&template());
+}
+
+/// The keys the code reads and writes; the Jobs table's TTL, and its progress index exactly as
+/// `segments_aws::provision` creates it (sparse on the live markers' watch, the counts projected).
+fn check_tables(doc: &Value) {
+    assert_table(doc, "AccountDataTable", &[], Value::Null);
+    assert_table(doc, "SegmentsTable", &[], Value::Null);
+    let progress_index = json!([{
+        "IndexName": PROGRESS_INDEX,
+        "KeySchema": [
+            {"AttributeName": SWEEP_PARTITION, "KeyType": "HASH"},
+            {"AttributeName": PROGRESS_AT, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": [SHARDS_SEEN, IDLE_SWEEPS]},
+    }]);
+    let jobs = assert_table(doc, "JobsTable", &[(SWEEP_PARTITION, "S"), (PROGRESS_AT, "N")], progress_index);
     assert_eq!(jobs["TimeToLiveSpecification"], json!({"AttributeName": JOBS_TTL_ATTRIBUTE, "Enabled": true}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweeper
+// ---------------------------------------------------------------------------------------------
+
+/// The sweeper's binary (functions/sweeper).
+const SWEEPER_BINARY: &str = "sweeper";
+/// The longest a worker runs on one shard: the Lambda maximum, its timeout.
+const WORKER_TIMEOUT_MINUTES: u64 = 15;
+
+#[test]
+fn the_sweeper_runs_every_sweep_interval_with_the_codes_defaults_as_parameters() {
+    check_sweeper(&template());
+}
+
+/// The sweeper runs on a schedule of `SWEEP_INTERVAL` and nothing else invokes it; it ends within
+/// that interval; its deadline and re-sends are parameters whose defaults are the code's
+/// (`SweepConfig::default()`), the deadline above a worker's longest run.
+fn check_sweeper(doc: &Value) {
+    let all = functions(doc);
+    let sweeper = function(&all, SWEEPER_BINARY);
+    let events: Vec<&Value> =
+        sweeper.properties["Events"].as_object().expect("the sweeper's events").values().collect();
+    assert_eq!(events.len(), 1, "{}: one event, its schedule", sweeper.name);
+    let schedule = events[0];
+    assert_eq!(schedule["Type"], "Schedule", "{}: a Schedule event", sweeper.name);
+    let interval_minutes = SWEEP_INTERVAL.as_secs() / 60;
+    assert_eq!(SWEEP_INTERVAL.as_secs() % 60, 0, "the interval is whole minutes");
+    assert_eq!(
+        schedule["Properties"]["Schedule"],
+        format!("rate({interval_minutes} minutes)"),
+        "the schedule is SWEEP_INTERVAL of the code"
+    );
+    assert_ne!(schedule["Properties"]["Enabled"], false, "the schedule is enabled");
+    assert!(event_sources(doc, sweeper.name).is_empty(), "nothing but the schedule invokes the sweeper");
+    let timeout = as_u64(&sweeper.properties["Timeout"], "Timeout");
+    assert!(timeout <= SWEEP_INTERVAL.as_secs(), "a sweep ends within the interval: {timeout} s");
+
+    let defaults = SweepConfig::default();
+    let env = sweeper.environment();
+    for (variable, parameter, default) in [
+        (
+            PROGRESS_DEADLINE_MINUTES_VAR,
+            "ProgressDeadlineMinutes",
+            defaults.progress_deadline.num_minutes().unsigned_abs(),
+        ),
+        (MAX_RESENDS_VAR, "MaxResends", u64::from(defaults.max_resends)),
+    ] {
+        assert_eq!(ref_target(&env[variable]), Some(parameter), "{variable} is the parameter {parameter}");
+        let declared = &doc["Parameters"][parameter];
+        assert_eq!(declared["Type"], "Number", "{parameter}");
+        assert_eq!(as_u64(&declared["Default"], parameter), default, "{parameter}: the code's default");
+        assert!(declared["Description"].as_str().is_some_and(|d| d.contains(variable)), "{parameter} names {variable}");
+    }
+    let least_deadline = as_u64(&doc["Parameters"]["ProgressDeadlineMinutes"]["MinValue"], "MinValue");
+    assert!(
+        least_deadline > WORKER_TIMEOUT_MINUTES,
+        "a deadline of {least_deadline} minutes would send the shards of a job still running again"
+    );
+    for worker in all.iter().filter(|f| f.binary.starts_with("worker-")) {
+        assert_eq!(as_u64(&worker.properties["Timeout"], "Timeout"), WORKER_TIMEOUT_MINUTES * 60, "{}", worker.name);
+    }
 }
 
 #[test]
@@ -1436,6 +1551,7 @@ fn the_operations_checks_fail_when_a_log_group_an_alarm_or_a_dashboard_metric_is
         "FinancialBreakdownDeadLetterQueueAgeAlarm",
         "ImportQueueAgeAlarm",
         "SegmentsTableThrottlesAlarm",
+        "SweeperThrottlesAlarm",
         "ApiServerErrorsAlarm",
     ] {
         let mut removed = doc.clone();
@@ -1459,6 +1575,7 @@ fn the_operations_checks_fail_when_a_log_group_an_alarm_or_a_dashboard_metric_is
         ("\\\"ShardDuration\\\"", "\\\"Shard\\\""),
         ("\"ImportedUsers\"", "\"Imported\""),
         ("${GetResultFunction}", "${GetResult}"),
+        ("${SweeperFunction}", "${Sweeper}"),
         ("${JobsTable}", "${Jobs}"),
         ("${ImportQueue.QueueName}", "${Import.QueueName}"),
         ("\"5xx\"", "\"500\""),
@@ -1572,7 +1689,7 @@ fn sam_validate_lint_accepts_the_template() {
 
 /// The checks above can fail: each is run on a copy of the template with one fact removed.
 #[test]
-fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed() {
+fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_an_index_the_schedule_or_the_retention_is_removed() {
     let doc = template();
     let fails = |check: fn(&Value), mutated: Value| std::panic::catch_unwind(move || check(&mutated)).is_err();
     assert!(
@@ -1673,4 +1790,39 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_or_the_retention_is_removed()
     let mut small = doc.clone();
     small["Resources"]["ImportWorkerFunction"]["Properties"]["EphemeralStorage"]["Size"] = json!(512);
     assert!(fails(check_import_worker, small), "an import worker without room for large files is caught");
+
+    assert!(!fails(check_tables, doc.clone()));
+    let mut no_index = doc.clone();
+    no_index["Resources"]["JobsTable"]["Properties"].as_object_mut().unwrap().remove("GlobalSecondaryIndexes");
+    assert!(fails(check_tables, no_index), "a Jobs table without the progress index is caught");
+    let mut less_projected = doc.clone();
+    less_projected["Resources"]["JobsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["Projection"]
+        ["NonKeyAttributes"]
+        .as_array_mut()
+        .unwrap()
+        .pop();
+    assert!(fails(check_tables, less_projected), "an index without a count of the watch is caught");
+    let mut text_range = doc.clone();
+    text_range["Resources"]["JobsTable"]["Properties"]["AttributeDefinitions"][3]["AttributeType"] = json!("S");
+    assert!(fails(check_tables, text_range), "progressAt compared as text is caught");
+
+    assert!(!fails(check_sweeper, doc.clone()));
+    fn schedule(doc: &mut Value) -> &mut Value {
+        &mut doc["Resources"]["SweeperFunction"]["Properties"]["Events"]["Every5Minutes"]["Properties"]
+    }
+    let mut slower = doc.clone();
+    schedule(&mut slower)["Schedule"] = json!("rate(10 minutes)");
+    assert!(fails(check_sweeper, slower), "a schedule other than SWEEP_INTERVAL is caught");
+    let mut disabled = doc.clone();
+    schedule(&mut disabled)["Enabled"] = json!(false);
+    assert!(fails(check_sweeper, disabled), "a disabled schedule is caught");
+    let mut unscheduled = doc.clone();
+    unscheduled["Resources"]["SweeperFunction"]["Properties"]["Events"] = json!({});
+    assert!(fails(check_sweeper, unscheduled), "a sweeper without its schedule is caught");
+    let mut other_default = doc.clone();
+    other_default["Parameters"]["MaxResends"]["Default"] = json!(5);
+    assert!(fails(check_sweeper, other_default), "a default other than the code's is caught");
+    let mut short_deadline = doc.clone();
+    short_deadline["Parameters"]["ProgressDeadlineMinutes"]["MinValue"] = json!(5);
+    assert!(fails(check_sweeper, short_deadline), "a deadline shorter than a shard's run is caught");
 }

@@ -1,7 +1,8 @@
 //! No job hangs (docs/jobs.md, "No job hangs"), on both backends with a simulated clock: the
 //! sweeper finds live jobs without progress through the stores' index of live jobs, sends their
 //! unfinished shards again at most once per deadline, fails a job that never progresses with the
-//! reason, and a permanent fault in a worker's run fails the job instead of dropping its message.
+//! reason, a permanent fault in a worker's run fails the job instead of dropping its message, and
+//! a callback whose delivery gave up is delivered from the outbox once its receiver is back.
 
 use std::sync::Arc;
 
@@ -29,9 +30,8 @@ on_both_backends!(a_job_that_never_progresses_is_sent_again_once_per_deadline_th
     never_progresses(b)
 });
 on_both_backends!(the_progress_index_holds_live_jobs_only_and_a_watch_changes_once, |b| progress_index(b));
-on_both_backends!(a_permanent_fault_in_a_run_fails_the_job_instead_of_dropping_the_message, |b| {
-    permanent_fault(b)
-});
+on_both_backends!(a_permanent_fault_in_a_run_fails_the_job_instead_of_dropping_the_message, |b| { permanent_fault(b) });
+on_both_backends!(a_callback_receiver_down_for_ten_minutes_gets_the_delivery_once_it_is_back, |b| { receiver_down(b) });
 
 const SHARDS: u32 = 4;
 const USERS: usize = 40;
@@ -73,9 +73,15 @@ async fn mandator_with_data(b: &Backend, label: &str) -> MandatorId {
 /// Creates a highBalance job through the use case, as `POST` does, at `now`.
 async fn create(s: &Services, mandator: &MandatorId, now: DateTime<Utc>) -> Job {
     let caller = Caller { mandator: mandator.clone(), scopes: Default::default() };
-    segments_core::usecases::create_job::create_job(&s.intake(), &caller, SegmentType::HighBalance, BODY.as_bytes(), now)
-        .await
-        .expect("the job is created")
+    segments_core::usecases::create_job::create_job(
+        &s.intake(),
+        &caller,
+        SegmentType::HighBalance,
+        BODY.as_bytes(),
+        now,
+    )
+    .await
+    .expect("the job is created")
 }
 
 /// Takes `n` messages from the queue, ordered by shard.
@@ -142,14 +148,14 @@ async fn lost_message(b: Backend) {
     let report = sweep_at(&s, t0 + deadline * 2).await;
     assert_eq!((report.stalled, report.resent), (1, 1), "{report:?}");
     let resent = take(&b, 1).await;
-    assert_eq!(resent, [lost.clone()], "only the unrecorded shard is sent again");
+    assert_eq!(resent, std::slice::from_ref(&lost), "only the unrecorded shard is sent again");
     assert!(queue_is_empty(&b).await);
     assert_eq!(deliver(&s, &resent[0]).await, Disposition::Ack);
 
     let completed = job(&s, &disturbed).await;
     assert_eq!(completed.status, JobStatus::Completed, "{completed:?}");
     assert_eq!(completed.result, undisturbed.result);
-    let above_100 = (0..USERS as i64).filter(|i| i * 731 > 100_00).count() as u64;
+    let above_100 = (0..USERS as i64).filter(|i| i * 731 > 10_000).count() as u64;
     assert_eq!(completed.result.map(|r| r.total_elements), Some(above_100), "balances above 100");
     assert_eq!(export(&s, &completed).await, export(&s, &undisturbed).await);
     // A completed job leaves the index: later sweeps find nothing.
@@ -251,4 +257,111 @@ async fn permanent_fault(b: Backend) {
     // The other shards' messages find the job final and do nothing.
     assert_eq!(deliver(&s, &messages[1]).await, Disposition::Ack);
     assert_eq!(job(&s, &job_created).await.status, JobStatus::Failed);
+}
+
+/// A receiver on 127.0.0.1 that answers 503 while `down`, and otherwise takes the delivery.
+#[derive(Clone, Default)]
+struct Receiver {
+    down: Arc<std::sync::atomic::AtomicBool>,
+    received: Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        async fn hook(
+            axum::extract::State(r): axum::extract::State<Receiver>,
+            headers: axum::http::HeaderMap,
+            body: axum::body::Bytes,
+        ) -> axum::http::StatusCode {
+            if r.down.load(std::sync::atomic::Ordering::SeqCst) {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            r.received.lock().unwrap().push((headers, body));
+            axum::http::StatusCode::NO_CONTENT
+        }
+        let app = axum::Router::new().route("/hook", axum::routing::post(hook)).with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn received(&self) -> Vec<(axum::http::HeaderMap, axum::body::Bytes)> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A job with a `callbackURL` completes while its receiver is down: the delivery's attempts fail
+/// and the callback goes to the outbox. The receiver stays down for 10 minutes: the sweep 5
+/// minutes after the failure retries in vain; the one 10 minutes after finds nothing due (the
+/// next retry waits 10 minutes); the one at 15 minutes delivers it, signed with the mandator's
+/// secret, exactly once, and the outbox is empty afterwards.
+async fn receiver_down(b: Backend) {
+    use segments_core::usecases::callbacks::signing::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify};
+    use segments_core::usecases::callbacks::{DeliverySettings, HttpNotifier};
+
+    let receiver = Receiver::default();
+    let url = receiver.start().await;
+    receiver.set_down(true);
+    let policy = CallbackPolicy::allow_insecure_loopback_for_tests();
+    let settings =
+        DeliverySettings { attempts: 2, first_backoff: std::time::Duration::from_millis(10), ..Default::default() };
+    let callbacks = Callbacks {
+        notifier: Arc::new(HttpNotifier::new(policy, settings)),
+        ..Callbacks::http(b.secrets.clone(), policy).with_outbox(b.outbox.clone())
+    };
+    let s = Services { callbacks, ..services(&b) };
+    let mandator = mandator_with_data(&b, "sweep-callback").await;
+    let caller = Caller { mandator: mandator.clone(), scopes: Default::default() };
+    let body = format!(r#"{{"accountType":"checking","threshold":100,"callbackURL":"{url}"}}"#);
+    let created = segments_core::usecases::create_job::create_job(
+        &s.intake(),
+        &caller,
+        SegmentType::HighBalance,
+        body.as_bytes(),
+        Utc::now(),
+    )
+    .await
+    .expect("the job is created");
+    for message in take(&b, SHARDS as usize).await {
+        assert_eq!(deliver(&s, &message).await, Disposition::Ack);
+    }
+    let failed_at = Utc::now();
+    assert_eq!(job(&s, &created).await.status, JobStatus::Completed);
+    assert!(receiver.received().is_empty());
+    let kept = b.outbox.due_callbacks(failed_at + Duration::minutes(6), 10).await.unwrap();
+    assert_eq!(kept.len(), 1, "the callback is kept");
+    assert_eq!((kept[0].job_id, kept[0].retries, &kept[0].url), (created.job_id, 0, &url));
+
+    let at = |minutes: i64| failed_at + Duration::minutes(minutes) + Duration::seconds(2);
+    let report = sweep_at(&s, at(5)).await;
+    assert_eq!((report.callbacks.retrying, report.callbacks.delivered), (1, 0), "{report:?}");
+    receiver.set_down(false);
+    assert_eq!(sweep_at(&s, at(10)).await.callbacks, Default::default(), "the next retry waits 10 minutes");
+    let report = sweep_at(&s, at(15)).await;
+    assert_eq!(report.callbacks.delivered, 1, "{report:?}");
+
+    let received = receiver.received();
+    assert_eq!(received.len(), 1, "delivered once");
+    let (headers, delivered) = &received[0];
+    let secret = s.callbacks.secrets.secret(&mandator).await.unwrap();
+    verify(
+        &secret,
+        headers[TIMESTAMP_HEADER].to_str().unwrap(),
+        headers[SIGNATURE_HEADER].to_str().unwrap(),
+        delivered,
+        Utc::now().timestamp(),
+        300,
+    )
+    .expect("signed with the mandator's secret");
+    let reported: serde_json::Value = serde_json::from_slice(delivered).unwrap();
+    assert_eq!(reported["jobId"], created.job_id.to_string());
+    assert_eq!(reported["status"], "COMPLETED");
+    assert_eq!(reported["totalElements"], 26);
+    assert_eq!(sweep_at(&s, at(24 * 60)).await.callbacks, Default::default(), "nothing is left to deliver");
+    assert_eq!(receiver.received().len(), 1);
 }

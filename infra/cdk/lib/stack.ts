@@ -1,5 +1,7 @@
 import { Aws, CfnCondition, CfnOutput, CfnParameter, Duration, Fn, Size, Stack, StackProps, Tags } from 'aws-cdk-lib';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as events from 'aws-cdk-lib/aws-events';
+import * as targets from 'aws-cdk-lib/aws-events-targets';
 import * as lambda from 'aws-cdk-lib/aws-lambda';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as sqs from 'aws-cdk-lib/aws-sqs';
@@ -12,7 +14,7 @@ import { keepLogicalId } from './logical-ids';
 import { ALL_SCOPES, SEGMENT_TYPES } from './service';
 import { allow, FunctionDefaults, ServiceFunction } from './service-function';
 import { SegmentWorker } from './segment-worker';
-import { IMPORTS_PREFIX, RESULTS_PREFIX, SQS_EVENT_SOURCE_VISIBILITY_FACTOR, Storage } from './storage';
+import { IMPORTS_PREFIX, PROGRESS_INDEX, RESULTS_PREFIX, SQS_EVENT_SOURCE_VISIBILITY_FACTOR, Storage } from './storage';
 
 export interface FinancialSegmentsStackProps extends StackProps {
   /** The directory infra/build.sh fills: `<codeDirectory>/<function>/bootstrap`. */
@@ -24,6 +26,17 @@ const IMPORT_MAX_RECEIVE_COUNT = 3;
 const IMPORT_WORKER_TIMEOUT = Duration.minutes(15);
 /** One dead letter per invocation; reporting its job to a callback URL may take five attempts of up to 10 s each with 15 s of backoff. */
 const DEAD_LETTER_HANDLER_TIMEOUT = Duration.minutes(2);
+/**
+ * How often the sweeper runs: SWEEP_INTERVAL of shared/core/src/usecases/sweep.rs, which the local
+ * runner's timer uses and the docs promise (a stalled job waits at most this long past its deadline).
+ */
+const SWEEP_INTERVAL = Duration.minutes(5);
+/**
+ * Up to a thousand stalled jobs a sweep, and a failed job's callback may take five attempts of up to
+ * 10 s each with 15 s of backoff: the schedule's interval. Overlapping sweeps are harmless: each step
+ * on a job is a conditional write on its watch.
+ */
+const SWEEPER_TIMEOUT = Duration.minutes(5);
 /** The mandator is the token's `client_id` claim. */
 const MANDATOR_CLAIM = 'client_id';
 /** Live (QUEUED/RUNNING) jobs a mandator may have; beyond it a create answers 429. */
@@ -138,6 +151,28 @@ export class FinancialSegmentsStack extends Stack {
       0,
       'Throttled read and write events of one table within 5 minutes tolerated before its alarm fires.',
     );
+    // When the sweeper acts on a job without progress (docs/jobs.md, "No job hangs").
+    const progressDeadlineMinutes = new CfnParameter(this, 'ProgressDeadlineMinutes', {
+      type: 'Number',
+      default: 20,
+      // A shard runs for at most the worker's 15 minutes: a shorter deadline would send the shards
+      // of a job that is merely busy again.
+      minValue: 16,
+      description:
+        'Minutes a live job may go without one more shard done before the sweeper sends its unfinished ' +
+        'shards again (PROGRESS_DEADLINE_MINUTES). Above the worker\'s 15-minute timeout, so shards still ' +
+        "running are not sent twice; raise it when a job's shards routinely wait longer than this in their " +
+        'queue behind other jobs (WorkQueueAgeThresholdSeconds alarms).',
+    });
+    const maxResends = new CfnParameter(this, 'MaxResends', {
+      type: 'Number',
+      default: 3,
+      minValue: 0,
+      description:
+        "Times in a row the sweeper sends a stalled job's unfinished shards again before it marks the job " +
+        'FAILED (MAX_RESENDS). A job that cannot progress is FAILED after about (MaxResends + 1) x ' +
+        'ProgressDeadlineMinutes; 0 fails it at the first deadline missed.',
+    });
     // The console signs in through the Cognito hosted UI only with a custom domain: its app
     // client must name the console's URL as callback, which the execute-api URL cannot be
     // without a cycle. Without it the console offers token sign-in.
@@ -449,8 +484,9 @@ export class FinancialSegmentsStack extends Stack {
       memorySize: 128,
       timeout: DEAD_LETTER_HANDLER_TIMEOUT,
       statements: [
-        // Fails the job and deletes its live marker; reads it to report it.
-        allow(['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem'], [jobs.tableArn]),
+        // Fails the job and deletes its live marker; reads it to report it; keeps a callback
+        // whose delivery gave up in the outbox.
+        allow(['dynamodb:UpdateItem', 'dynamodb:GetItem', 'dynamodb:DeleteItem', 'dynamodb:PutItem'], [jobs.tableArn]),
         // The event source mappings poll with the function's role: only the dead-letter queues.
         allow(
           ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes'],
@@ -468,6 +504,59 @@ export class FinancialSegmentsStack extends Stack {
       });
       keepLogicalId(source, id);
     });
+    // ---------------------------------------------------------------------------------------
+    // The sweeper (docs/jobs.md, "No job hangs"): reads the live jobs without progress for the
+    // deadline from the progress index, sends their unfinished shards again, and fails (and
+    // calls back) those still without progress after MaxResends tries.
+    // ---------------------------------------------------------------------------------------
+    const sweeper = new ServiceFunction(this, 'SweeperFunction', {
+      defaults,
+      binary: 'sweeper',
+      description: 'Every 5 minutes - sends the unfinished shards of jobs without progress again, or fails them',
+      // Key-only calls, a page of the index and a batch of messages per stalled job.
+      memorySize: 256,
+      timeout: SWEEPER_TIMEOUT,
+      environment: {
+        // Unfinished shards of a job of any type go back to that type's work queue.
+        ...Object.fromEntries(workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl])),
+        PROGRESS_DEADLINE_MINUTES: progressDeadlineMinutes.valueAsString,
+        MAX_RESENDS: maxResends.valueAsString,
+      },
+      statements: [
+        // The live jobs without progress and the due callbacks of the outbox: Queries of the
+        // index, authorized on the index's ARN.
+        allow(['dynamodb:Query'], [`${jobs.tableArn}/index/${PROGRESS_INDEX}`]),
+        // A stalled job; the failed job again, to count it and call back, and the mandator's
+        // callback secret (made by create-job before such a job exists, so only read here); a
+        // due callback of the outbox.
+        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        // The job's watch on its live marker (a conditional update), and the update that fails
+        // the job in one transaction with the delete of its marker; a pending callback moved to
+        // its next retry.
+        allow(['dynamodb:UpdateItem'], [jobs.tableArn]),
+        // The live marker of a job made FAILED, deleted in that transaction; a pending callback
+        // delivered or given up.
+        allow(['dynamodb:DeleteItem'], [jobs.tableArn]),
+        // The callback of a job it fails, kept in the outbox when its delivery gives up.
+        allow(['dynamodb:PutItem'], [jobs.tableArn]),
+        // The unfinished shards, sent with SendMessageBatch (authorized as SendMessage).
+        allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
+      ],
+    });
+    // The SAM template's Schedule event, under the logical id SAM gives its rule.
+    const sweepSchedule = new events.Rule(this, 'SweeperFunctionEvery5Minutes', {
+      description: 'Runs the sweeper of stalled jobs',
+      schedule: events.Schedule.rate(SWEEP_INTERVAL),
+      targets: [new targets.LambdaFunction(sweeper.function)],
+    });
+    keepLogicalId(sweepSchedule, 'SweeperFunctionEvery5Minutes');
+    // The rule's permission to invoke the function, under the logical id SAM gives it too.
+    const invokePermission = sweepSchedule.node.children.find((child) => child instanceof lambda.CfnPermission);
+    if (!(invokePermission instanceof lambda.CfnPermission)) {
+      throw new Error('the Lambda target gives the sweeper schedule a permission to invoke the function');
+    }
+    invokePermission.overrideLogicalId('SweeperFunctionEvery5MinutesPermission');
+
     // ---------------------------------------------------------------------------------------
     // HTTP API
     // ---------------------------------------------------------------------------------------
@@ -522,7 +611,17 @@ export class FinancialSegmentsStack extends Stack {
     const dashboard = operationsDashboard(this, {
       apiId: api.httpApi.apiId,
       functions: [
-        ...labelled(createJob, getResult, jobsApi, segmentsApi, dataApi, consoleFunction, importWorker, deadLetterHandler),
+        ...labelled(
+          createJob,
+          getResult,
+          jobsApi,
+          segmentsApi,
+          dataApi,
+          consoleFunction,
+          importWorker,
+          deadLetterHandler,
+          sweeper,
+        ),
         ...workers.map((w, i) => [`${SEGMENT_TYPES[i].pascalName}Worker`, w.function] as const),
       ],
       queues: [...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.queue] as const), ['Import', importQueue]],

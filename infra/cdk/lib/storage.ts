@@ -13,6 +13,12 @@ const RETENTION_DAYS = 14;
 /** The attribute DynamoDB's TTL deletes expired jobs by (segments_aws::JOBS_TTL_ATTRIBUTE). */
 const JOBS_TTL_ATTRIBUTE = 'expiresAt';
 /**
+ * The sweeper's index of live jobs by progress on the Jobs table (segments_aws::PROGRESS_INDEX and
+ * provision's progress_index()): keyed by the live markers' `sweepPartition` and `progressAt`,
+ * projecting the two counts of a job's progress watch.
+ */
+export const PROGRESS_INDEX = 'ProgressIndex';
+/**
  * AWS guidance for SQS event sources: a queue's visibility timeout at least 6 x its consumer's
  * timeout, so a message is not delivered again while an invocation still works on it.
  */
@@ -34,6 +40,15 @@ export class Storage extends Construct {
     this.accountData = table(this, 'AccountDataTable');
     // TTL deletes expired jobs within days, not at once: the code checks expiresAt itself.
     this.jobs = table(this, 'JobsTable', JOBS_TTL_ATTRIBUTE);
+    // Only live markers carry its keys, so the index is sparse: the sweeper's Query of stalled
+    // jobs reads live jobs and nothing else (docs/jobs.md, "No job hangs").
+    this.jobs.addGlobalSecondaryIndex({
+      indexName: PROGRESS_INDEX,
+      partitionKey: { name: 'sweepPartition', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'progressAt', type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.INCLUDE,
+      nonKeyAttributes: ['shardsSeen', 'idleSweeps'],
+    });
     this.segments = table(this, 'SegmentsTable');
 
     this.results = new s3.Bucket(this, 'ResultsBucket', {

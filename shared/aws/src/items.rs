@@ -133,15 +133,30 @@ pub(super) fn job_key(mandator: &MandatorId, job_id: JobId) -> Item {
     HashMap::from([(PARTITION_KEY.to_owned(), s(job_pk(mandator))), (SORT_KEY.to_owned(), s(job_sk(job_id)))])
 }
 
-/// The index partition of a job's watch: spread by the job id's last hex digit, which is random
-/// in a UUIDv7 (its first digits are the time, which would put the jobs of a minute together).
+/// The index partition of a job's watch: spread by the job id ([`partition_of`]).
 pub(super) fn sweep_partition(job_id: JobId) -> String {
-    let digit = job_id.to_string().chars().last().and_then(|c| c.to_digit(16)).unwrap_or(0);
-    sweep_partition_name(digit % SWEEP_PARTITIONS)
+    sweep_partition_name(partition_of(job_id))
 }
 
 pub(super) fn sweep_partition_name(index: u32) -> String {
     format!("SWEEP#{index}")
+}
+
+/// The index partition of a pending callback: the same index holds the sweeper's other work
+/// list, the callbacks of the outbox by their next retry (`progressAt` is the due time there),
+/// in partitions of their own.
+pub(super) fn outbox_partition(job_id: JobId) -> String {
+    outbox_partition_name(partition_of(job_id))
+}
+
+pub(super) fn outbox_partition_name(index: u32) -> String {
+    format!("OUTBOX#{index}")
+}
+
+/// One of [`SWEEP_PARTITIONS`], by the job id's last hex digit, which is random in a UUIDv7 (its
+/// first digits are the time, which would put the jobs of a minute together).
+fn partition_of(job_id: JobId) -> u32 {
+    job_id.to_string().chars().last().and_then(|c| c.to_digit(16)).unwrap_or(0) % SWEEP_PARTITIONS
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ use tracing::instrument;
 
 use super::items::{
     DONE_SHARDS, ERROR, IDLE_SWEEPS, Item, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_DONE, SHARDS_SEEN,
-    SORT_KEY, STATUS, SWEEP_PARTITION, SWEEP_PARTITIONS, decode_job, job_item, job_key, job_pk, n, result_attributes, s,
-    sweep_partition, sweep_partition_name,
+    SORT_KEY, STATUS, SWEEP_PARTITION, SWEEP_PARTITIONS, decode_job, job_item, job_key, job_pk, n, result_attributes,
+    s, sweep_partition, sweep_partition_name,
 };
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
-    IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ProgressWatch, ResultSummary, USAGE_JOBS_ATTRIBUTE, idempotency_sort_key,
-    live_sort_key, usage_job_prefix, usage_job_sort_key, usage_sort_key,
+    IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ProgressWatch, ResultSummary, USAGE_JOBS_ATTRIBUTE,
+    idempotency_sort_key, live_sort_key, usage_job_prefix, usage_job_sort_key, usage_sort_key,
 };
 use segments_core::ports::{JobStore, KeyClaim, StoreError};
 
@@ -486,9 +486,7 @@ impl JobStore for DynamoJobs {
             .set_key(Some(Self::key_of(&previous.mandator_id, live_sort_key(job_id))))
             .update_expression("SET #progress = :next_progress, #seen = :next_seen, #idle = :next_idle")
             // The marker exists only while the job is live; the watch is the one the caller read.
-            .condition_expression(
-                "attribute_exists(#pk) AND #progress = :progress AND #seen = :seen AND #idle = :idle",
-            )
+            .condition_expression("attribute_exists(#pk) AND #progress = :progress AND #seen = :seen AND #idle = :idle")
             .expression_attribute_names("#pk", PARTITION_KEY)
             .expression_attribute_names("#progress", PROGRESS_AT)
             .expression_attribute_names("#seen", SHARDS_SEEN)
@@ -557,15 +555,14 @@ fn decode_watch(item: &Item) -> Result<ProgressWatch, StoreError> {
         _ => Err(StoreError::Corrupt(format!("a live marker in {PROGRESS_INDEX} lacks {name}"))),
     };
     let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("a live marker's {what}: {e}"));
-    let mandator = text(PARTITION_KEY)?
-        .strip_prefix("M#")
-        .ok_or_else(|| corrupt(PARTITION_KEY, &"not a mandator partition"))?;
+    let mandator =
+        text(PARTITION_KEY)?.strip_prefix("M#").ok_or_else(|| corrupt(PARTITION_KEY, &"not a mandator partition"))?;
     let mandator_id = MandatorId::parse(mandator).map_err(|e| corrupt(PARTITION_KEY, &e))?;
     let job = text(SORT_KEY)?.strip_prefix(LIVE_SORT_PREFIX).ok_or_else(|| corrupt(SORT_KEY, &"not a live marker"))?;
     let job_id = JobId::parse(job).map_err(|e| corrupt(SORT_KEY, &e))?;
     let number = |name: &str| text(name)?.parse::<i64>().map_err(|e| corrupt(name, &e));
-    let progress_at = DateTime::from_timestamp(number(PROGRESS_AT)?, 0)
-        .ok_or_else(|| corrupt(PROGRESS_AT, &"out of range"))?;
+    let progress_at =
+        DateTime::from_timestamp(number(PROGRESS_AT)?, 0).ok_or_else(|| corrupt(PROGRESS_AT, &"out of range"))?;
     let count = |name: &str| u32::try_from(number(name)?).map_err(|e| corrupt(name, &e));
     Ok(ProgressWatch {
         mandator_id,

@@ -41,6 +41,8 @@ mod items;
 mod jobs;
 #[cfg(feature = "s3")]
 mod links;
+#[cfg(feature = "dynamodb")]
+mod outbox;
 #[cfg(feature = "provision")]
 pub mod provision;
 #[cfg(feature = "sqs")]
@@ -74,6 +76,8 @@ pub use items::{
 pub use jobs::DynamoJobs;
 #[cfg(feature = "s3")]
 pub use links::S3Links;
+#[cfg(feature = "dynamodb")]
+pub use outbox::DynamoOutbox;
 #[cfg(feature = "sqs")]
 pub use queue::{ReceivedMessage, SqsMessageVisibility, SqsQueue, WORK_QUEUE_URL_VAR};
 #[cfg(feature = "s3")]

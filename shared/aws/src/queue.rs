@@ -10,7 +10,7 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, SendMessageBatchRequestEntry};
 use tracing::instrument;
 
-use segments_core::domain::SegmentType;
+use segments_core::domain::{MandatorId, SegmentType};
 use segments_core::jobs::JobMessage;
 use segments_core::ports::{JobQueue, MessageVisibility, StoreError};
 
@@ -83,18 +83,23 @@ impl SqsQueue {
             .collect()
     }
 
-    /// Sends one batch (at most 10 messages of one type), retrying the entries SQS failed on its
-    /// side; entries are named by their index in `bodies`.
-    async fn send_batch(&self, segment_type: SegmentType, bodies: &[String]) -> Result<(), StoreError> {
+    /// Sends one batch (at most 10 messages of one type), each in its mandator's message group,
+    /// retrying the entries SQS failed on its side; entries are named by their index in `outgoing`.
+    async fn send_batch(&self, segment_type: SegmentType, outgoing: &[Outgoing]) -> Result<(), StoreError> {
         let url = self.url(segment_type)?;
-        let mut pending: Vec<usize> = (0..bodies.len()).collect();
+        let mut pending: Vec<usize> = (0..outgoing.len()).collect();
         for attempt in 1..=SEND_ATTEMPTS {
             let entries = pending
                 .iter()
                 .map(|&i| {
-                    SendMessageBatchRequestEntry::builder().id(i.to_string()).message_body(&bodies[i]).build().map_err(
-                        |e| StoreError::Corrupt(format!("a message of the {segment_type} queue cannot be built: {e}")),
-                    )
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(&outgoing[i].body)
+                        .message_group_id(outgoing[i].group.as_str())
+                        .build()
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("a message of the {segment_type} queue cannot be built: {e}"))
+                        })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let out = self.client.send_message_batch().queue_url(url).set_entries(Some(entries)).send().await.map_err(
@@ -203,36 +208,117 @@ pub(crate) fn received(m: aws_sdk_sqs::types::Message, queue: &str) -> Result<Re
     }
 }
 
+/// A work message ready to send: its body and its message group.
+struct Outgoing {
+    body: String,
+    group: MandatorId,
+}
+
+impl Outgoing {
+    fn of(message: &JobMessage) -> Result<Outgoing, StoreError> {
+        let body = serde_json::to_string(message)
+            .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
+        Ok(Outgoing { body, group: message_group(message).clone() })
+    }
+}
+
+/// The message group of a work message: its mandator.
+///
+/// The work queues are standard queues, and SQS treats the group of a message on a standard queue
+/// as its tenant (SQS fair queues): when one group takes a disproportionate share of the messages
+/// in flight or of the consumers' time, SQS delivers the other groups' waiting messages first. One
+/// mandator's backlog (a job of many shards, or many jobs) therefore does not hold back another
+/// mandator's jobs of the same type; the backlog is delayed, never dropped. On a standard queue
+/// the group orders nothing and limits no concurrency: the shards of one job still run in
+/// parallel, and delivery stays at-least-once.
+///
+/// Every mandator id is a valid group id as it is: `MandatorId::parse` accepts 1 to 128 ASCII
+/// letters, digits and `. _ - : @ + =`, and SQS accepts 1 to 128 characters of letters, digits and
+/// ASCII punctuation (`` !"#$%&'()*+,-./:;<=>?@[\]^_`{|}~ ``) in a group id. Should the rules for
+/// mandator ids ever widen beyond that, `message_group_ids_accept_every_mandator_id` fails.
+fn message_group(message: &JobMessage) -> &MandatorId {
+    &message.mandator_id
+}
+
 #[async_trait]
 impl JobQueue for SqsQueue {
+    /// SendMessage, in the mandator's message group (see [`message_group`]).
     #[instrument(skip_all, fields(mandator_id = %message.mandator_id, job_id = %message.job_id, segment_type = %message.segment_type))]
     async fn enqueue(&self, message: &JobMessage) -> Result<(), StoreError> {
         let url = self.url(message.segment_type)?;
-        let body = serde_json::to_string(message)
-            .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
-        self.client.send_message().queue_url(url).message_body(body).send().await.map_err(|e| {
-            StoreError::unavailable(
-                format!("queueing job {} on the {} queue", message.job_id, message.segment_type),
-                e.into_service_error(),
-            )
-        })?;
+        let outgoing = Outgoing::of(message)?;
+        self.client
+            .send_message()
+            .queue_url(url)
+            .message_body(outgoing.body)
+            .message_group_id(outgoing.group.as_str())
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::unavailable(
+                    format!("queueing job {} on the {} queue", message.job_id, message.segment_type),
+                    e.into_service_error(),
+                )
+            })?;
         Ok(())
     }
 
-    /// SendMessageBatch, 10 messages a call (it needs the `sqs:SendMessage` permission).
+    /// SendMessageBatch, 10 messages a call (it needs the `sqs:SendMessage` permission), each
+    /// message in its mandator's group like [`enqueue`](JobQueue::enqueue)'s.
     #[instrument(skip_all, fields(messages = messages.len()))]
     async fn enqueue_all(&self, messages: &[JobMessage]) -> Result<(), StoreError> {
-        let mut by_type: BTreeMap<SegmentType, Vec<String>> = BTreeMap::new();
+        let mut by_type: BTreeMap<SegmentType, Vec<Outgoing>> = BTreeMap::new();
         for message in messages {
-            let body = serde_json::to_string(message)
-                .map_err(|e| StoreError::Corrupt(format!("job message {} cannot be encoded: {e}", message.job_id)))?;
-            by_type.entry(message.segment_type).or_default().push(body);
+            by_type.entry(message.segment_type).or_default().push(Outgoing::of(message)?);
         }
-        for (segment_type, bodies) in by_type {
-            for batch in bodies.chunks(MAX_SEND_BATCH) {
+        for (segment_type, outgoing) in by_type {
+            for batch in outgoing.chunks(MAX_SEND_BATCH) {
                 self.send_batch(segment_type, batch).await?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use segments_core::domain::JobId;
+
+    const SQS_LONGEST_GROUP_ID: usize = 128;
+
+    /// What SQS accepts in a `MessageGroupId`: 1 to 128 characters, each an ASCII letter, digit or
+    /// punctuation mark.
+    fn sqs_accepts_group_id(group: &str) -> bool {
+        (1..=SQS_LONGEST_GROUP_ID).contains(&group.chars().count())
+            && group.chars().all(|c| c.is_ascii_alphanumeric() || c.is_ascii_punctuation())
+    }
+
+    #[test]
+    fn message_group_ids_accept_every_mandator_id() {
+        for refused in ["", "a b", "é", "tab\t", &"m".repeat(SQS_LONGEST_GROUP_ID + 1)] {
+            assert!(!sqs_accepts_group_id(refused), "{refused:?} is no group id");
+        }
+        let message = |mandator: MandatorId| JobMessage {
+            mandator_id: mandator,
+            job_id: JobId::new(),
+            segment_type: SegmentType::HighBalance,
+            shard: 0,
+        };
+        // Every character a mandator id may have, alone and at the longest length.
+        let candidates = (0..=0x2FFu32).filter_map(char::from_u32).chain(['€', 'ß', '日', '\u{200B}']);
+        let mut accepted = 0;
+        for c in candidates {
+            for id in [c.to_string(), c.to_string().repeat(SQS_LONGEST_GROUP_ID)] {
+                let Ok(mandator) = MandatorId::parse(&id) else { continue };
+                accepted += 1;
+                let message = message(mandator);
+                let group = message_group(&message);
+                assert!(sqs_accepts_group_id(group.as_str()), "SQS refuses the group id {group:?}");
+            }
+        }
+        assert!(accepted >= 2 * 62, "letters and digits are mandator ids ({accepted} accepted)");
+        let too_long = "m".repeat(SQS_LONGEST_GROUP_ID + 1);
+        assert!(MandatorId::parse(&too_long).is_err(), "a mandator id longer than a group id");
     }
 }

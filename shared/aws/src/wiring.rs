@@ -20,12 +20,13 @@ pub async fn from_env() -> Result<(AwsClients, AwsResources, ServiceConfig), Box
     Ok((AwsClients::from_env().await, resources, config))
 }
 
-/// Callbacks with the secrets in the Jobs table `jobs_table`, delivered over HTTP under the
-/// strict policy.
+/// Callbacks with the secrets and the outbox in the Jobs table `jobs_table`, delivered over HTTP
+/// under the strict policy.
 #[cfg(feature = "dynamodb")]
 pub fn callbacks(clients: &AwsClients, jobs_table: &str) -> Callbacks {
     let secrets = Arc::new(crate::DynamoCallbackSecrets::new(clients.dynamodb.clone(), jobs_table.to_owned()));
-    Callbacks::http(secrets, CallbackPolicy::strict())
+    let outbox = Arc::new(crate::DynamoOutbox::new(clients.dynamodb.clone(), jobs_table.to_owned()));
+    Callbacks::http(secrets, CallbackPolicy::strict()).with_outbox(outbox)
 }
 
 /// What creating a job takes: AccountData and Jobs tables, the work queues.

@@ -448,3 +448,37 @@ pub trait CallbackSecrets: Send + Sync {
     /// uses agree on one secret.
     async fn secret(&self, mandator: &MandatorId) -> Result<crate::domain::CallbackSecret, StoreError>;
 }
+
+/// The callbacks whose delivery gave up, kept for the sweeper to retry (per mandator, expiring a
+/// day after the first failure; `usecases::callbacks::outbox`).
+#[async_trait]
+pub trait CallbackOutbox: Send + Sync {
+    /// Keeps `pending`, replacing what is kept for its job.
+    async fn put_callback(
+        &self,
+        pending: &crate::usecases::callbacks::outbox::PendingCallback,
+    ) -> Result<(), StoreError>;
+
+    /// The pending callbacks of every mandator due at `now` (`next_at ≤ now`), at most `limit`,
+    /// read through an index of the due times (never all entries). The index may lag the writes
+    /// a moment: act through [`CallbackOutbox::replace_callback`].
+    async fn due_callbacks(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::usecases::callbacks::outbox::PendingCallback>, StoreError>;
+
+    /// Replaces `previous` by `next` (same job) if what is kept is still `previous` (same retries
+    /// and due time). `Ok(false)` otherwise: nothing changes.
+    async fn replace_callback(
+        &self,
+        previous: &crate::usecases::callbacks::outbox::PendingCallback,
+        next: &crate::usecases::callbacks::outbox::PendingCallback,
+    ) -> Result<bool, StoreError>;
+
+    /// Removes `pending` if what is kept is still it. `Ok(false)` otherwise.
+    async fn remove_callback(
+        &self,
+        pending: &crate::usecases::callbacks::outbox::PendingCallback,
+    ) -> Result<bool, StoreError>;
+}

@@ -32,6 +32,7 @@ mod imports;
 mod jobs;
 mod keys;
 mod links;
+mod outbox;
 mod queue;
 mod results;
 mod segments;

@@ -1,6 +1,6 @@
 //! The in-process job and import queues of the local runner.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use segments_core::domain::MandatorId;
 use segments_core::imports::ImportMessage;
 use segments_core::jobs::JobMessage;
 use segments_core::ports::{ImportQueue, JobQueue, MessageVisibility, StoreError};
@@ -55,11 +56,92 @@ pub struct EmbeddedDelivery {
 /// receivable again only when its visibility timeout (changed through [`EmbeddedDeliveries`])
 /// has passed, counted one more receive. Unlike SQS it never delivers a held message a second
 /// time: the workers live in this process and hand back every message they do not acknowledge.
+///
+/// It delivers fairly between mandators, as the fair queues of SQS do for the message groups of
+/// the deployed service: the waiting messages are kept by mandator and handed out round-robin, so
+/// one mandator's backlog of many shards does not hold back another mandator's job.
 #[derive(Debug)]
 pub struct EmbeddedReceiver {
     fresh: mpsc::UnboundedReceiver<JobMessage>,
+    /// Every sender of `fresh` is gone: the runner shuts down and no new message comes.
+    fresh_closed: bool,
     returned: mpsc::UnboundedReceiver<(JobMessage, u32)>,
+    waiting: WaitingByMandator,
     deliveries: EmbeddedDeliveries,
+}
+
+/// The messages taken off the channels and not yet delivered, by mandator, with a rotation of the
+/// mandators that have any. A mandator without waiting messages has no entry, so what is kept
+/// grows and shrinks with what is queued.
+#[derive(Debug, Default)]
+struct WaitingByMandator {
+    by_mandator: HashMap<MandatorId, MandatorBacklog>,
+    /// Each mandator of `by_mandator` exactly once; the front one is served next.
+    rotation: VecDeque<MandatorId>,
+}
+
+/// One mandator's waiting messages with their receive counts, each list in arrival order.
+#[derive(Debug, Default)]
+struct MandatorBacklog {
+    /// Handed-back messages whose visibility timeout has passed.
+    returned: VecDeque<(JobMessage, u32)>,
+    fresh: VecDeque<JobMessage>,
+}
+
+impl WaitingByMandator {
+    /// Queues a fresh message behind its mandator's.
+    fn push_fresh(&mut self, message: JobMessage) {
+        self.backlog_of(&message.mandator_id).fresh.push_back(message);
+    }
+
+    /// Queues a handed-back message behind its mandator's handed-back ones.
+    fn push_returned(&mut self, message: JobMessage, receive_count: u32) {
+        self.backlog_of(&message.mandator_id).returned.push_back((message, receive_count));
+    }
+
+    /// The backlog of `mandator`; a mandator that had none joins the end of the rotation.
+    fn backlog_of(&mut self, mandator: &MandatorId) -> &mut MandatorBacklog {
+        if !self.by_mandator.contains_key(mandator) {
+            self.rotation.push_back(mandator.clone());
+        }
+        self.by_mandator.entry(mandator.clone()).or_default()
+    }
+
+    /// The next message of the mandator whose turn it is; that mandator goes to the end of the
+    /// rotation, or leaves it when this was its last message.
+    ///
+    /// A handed-back message goes before its mandator's fresh ones: it is older than them, and it
+    /// is often the last shard its job waits for. It does not go before other mandators' messages,
+    /// though: a mandator whose runs keep failing would otherwise take the workers from everyone
+    /// else with its retries.
+    fn pop(&mut self) -> Option<(JobMessage, u32)> {
+        while let Some(mandator) = self.rotation.pop_front() {
+            let Some(backlog) = self.by_mandator.get_mut(&mandator) else { continue };
+            let next = match backlog.returned.pop_front() {
+                Some(returned) => Some(returned),
+                None => backlog.fresh.pop_front().map(|message| (message, 1)),
+            };
+            if backlog.returned.is_empty() && backlog.fresh.is_empty() {
+                self.by_mandator.remove(&mandator);
+                self.shrink_after_a_peak();
+            } else {
+                self.rotation.push_back(mandator);
+            }
+            if next.is_some() {
+                return next;
+            }
+        }
+        None
+    }
+
+    /// Gives back the room a past crowd of mandators took, so an idle runner keeps little.
+    fn shrink_after_a_peak(&mut self) {
+        const SLACK: usize = 64;
+        if self.by_mandator.capacity() > 4 * self.by_mandator.len() + SLACK {
+            self.by_mandator.shrink_to_fit();
+            self.rotation.shrink_to_fit();
+        }
+    }
 }
 
 /// The messages the workers hold, by receipt handle: their visibility, and their end
@@ -87,7 +169,13 @@ impl EmbeddedReceiver {
     /// Receives what `fresh` (an [`EmbeddedQueue`]'s receiver) and the handed-back messages bring.
     pub fn new(fresh: mpsc::UnboundedReceiver<JobMessage>) -> EmbeddedReceiver {
         let (returner, returned) = mpsc::unbounded_channel();
-        EmbeddedReceiver { fresh, returned, deliveries: EmbeddedDeliveries { held: Arc::default(), returner } }
+        EmbeddedReceiver {
+            fresh,
+            fresh_closed: false,
+            returned,
+            waiting: WaitingByMandator::default(),
+            deliveries: EmbeddedDeliveries { held: Arc::default(), returner },
+        }
     }
 
     /// Where the workers change visibility, acknowledge and hand back.
@@ -95,14 +183,42 @@ impl EmbeddedReceiver {
         self.deliveries.clone()
     }
 
-    /// The next receivable message, held from now on; `None` once the queue is closed.
+    /// The next receivable message, held from now on: the next one of the next mandator in turn.
+    /// `None` once the queue is closed and no message waits: the runner shuts down, and the
+    /// handed-back messages still in their visibility timeout go with it.
     pub async fn receive(&mut self) -> Option<EmbeddedDelivery> {
-        let (message, receive_count) = tokio::select! {
-            biased;
-            Some(returned) = self.returned.recv() => returned,
-            fresh = self.fresh.recv() => (fresh?, 1),
-        };
-        Some(self.deliveries.hold(message, receive_count))
+        loop {
+            self.take_arrived();
+            if let Some((message, receive_count)) = self.waiting.pop() {
+                return Some(self.deliveries.hold(message, receive_count));
+            }
+            if self.fresh_closed {
+                return None;
+            }
+            // Nothing waits: sleep until either channel brings a message.
+            tokio::select! {
+                Some((message, receive_count)) = self.returned.recv() => self.waiting.push_returned(message, receive_count),
+                fresh = self.fresh.recv() => match fresh {
+                    Some(message) => self.waiting.push_fresh(message),
+                    None => self.fresh_closed = true,
+                },
+            }
+        }
+    }
+
+    /// Moves every message the channels hold now to the waiting messages, so a mandator whose
+    /// message arrived behind another's backlog is already in the rotation.
+    fn take_arrived(&mut self) {
+        while let Ok((message, receive_count)) = self.returned.try_recv() {
+            self.waiting.push_returned(message, receive_count);
+        }
+        while !self.fresh_closed {
+            match self.fresh.try_recv() {
+                Ok(message) => self.waiting.push_fresh(message),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => self.fresh_closed = true,
+            }
+        }
     }
 }
 
@@ -198,5 +314,140 @@ mod tests {
         assert_eq!(receiver.recv().await, Some(b));
         drop(receiver);
         assert!(queue.enqueue(&a).await.unwrap_err().is_transient());
+    }
+
+    fn shard_message(mandator: &str, shard: u32) -> JobMessage {
+        JobMessage {
+            mandator_id: MandatorId::parse(mandator).unwrap(),
+            job_id: JobId::new(),
+            segment_type: SegmentType::HighBalance,
+            shard,
+        }
+    }
+
+    /// The mandator and shard of every message `receiver` delivers now, acknowledged.
+    async fn receive_now(receiver: &mut EmbeddedReceiver, count: usize) -> Vec<(String, u32)> {
+        let mut received = Vec::with_capacity(count);
+        for _ in 0..count {
+            let delivery = tokio::time::timeout(Duration::from_secs(5), receiver.receive())
+                .await
+                .expect("a message is waiting")
+                .expect("the queue is open or still has messages");
+            receiver.deliveries().acknowledge(&delivery.receipt_handle);
+            received.push((delivery.message.mandator_id.to_string(), delivery.message.shard));
+        }
+        received
+    }
+
+    fn named(expected: &[(&str, u32)]) -> Vec<(String, u32)> {
+        expected.iter().map(|(m, s)| (m.to_string(), *s)).collect()
+    }
+
+    #[tokio::test]
+    async fn a_later_mandator_is_served_before_an_earlier_mandators_backlog() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        for message in [shard_message("a", 0), shard_message("a", 1), shard_message("a", 2), shard_message("b", 0)] {
+            queue.enqueue(&message).await.unwrap();
+        }
+        let received = receive_now(&mut receiver, 4).await;
+        assert_eq!(received, named(&[("a", 0), ("b", 0), ("a", 1), ("a", 2)]));
+    }
+
+    #[tokio::test]
+    async fn a_new_mandator_joins_the_end_of_the_rotation() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        for message in [shard_message("a", 0), shard_message("a", 1), shard_message("a", 2), shard_message("b", 0)] {
+            queue.enqueue(&message).await.unwrap();
+        }
+        assert_eq!(receive_now(&mut receiver, 1).await, named(&[("a", 0)]));
+        queue.enqueue(&shard_message("c", 0)).await.unwrap();
+        let received = receive_now(&mut receiver, 4).await;
+        assert_eq!(received, named(&[("b", 0), ("a", 1), ("c", 0), ("a", 2)]));
+    }
+
+    #[tokio::test]
+    async fn each_mandators_messages_keep_their_order() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        let order =
+            [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("c", 0), ("b", 1), ("a", 3), ("a", 4), ("c", 1), ("b", 2)];
+        for (mandator, shard) in order {
+            queue.enqueue(&shard_message(mandator, shard)).await.unwrap();
+        }
+        let received = receive_now(&mut receiver, order.len()).await;
+        for mandator in ["a", "b", "c"] {
+            let shards: Vec<u32> = received.iter().filter(|(m, _)| m == mandator).map(|(_, s)| *s).collect();
+            let sent: Vec<u32> = order.iter().filter(|(m, _)| *m == mandator).map(|(_, s)| *s).collect();
+            assert_eq!(shards, sent, "the order of {mandator}'s messages in {received:?}");
+        }
+        // Round-robin while all three have messages, then the two left, then the last.
+        assert_eq!(
+            received,
+            named(&[
+                ("a", 0),
+                ("b", 0),
+                ("c", 0),
+                ("a", 1),
+                ("b", 1),
+                ("c", 1),
+                ("a", 2),
+                ("b", 2),
+                ("a", 3),
+                ("a", 4)
+            ])
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_delivers_what_waits_and_then_ends() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        for message in [shard_message("a", 0), shard_message("a", 1), shard_message("b", 0)] {
+            queue.enqueue(&message).await.unwrap();
+        }
+        assert_eq!(receive_now(&mut receiver, 1).await, named(&[("a", 0)]));
+        drop(queue);
+        assert_eq!(receive_now(&mut receiver, 2).await, named(&[("b", 0), ("a", 1)]));
+        let end = tokio::time::timeout(Duration::from_secs(5), receiver.receive()).await;
+        assert_eq!(end.expect("a closed, drained queue answers at once"), None);
+    }
+
+    #[tokio::test]
+    async fn a_handed_back_message_goes_before_its_mandators_fresh_ones_but_not_before_others() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        let deliveries = receiver.deliveries();
+        for message in [shard_message("a", 0), shard_message("a", 1), shard_message("b", 0), shard_message("b", 1)] {
+            queue.enqueue(&message).await.unwrap();
+        }
+        let first = receiver.receive().await.unwrap();
+        assert_eq!((first.message.mandator_id.as_str(), first.message.shard), ("a", 0));
+        deliveries.change_visibility(&first.receipt_handle, Duration::ZERO).await.unwrap();
+        deliveries.hand_back(&first.receipt_handle);
+        // The hand-back reaches the receiver from a task of its own once its timeout has passed.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let again = receive_now(&mut receiver, 4).await;
+        assert_eq!(again, named(&[("b", 0), ("a", 0), ("b", 1), ("a", 1)]));
+    }
+
+    #[tokio::test]
+    async fn a_receiver_waits_for_the_next_message_and_counts_a_handed_back_ones_receives() {
+        let (queue, fresh) = EmbeddedQueue::new();
+        let mut receiver = EmbeddedReceiver::new(fresh);
+        let deliveries = receiver.deliveries();
+        let sender = queue.clone();
+        let later = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            sender.enqueue(&shard_message("a", 7)).await.unwrap();
+        });
+        let first = receiver.receive().await.unwrap();
+        later.await.unwrap();
+        assert_eq!((first.message.shard, first.receive_count), (7, 1));
+        deliveries.change_visibility(&first.receipt_handle, Duration::ZERO).await.unwrap();
+        deliveries.hand_back(&first.receipt_handle);
+        let again = receiver.receive().await.unwrap();
+        assert_eq!((again.message.shard, again.receive_count), (7, 2));
     }
 }

@@ -27,7 +27,7 @@ pub fn services(store: EmbeddedStore, config: ServiceConfig) -> (Services, Unbou
         results: store.clone(),
         queue: Arc::new(queue),
         config,
-        callbacks: Callbacks::http(store, CallbackPolicy::strict()),
+        callbacks: Callbacks::http(store.clone(), CallbackPolicy::strict()).with_outbox(store),
     };
     (services, receiver)
 }
@@ -50,10 +50,11 @@ pub fn jobs_api(store: EmbeddedStore, core: &Services, links: Arc<LocalLinks>) -
     JobsApiServices { jobs: core.jobs.clone(), catalog: Arc::new(store), links, config: core.config.clone() }
 }
 
-/// Callbacks with the secrets in the embedded store. `policy` is strict unless the caller (a test,
-/// or the local runner on an explicit option) decides otherwise.
+/// Callbacks with the secrets and the outbox in the embedded store. `policy` is strict unless the
+/// caller (a test, or the local runner on an explicit option) decides otherwise.
 pub fn callbacks(store: EmbeddedStore, policy: CallbackPolicy) -> Callbacks {
-    Callbacks::http(Arc::new(store), policy)
+    let outbox = Arc::new(store.clone());
+    Callbacks::http(Arc::new(store), policy).with_outbox(outbox)
 }
 
 /// The bulk imports over the embedded store, with upload links the local runner serves itself

@@ -9,14 +9,14 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use segments_aws::provision::{self, create_queue_with_dlq};
 use segments_aws::{
-    DynamoAccounts, DynamoCallbackSecrets, DynamoCatalog, DynamoImports, DynamoJobs, DynamoSegments, S3Links,
-    S3Results, SqsQueue,
+    DynamoAccounts, DynamoCallbackSecrets, DynamoCatalog, DynamoImports, DynamoJobs, DynamoOutbox, DynamoSegments,
+    S3Links, S3Results, SqsQueue,
 };
 use segments_core::domain::SegmentType;
 use segments_core::jobs::JobMessage;
 use segments_core::ports::{
-    AccountDirectory, CallbackSecrets, ImportStore, JobCatalog, JobQueue, JobStore, ResultLinks, ResultStore,
-    SegmentStore, UserStore,
+    AccountDirectory, CallbackOutbox, CallbackSecrets, ImportStore, JobCatalog, JobQueue, JobStore, ResultLinks,
+    ResultStore, SegmentStore, UserStore,
 };
 use segments_embedded::{EmbeddedQueue, EmbeddedStore, LINK_PATH, LocalLinks};
 use tokio::sync::Mutex;
@@ -39,6 +39,8 @@ pub struct Backend {
     /// Opens a link as its reader would.
     pub opener: Box<dyn LinkOpener>,
     pub secrets: Arc<dyn CallbackSecrets>,
+    /// The callbacks kept for retries.
+    pub outbox: Arc<dyn CallbackOutbox>,
     /// A second adapter over the same secrets (another process, another cold start).
     pub secrets_again: Arc<dyn CallbackSecrets>,
     pub segments: Arc<dyn SegmentStore>,
@@ -77,6 +79,7 @@ impl Backend {
             links: Arc::new(links.clone()),
             opener: Box::new(RunnerOpener(links)),
             secrets: shared.clone(),
+            outbox: shared.clone(),
             secrets_again: Arc::new(store),
             segments: shared,
             queue: Arc::new(queue),
@@ -113,6 +116,7 @@ impl Backend {
             links: Arc::new(S3Links::new(clients.s3.clone(), bucket)),
             opener: Box::new(HttpOpener),
             secrets: Arc::new(DynamoCallbackSecrets::new(clients.dynamodb.clone(), jobs_table.clone())),
+            outbox: Arc::new(DynamoOutbox::new(clients.dynamodb.clone(), jobs_table.clone())),
             secrets_again: Arc::new(DynamoCallbackSecrets::new(other_clients.dynamodb, jobs_table)),
             segments: Arc::new(DynamoSegments::new(clients.dynamodb.clone(), &segments_table)),
             queue: Arc::new(queue.clone()),

@@ -5,7 +5,8 @@
 //!
 //! A role's policy is read from the template (loops expanded) and resolved against the moto
 //! resources: `!Ref`, `!GetAtt … .Arn`/`.QueueName` and `!Sub "${X.Arn}/…"` of the template's
-//! tables, bucket and queues become their names, URLs and ARNs. The function's environment
+//! tables, bucket and queues become their names, URLs and ARNs (`${JobsTable.Arn}/index/…` an
+//! index's ARN); `!Ref` of a parameter becomes its default. The function's environment
 //! (Globals and its own variables) is resolved the same way, and the [`AwsResources`] a test
 //! wires the function with is read from it as `AwsResources::from_env` reads the real one: a
 //! variable missing from the template is missing in the test.
@@ -215,12 +216,19 @@ impl IamStack {
         map.iter().filter_map(|(k, v)| self.resolve(v).map(|v| (k.clone(), v))).collect()
     }
 
+    /// A resource's name or URL; a parameter's default, as a stack deployed without overrides has it.
     fn reference(&self, name: &str) -> Option<Value> {
         if name == "AWS::NoValue" {
             return None;
         }
-        let physical = self.physical.get(name).unwrap_or_else(|| panic!("!Ref {name}: not a provisioned resource"));
-        Some(Value::String(physical.reference.clone()))
+        if let Some(physical) = self.physical.get(name) {
+            return Some(Value::String(physical.reference.clone()));
+        }
+        match &self.template["Parameters"][name]["Default"] {
+            Value::String(text) => Some(Value::String(text.clone())),
+            Value::Number(number) => Some(Value::String(number.to_string())),
+            _ => panic!("!Ref {name}: neither a provisioned resource nor a parameter with a default"),
+        }
     }
 
     fn attribute(&self, argument: &Value) -> String {

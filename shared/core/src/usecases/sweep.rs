@@ -12,6 +12,8 @@
 //!   most once per deadline, and at most [`SweepConfig::max_resends`] times in a row;
 //! - a job that still does not progress after that is FAILED with the reason, and called back.
 //!
+//! A sweep also retries the callbacks kept in the outbox that are due (`callbacks::outbox`).
+//!
 //! Each step on a job is one conditional write on its watch first: of two sweeps that run at
 //! once (a scheduled run that overlaps the next), one acts and the other finds the watch changed.
 
@@ -21,6 +23,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use tracing::instrument;
 
 use super::callbacks::Callbacks;
+use super::callbacks::outbox::{OutboxReport, retry_due};
 use super::dead_letter::count_and_call_back;
 use crate::config::{ConfigError, parsed_or};
 use crate::jobs::{Job, JobRef, ProgressWatch};
@@ -103,6 +106,8 @@ pub struct SweepReport {
     pub skipped: u32,
     /// Jobs a store or queue failure kept from being handled; the next sweep tries again.
     pub errors: u32,
+    /// The callbacks retried from the outbox.
+    pub callbacks: OutboxReport,
 }
 
 /// What happened to one stalled job.
@@ -113,8 +118,9 @@ enum Handled {
     Skipped,
 }
 
-/// One sweep at `now`: every live job without progress for the deadline is looked at once.
-/// Fails only when the stalled jobs cannot be read; a failure on one job is logged and counted,
+/// One sweep at `now`: every live job without progress for the deadline is looked at once, then
+/// every pending callback that is due. Fails only when the stalled jobs or the due callbacks
+/// cannot be read; a failure on one job is logged and counted,
 /// and the others are still handled.
 #[instrument(skip_all)]
 pub async fn sweep(s: &Sweeper, now: DateTime<Utc>) -> Result<SweepReport, StoreError> {
@@ -132,6 +138,9 @@ pub async fn sweep(s: &Sweeper, now: DateTime<Utc>) -> Result<SweepReport, Store
                 tracing::error!(job_id = %watch.job_id, mandator_id = %watch.mandator_id, error = %e, "sweeping a job failed");
             }
         }
+    }
+    if let Some(outbox) = &s.callbacks.outbox {
+        report.callbacks = retry_due(&s.callbacks, outbox.as_ref(), now).await?;
     }
     tracing::info!(?report, "sweep done");
     Ok(report)
@@ -154,8 +163,13 @@ async fn sweep_job(s: &Sweeper, watch: &ProgressWatch, now: DateTime<Utc>) -> Re
         return fail(s, &job, "the job expired before it completed").await;
     }
     if job.shards_done > watch.shards_seen {
-        let progressed = ProgressWatch { progress_at: now, shards_seen: job.shards_done, idle_sweeps: 0, ..watch.clone() };
-        return Ok(if s.jobs.replace_watch(watch, &progressed).await? { Handled::Progressing } else { Handled::Skipped });
+        let progressed =
+            ProgressWatch { progress_at: now, shards_seen: job.shards_done, idle_sweeps: 0, ..watch.clone() };
+        return Ok(if s.jobs.replace_watch(watch, &progressed).await? {
+            Handled::Progressing
+        } else {
+            Handled::Skipped
+        });
     }
     if watch.idle_sweeps >= s.config.max_resends {
         let idle_minutes = s.config.progress_deadline.num_minutes() * (i64::from(watch.idle_sweeps) + 1);

@@ -7,8 +7,10 @@
 //! - [`delivery`]: the HTTP [`Notifier`]: timeouts, retries with backoff, no redirects, pinned
 //!   addresses.
 //! - [`notify_job_final`]: what the finalize and fail steps call.
+//! - [`outbox`]: callbacks whose delivery gave up, retried by the sweeper for a day.
 
 pub mod delivery;
+pub mod outbox;
 pub mod policy;
 pub mod signing;
 
@@ -19,7 +21,7 @@ use serde::Serialize;
 
 use crate::domain::{JobId, SegmentType};
 use crate::jobs::{Job, JobRef};
-use crate::ports::{CallbackSecrets, JobStore, StoreError};
+use crate::ports::{CallbackOutbox, CallbackSecrets, JobStore, StoreError};
 use crate::rules::body::FieldError;
 use crate::usecases::AppError;
 
@@ -112,12 +114,25 @@ pub struct Callbacks {
     pub notifier: Arc<dyn Notifier>,
     /// The policy the notifier applies, for checking a `callbackURL` at job creation.
     pub policy: CallbackPolicy,
+    /// Where a callback whose delivery gave up is kept for the sweeper to retry; without one, it
+    /// is logged and dropped.
+    pub outbox: Option<Arc<dyn CallbackOutbox>>,
 }
 
 impl Callbacks {
     /// Callbacks over HTTP under `policy` (production: [`CallbackPolicy::strict`]).
     pub fn http(secrets: Arc<dyn CallbackSecrets>, policy: CallbackPolicy) -> Self {
-        Callbacks { secrets, notifier: Arc::new(HttpNotifier::new(policy, DeliverySettings::default())), policy }
+        Callbacks {
+            secrets,
+            notifier: Arc::new(HttpNotifier::new(policy, DeliverySettings::default())),
+            policy,
+            outbox: None,
+        }
+    }
+
+    /// These callbacks, keeping the ones that could not be delivered in `outbox`.
+    pub fn with_outbox(self, outbox: Arc<dyn CallbackOutbox>) -> Self {
+        Callbacks { outbox: Some(outbox), ..self }
     }
 
     /// See [`notify_job_final`].
@@ -127,11 +142,26 @@ impl Callbacks {
 
     /// Calls the job's callback URL, if it has one, once the job's final state is durable. Only
     /// the run whose write made the job final calls, so a redelivered message does not call
-    /// again. A callback that cannot be delivered after its retries is logged: the result stays
-    /// readable by polling, and the message's work is done either way.
+    /// again. A callback whose attempts all failed for reasons that may pass (the receiver down,
+    /// unreachable, answering 5xx) goes to the outbox, which the sweeper retries for a day; one
+    /// the receiver refuses for good is logged. The result stays readable by polling, and the
+    /// message's work is done either way.
     pub async fn call_back(&self, job: &Job) {
         // Nothing happens without a URL; failures are logged by `job_final`.
-        let _ = self.job_final(job).await;
+        let Err(NotifyError::GaveUp { .. }) = self.job_final(job).await else { return };
+        let (Some(outbox), Some(url)) = (&self.outbox, &job.callback_url) else { return };
+        let body = match serde_json::to_string(&CallbackBody::of(job)) {
+            Ok(body) => body,
+            Err(e) => return tracing::error!(job_id = %job.job_id, error = %e, "cannot encode the callback body"),
+        };
+        let pending =
+            outbox::PendingCallback::new(job.mandator_id.clone(), job.job_id, url.clone(), body, chrono::Utc::now());
+        match outbox.put_callback(&pending).await {
+            Ok(()) => {
+                tracing::warn!(job_id = %job.job_id, next_at = %pending.next_at, "callback kept in the outbox for retries")
+            }
+            Err(e) => tracing::error!(job_id = %job.job_id, error = %e, "callback not delivered and not kept"),
+        }
     }
 
     /// [`Callbacks::call_back`] for a job known by its id only: reads it first.
