@@ -16,9 +16,8 @@ use super::items::{
     Item, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SORT_KEY, SWEEP_PARTITION, SWEEP_PARTITIONS,
     job_pk, n, outbox_partition, outbox_partition_name, s,
 };
-use segments_core::domain::{JobId, MandatorId};
+use segments_core::domain::{JobId, MandatorId, PendingCallback};
 use segments_core::ports::{CallbackOutbox, StoreError};
-use segments_core::usecases::callbacks::outbox::PendingCallback;
 
 const OUTBOX_SORT_PREFIX: &str = "OUTBOX#";
 const URL: &str = "url";

@@ -454,10 +454,7 @@ pub trait CallbackSecrets: Send + Sync {
 #[async_trait]
 pub trait CallbackOutbox: Send + Sync {
     /// Keeps `pending`, replacing what is kept for its job.
-    async fn put_callback(
-        &self,
-        pending: &crate::usecases::callbacks::outbox::PendingCallback,
-    ) -> Result<(), StoreError>;
+    async fn put_callback(&self, pending: &crate::domain::PendingCallback) -> Result<(), StoreError>;
 
     /// The pending callbacks of every mandator due at `now` (`next_at ≤ now`), at most `limit`,
     /// read through an index of the due times (never all entries). The index may lag the writes
@@ -466,19 +463,16 @@ pub trait CallbackOutbox: Send + Sync {
         &self,
         now: chrono::DateTime<chrono::Utc>,
         limit: u32,
-    ) -> Result<Vec<crate::usecases::callbacks::outbox::PendingCallback>, StoreError>;
+    ) -> Result<Vec<crate::domain::PendingCallback>, StoreError>;
 
     /// Replaces `previous` by `next` (same job) if what is kept is still `previous` (same retries
     /// and due time). `Ok(false)` otherwise: nothing changes.
     async fn replace_callback(
         &self,
-        previous: &crate::usecases::callbacks::outbox::PendingCallback,
-        next: &crate::usecases::callbacks::outbox::PendingCallback,
+        previous: &crate::domain::PendingCallback,
+        next: &crate::domain::PendingCallback,
     ) -> Result<bool, StoreError>;
 
     /// Removes `pending` if what is kept is still it. `Ok(false)` otherwise.
-    async fn remove_callback(
-        &self,
-        pending: &crate::usecases::callbacks::outbox::PendingCallback,
-    ) -> Result<bool, StoreError>;
+    async fn remove_callback(&self, pending: &crate::domain::PendingCallback) -> Result<bool, StoreError>;
 }

@@ -9,9 +9,8 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, WriteTr
 use serde::{Deserialize, Serialize};
 
 use super::{EmbeddedStore, OrUnavailable, corrupt};
-use segments_core::domain::{JobId, MandatorId};
+use segments_core::domain::{JobId, MandatorId, PendingCallback};
 use segments_core::ports::{CallbackOutbox, StoreError};
-use segments_core::usecases::callbacks::outbox::PendingCallback;
 
 const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("callback_outbox");
 const DUE: TableDefinition<&str, &str> = TableDefinition::new("callback_outbox_due");

@@ -13,7 +13,7 @@ pub mod records;
 pub mod segment;
 mod types;
 
-pub use callback::{CallbackSecret, random_key};
+pub use callback::{CallbackSecret, PendingCallback, random_key};
 pub use ids::{AccountId, IdError, JobId, MandatorId, TransactionId, UserId};
 pub use model::{Account, AccountHistory, Transaction, UserData};
 pub use money::{Currency, Money, MoneyError};

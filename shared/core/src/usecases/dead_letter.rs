@@ -5,7 +5,6 @@ use super::callbacks::Callbacks;
 use super::run_shard::Disposition;
 use crate::jobs::JobRef;
 use crate::ports::JobStore;
-use crate::telemetry::{self, JobContext};
 
 /// The reason a job gets when one of its messages reaches a dead-letter queue.
 pub const DEAD_LETTER_REASON: &str = "a work message of the job kept failing and was moved to the dead-letter queue";
@@ -22,29 +21,13 @@ pub async fn dead_letter(jobs: &dyn JobStore, callbacks: &Callbacks, body: &str)
         Ok(changed) => {
             if changed {
                 tracing::error!(mandator_id = %job.mandator_id, job_id = %job.job_id, "job failed: its message was dead-lettered");
-                count_and_call_back(jobs, callbacks, &job).await;
+                callbacks.report_failed(jobs, &job).await;
             }
             Disposition::Ack
         }
         Err(e) => {
             tracing::warn!(job_id = %job.job_id, error = %e, "cannot mark the job FAILED; will retry");
             Disposition::Retry
-        }
-    }
-}
-
-/// After a job known by its id only was made FAILED: reads it once, for the segment type its
-/// metric is counted under and for its callback. A job that cannot be read is logged: its
-/// callback and its count are lost, its FAILED state is not.
-pub(crate) async fn count_and_call_back(jobs: &dyn JobStore, callbacks: &Callbacks, job: &JobRef) {
-    match jobs.get(&job.mandator_id, job.job_id).await {
-        Ok(Some(failed)) => {
-            telemetry::job_failed(JobContext::of(&failed));
-            callbacks.call_back(&failed).await;
-        }
-        Ok(None) => {}
-        Err(e) => {
-            tracing::warn!(job_id = %job.job_id, error = %e, "cannot read the failed job to count it and call back")
         }
     }
 }

@@ -22,7 +22,6 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use tracing::instrument;
 
-use super::dead_letter::count_and_call_back;
 use super::finalize::finalize;
 pub use super::shard_runner::{RunError, RunOutcome, ShardRunner};
 use crate::domain::{SegmentType, UserId};
@@ -95,7 +94,7 @@ async fn run_shard_steps(s: &ShardRunner, message: &JobMessage, now: DateTime<Ut
 async fn fail(s: &ShardRunner, job: &JobRef, reason: &str) -> Result<RunOutcome, RunError> {
     tracing::error!(reason, "job failed");
     if s.jobs.fail(&job.mandator_id, job.job_id, reason).await.map_err(RunError::Transient)? {
-        count_and_call_back(s.jobs.as_ref(), &s.callbacks, job).await;
+        s.callbacks.report_failed(s.jobs.as_ref(), job).await;
     }
     Err(RunError::Permanent(reason.to_owned()))
 }
@@ -289,7 +288,7 @@ async fn fail_named(s: &ShardRunner, job: &JobRef, reason: &str) {
     match s.jobs.fail(&job.mandator_id, job.job_id, reason).await {
         Ok(true) => {
             tracing::error!(job_id = %job.job_id, reason, "job failed");
-            count_and_call_back(s.jobs.as_ref(), &s.callbacks, job).await;
+            s.callbacks.report_failed(s.jobs.as_ref(), job).await;
         }
         Ok(false) => {}
         Err(e) => tracing::error!(job_id = %job.job_id, error = %e, "marking the job FAILED failed"),

@@ -24,7 +24,6 @@ use tracing::instrument;
 
 use super::callbacks::Callbacks;
 use super::callbacks::outbox::{OutboxReport, retry_due};
-use super::dead_letter::count_and_call_back;
 use crate::config::{ConfigError, parsed_or};
 use crate::jobs::{Job, JobRef, ProgressWatch};
 use crate::ports::{JobQueue, JobStore, StoreError};
@@ -205,6 +204,6 @@ async fn fail(s: &Sweeper, job: &Job, reason: &str) -> Result<Handled, StoreErro
     }
     tracing::error!(reason, "job failed");
     let named = JobRef { mandator_id: job.mandator_id.clone(), job_id: job.job_id };
-    count_and_call_back(s.jobs.as_ref(), &s.callbacks, &named).await;
+    s.callbacks.report_failed(s.jobs.as_ref(), &named).await;
     Ok(Handled::Failed)
 }

@@ -154,8 +154,13 @@ impl Callbacks {
             Ok(body) => body,
             Err(e) => return tracing::error!(job_id = %job.job_id, error = %e, "cannot encode the callback body"),
         };
-        let pending =
-            outbox::PendingCallback::new(job.mandator_id.clone(), job.job_id, url.clone(), body, chrono::Utc::now());
+        let pending = crate::domain::PendingCallback::new(
+            job.mandator_id.clone(),
+            job.job_id,
+            url.clone(),
+            body,
+            chrono::Utc::now(),
+        );
         match outbox.put_callback(&pending).await {
             Ok(()) => {
                 tracing::warn!(job_id = %job.job_id, next_at = %pending.next_at, "callback kept in the outbox for retries")
@@ -164,12 +169,19 @@ impl Callbacks {
         }
     }
 
-    /// [`Callbacks::call_back`] for a job known by its id only: reads it first.
-    pub async fn call_back_by_id(&self, jobs: &dyn JobStore, job: &JobRef) {
+    /// After a job known by its id only was made FAILED (by the write of the caller): reads it
+    /// once, for the segment type its metric is counted under and for its callback. A job that
+    /// cannot be read is logged: its callback and its count are lost, its FAILED state is not.
+    pub async fn report_failed(&self, jobs: &dyn JobStore, job: &JobRef) {
         match jobs.get(&job.mandator_id, job.job_id).await {
-            Ok(Some(job)) => self.call_back(&job).await,
+            Ok(Some(failed)) => {
+                crate::telemetry::job_failed(crate::telemetry::JobContext::of(&failed));
+                self.call_back(&failed).await;
+            }
             Ok(None) => {}
-            Err(e) => tracing::warn!(job_id = %job.job_id, error = %e, "cannot read the failed job to call back"),
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "cannot read the failed job to count it and call back")
+            }
         }
     }
 

@@ -8,75 +8,22 @@
 //! again before each attempt, as on the first delivery. Logs name the URL's host, never the URL
 //! (its query may carry a receiver's token).
 
-use chrono::{DateTime, Duration, SubsecRound, Utc};
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tracing::instrument;
 
 use super::{Callbacks, NotifyError};
-use crate::domain::{JobId, MandatorId};
+use crate::domain::PendingCallback;
 use crate::ports::{CallbackOutbox, StoreError};
 
-/// How long after the first failed delivery the outbox keeps trying; the stores expire an entry
-/// with it.
-pub const OUTBOX_RETENTION: Duration = Duration::hours(24);
-/// The first retry comes this long after the failure; each further one waits twice as long as the
-/// one before, up to [`MAX_RETRY_BACKOFF`].
-pub const FIRST_RETRY_BACKOFF: Duration = Duration::minutes(5);
-/// The longest wait between two retries: 5, 10, 20, 40, 80 minutes, then every 2 hours, so a day
-/// holds 15 retries.
-pub const MAX_RETRY_BACKOFF: Duration = Duration::hours(2);
 /// How many pending callbacks one sweep delivers at once.
 const CONCURRENT_DELIVERIES: usize = 8;
 /// The most pending callbacks one sweep takes; the rest wait for the next sweep.
 const SWEEP_BATCH: u32 = 200;
 
-/// A callback waiting in the outbox: the one final report of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCallback {
-    pub mandator_id: MandatorId,
-    pub job_id: JobId,
-    pub url: String,
-    /// The JSON body, exactly as the first delivery sent it.
-    pub body: String,
-    /// Retries made from the outbox so far.
-    pub retries: u32,
-    /// When the next retry is due (whole seconds, as the stores index it).
-    pub next_at: DateTime<Utc>,
-    /// When the first delivery gave up; the outbox gives up [`OUTBOX_RETENTION`] later.
-    pub failed_at: DateTime<Utc>,
-}
-
-impl PendingCallback {
-    /// The entry for a delivery that gave up at `now`.
-    pub fn new(mandator_id: MandatorId, job_id: JobId, url: String, body: String, now: DateTime<Utc>) -> Self {
-        let now = now.trunc_subsecs(0);
-        PendingCallback {
-            mandator_id,
-            job_id,
-            url,
-            body,
-            retries: 0,
-            next_at: now + FIRST_RETRY_BACKOFF,
-            failed_at: now,
-        }
-    }
-
-    /// When the stores may forget the entry.
-    pub fn expires_at(&self) -> DateTime<Utc> {
-        self.failed_at + OUTBOX_RETENTION
-    }
-
-    /// The entry after one more retry at `now`: the next is due after twice the last backoff.
-    fn after_retry(&self, now: DateTime<Utc>) -> PendingCallback {
-        let doublings = self.retries.min(16);
-        let backoff = (FIRST_RETRY_BACKOFF * 2i32.pow(doublings + 1)).min(MAX_RETRY_BACKOFF);
-        PendingCallback { retries: self.retries + 1, next_at: now.trunc_subsecs(0) + backoff, ..self.clone() }
-    }
-
-    /// The URL's host, for logs.
-    fn host(&self) -> String {
-        url::Url::parse(&self.url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
-    }
+/// The URL's host, for logs.
+fn host(url: &str) -> String {
+    url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// What the outbox's part of a sweep did.
@@ -126,7 +73,7 @@ enum Retried {
     Skipped,
 }
 
-#[instrument(skip_all, fields(mandator_id = %pending.mandator_id, job_id = %pending.job_id, host = %pending.host(), retry = pending.retries + 1))]
+#[instrument(skip_all, fields(mandator_id = %pending.mandator_id, job_id = %pending.job_id, host = %host(&pending.url), retry = pending.retries + 1))]
 async fn retry(
     callbacks: &Callbacks,
     outbox: &dyn CallbackOutbox,
@@ -165,6 +112,8 @@ async fn retry(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{JobId, MandatorId};
+    use chrono::Duration;
 
     #[test]
     fn retries_back_off_from_5_minutes_to_2_hours_and_a_day_holds_15() {
@@ -187,6 +136,6 @@ mod tests {
         }
         assert_eq!(waits[..6], [10, 20, 40, 80, 120, 120]);
         assert_eq!(retries_in_a_day, 15);
-        assert_eq!(pending.host(), "example.com");
+        assert_eq!(host(&pending.url), "example.com");
     }
 }
