@@ -17,6 +17,7 @@ use serde_json::Value;
 use crate::provision::{env_lines, provision_cli};
 use crate::support::flows::{as_reference, expected_entries, users_from_files};
 use crate::support::moto::MotoServer;
+use crate::support::process::{drain, wait_bounded};
 use crate::support::runner::BIN;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -139,18 +140,10 @@ impl Drop for Watch {
 
 /// The child's output once it exits, or `None` (and the child killed) after `timeout`.
 fn output_within(mut child: Child, timeout: Duration) -> Option<Output> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().ok(),
-            _ if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-            _ => std::thread::sleep(Duration::from_millis(100)),
-        }
-    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let status = wait_bounded(&mut child, timeout)?;
+    let text = |pipe: std::thread::JoinHandle<String>| pipe.join().unwrap_or_default().into_bytes();
+    Some(Output { status, stdout: text(stdout), stderr: text(stderr) })
 }
 
 fn event(name: &str) -> String {

@@ -1,5 +1,5 @@
-//! Child processes of the tests that run external tools (a browser driver, schemathesis): their
-//! output read while they run, and a bounded wait that kills what they started.
+//! Child processes of the tests that run external tools (a browser driver, schemathesis, cargo
+//! lambda): their output read while they run, and a bounded wait that kills what they started.
 
 use std::io::Read;
 use std::process::{Child, Command, ExitStatus};
