@@ -566,14 +566,7 @@ async fn every_function_runs_with_its_roles_grants_and_fails_without_any_of_them
         let mandator = format!("bank-{run}");
         let identity = env.stack.identity(&format!("{function}-granted"), &role.policy).await;
         let outcome = env.scenario(&role, &identity.clients, &mandator).await;
-        let denied: Vec<_> = env
-            .stack
-            .server
-            .denials()
-            .await
-            .into_iter()
-            .filter(|d| d.access_key_id == identity.access_key_id)
-            .collect();
+        let denied = env.stack.refused(&identity).await;
         if outcome.is_err() || !denied.is_empty() {
             failures.push(format!("{function} with its own grants: {outcome:?}, refused {denied:?}"));
         }
@@ -591,14 +584,7 @@ async fn every_function_runs_with_its_roles_grants_and_fails_without_any_of_them
             let identity =
                 env.stack.identity(&format!("{function}-without-{index}"), &role.policy_without(index)).await;
             let outcome = env.scenario(&role, &identity.clients, &mandator).await;
-            let denied: Vec<_> = env
-                .stack
-                .server
-                .denials()
-                .await
-                .into_iter()
-                .filter(|d| d.access_key_id == identity.access_key_id)
-                .collect();
+            let denied = env.stack.refused(&identity).await;
             let actions: BTreeSet<String> = match &statement["Action"] {
                 Value::String(a) => [a.clone()].into(),
                 Value::Array(list) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),

@@ -28,9 +28,10 @@ use tracing::instrument;
 
 use super::items::{
     DONE_SHARDS, ERROR, IDLE_SWEEPS, Item, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_DONE, SHARDS_SEEN,
-    SORT_KEY, STATUS, SWEEP_PARTITION, SWEEP_PARTITIONS, decode_job, job_item, job_key, job_pk, n, result_attributes,
-    s, sweep_partition, sweep_partition_name,
+    SORT_KEY, STATUS, SWEEP_PARTITION, decode_job, job_item, job_key, job_pk, n, result_attributes, s, sweep_partition,
+    sweep_partition_name,
 };
+use super::progress_index::entries_up_to;
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
     IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ProgressWatch, ResultSummary, USAGE_JOBS_ATTRIBUTE,
@@ -439,41 +440,12 @@ impl JobStore for DynamoJobs {
 
     #[instrument(skip_all, fields(before = %before, limit))]
     async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
-        let mut found = Vec::new();
-        for partition in 0..SWEEP_PARTITIONS {
-            let mut start: Option<Item> = None;
-            loop {
-                let remaining = limit.saturating_sub(u32::try_from(found.len()).unwrap_or(u32::MAX));
-                if remaining == 0 {
-                    return Ok(found);
-                }
-                // The index holds only live markers (the attributes exist on nothing else), so
-                // this reads stalled live jobs and no other item.
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(PROGRESS_INDEX)
-                    .key_condition_expression("#partition = :partition AND #progress <= :before")
-                    .expression_attribute_names("#partition", SWEEP_PARTITION)
-                    .expression_attribute_names("#progress", PROGRESS_AT)
-                    .expression_attribute_values(":partition", s(sweep_partition_name(partition)))
-                    .expression_attribute_values(":before", n(before.timestamp()))
-                    .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::unavailable("reading stalled jobs", e.into_service_error()))?;
-                for item in out.items.unwrap_or_default() {
-                    found.push(decode_watch(&item)?);
-                }
-                match out.last_evaluated_key {
-                    Some(key) if !key.is_empty() => start = Some(key),
-                    _ => break,
-                }
-            }
-        }
-        Ok(found)
+        // The index holds only live markers in these partitions (the attributes exist on nothing
+        // else), so this reads stalled live jobs and no other item.
+        let entries =
+            entries_up_to(&self.client, &self.table, sweep_partition_name, before, limit, "reading stalled jobs")
+                .await?;
+        entries.iter().map(decode_watch).collect()
     }
 
     #[instrument(skip_all, fields(mandator_id = %previous.mandator_id, job_id = %previous.job_id))]

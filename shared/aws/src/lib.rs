@@ -43,6 +43,8 @@ mod jobs;
 mod links;
 #[cfg(feature = "dynamodb")]
 mod outbox;
+#[cfg(feature = "dynamodb")]
+mod progress_index;
 #[cfg(feature = "provision")]
 pub mod provision;
 #[cfg(feature = "sqs")]

@@ -13,9 +13,10 @@ use chrono::{DateTime, Utc};
 use tracing::instrument;
 
 use super::items::{
-    Item, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SORT_KEY, SWEEP_PARTITION, SWEEP_PARTITIONS,
-    job_pk, n, outbox_partition, outbox_partition_name, s,
+    Item, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, SORT_KEY, SWEEP_PARTITION, job_pk, n, outbox_partition,
+    outbox_partition_name, s,
 };
+use super::progress_index::entries_up_to;
 use segments_core::domain::{JobId, MandatorId, PendingCallback};
 use segments_core::ports::{CallbackOutbox, StoreError};
 
@@ -106,43 +107,17 @@ impl CallbackOutbox for DynamoOutbox {
 
     #[instrument(skip_all, fields(now = %now, limit))]
     async fn due_callbacks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingCallback>, StoreError> {
-        let mut due = Vec::new();
-        for partition in 0..SWEEP_PARTITIONS {
-            let mut start: Option<Item> = None;
-            loop {
-                let remaining = limit.saturating_sub(u32::try_from(due.len()).unwrap_or(u32::MAX));
-                if remaining == 0 {
-                    return Ok(due);
-                }
-                let out = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(PROGRESS_INDEX)
-                    .key_condition_expression("#partition = :partition AND #due <= :now")
-                    .expression_attribute_names("#partition", SWEEP_PARTITION)
-                    .expression_attribute_names("#due", PROGRESS_AT)
-                    .expression_attribute_values(":partition", s(outbox_partition_name(partition)))
-                    .expression_attribute_values(":now", n(now.timestamp()))
-                    .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(|e| StoreError::unavailable("reading due callbacks", e.into_service_error()))?;
-                for found in out.items.unwrap_or_default() {
-                    // The index projects the keys; the entry itself is read whole, consistently
-                    // (it may have been delivered and removed since the index was written).
-                    let (Some(pk), Some(sk)) = (found.get(PARTITION_KEY), found.get(SORT_KEY)) else { continue };
-                    let item_key =
-                        Item::from([(PARTITION_KEY.to_owned(), pk.clone()), (SORT_KEY.to_owned(), sk.clone())]);
-                    if let Some(pending) = self.read(item_key).await? {
-                        due.push(pending);
-                    }
-                }
-                match out.last_evaluated_key {
-                    Some(key) if !key.is_empty() => start = Some(key),
-                    _ => break,
-                }
+        let entries =
+            entries_up_to(&self.client, &self.table, outbox_partition_name, now, limit, "reading due callbacks")
+                .await?;
+        let mut due = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // The index projects the keys; the entry itself is read whole, consistently (it may
+            // have been delivered and removed since the index was written).
+            let (Some(pk), Some(sk)) = (entry.get(PARTITION_KEY), entry.get(SORT_KEY)) else { continue };
+            let item_key = Item::from([(PARTITION_KEY.to_owned(), pk.clone()), (SORT_KEY.to_owned(), sk.clone())]);
+            if let Some(pending) = self.read(item_key).await? {
+                due.push(pending);
             }
         }
         Ok(due)

@@ -109,6 +109,32 @@ fn remove_watch(write: &redb::WriteTransaction, live_key: &str) -> Result<(), St
     Ok(())
 }
 
+/// Inside the caller's write: applies `finish` (which sets a final status) to the job under `key`
+/// and removes its live marker and watch, unless the job is missing or final already
+/// (`Ok(false)`: nothing is written).
+fn make_final(
+    write: &redb::WriteTransaction,
+    key: &str,
+    mandator: &MandatorId,
+    job_id: JobId,
+    finish: impl FnOnce(&mut Job),
+) -> Result<bool, StoreError> {
+    const WHAT: &str = "making a job final";
+    {
+        let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
+        let Some(mut job) = jobs.get(key).or_unavailable(WHAT)?.map(|v| decode(key, v.value())).transpose()? else {
+            return Ok(false);
+        };
+        if job.status.is_final() {
+            return Ok(false);
+        }
+        finish(&mut job);
+        jobs.insert(key, encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+    }
+    unmark_live(write, mandator, job_id)?;
+    Ok(true)
+}
+
 /// Removes a job's live marker and its watch, inside the caller's write that makes it final.
 fn unmark_live(write: &redb::WriteTransaction, mandator: &MandatorId, job_id: JobId) -> Result<(), StoreError> {
     const WHAT: &str = "unmarking a live job";
@@ -314,26 +340,20 @@ impl JobStore for EmbeddedStore {
             // and its live marker removed together, or none of it happens. A record per job, as on
             // DynamoDB, where a counter shared by the mandator's jobs made completions conflict.
             let write = db.begin_write().or_unavailable(WHAT)?;
-            {
-                let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
-                let Some(mut job) =
-                    jobs.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()?
-                else {
-                    return Ok(false);
-                };
-                if job.status.is_final() {
-                    return Ok(false);
-                }
+            let completed = make_final(&write, &key, &mandator, job_id, |job| {
                 job.status = JobStatus::Completed;
                 job.result = Some(result);
-                jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+            })?;
+            if !completed {
+                return Ok(false);
+            }
+            {
                 let mut usage = write.open_table(USAGE).or_unavailable(WHAT)?;
                 if usage.get(usage_key.as_str()).or_unavailable(WHAT)?.is_some() {
                     return Err(StoreError::Corrupt(format!("job {key} is not final but its usage is recorded")));
                 }
                 usage.insert(usage_key.as_str(), 1).or_unavailable(WHAT)?;
             }
-            unmark_live(&write, &mandator, job_id)?;
             write.commit().or_unavailable(WHAT)?;
             Ok(true)
         })
@@ -347,23 +367,14 @@ impl JobStore for EmbeddedStore {
         self.blocking("updating a job", move |db| {
             const WHAT: &str = "failing a job";
             let write = db.begin_write().or_unavailable(WHAT)?;
-            {
-                let mut jobs = write.open_table(JOBS).or_unavailable(WHAT)?;
-                let Some(mut job) =
-                    jobs.get(key.as_str()).or_unavailable(WHAT)?.map(|v| decode(&key, v.value())).transpose()?
-                else {
-                    return Ok(false);
-                };
-                if job.status.is_final() {
-                    return Ok(false);
-                }
+            let failed = make_final(&write, &key, &mandator, job_id, |job| {
                 job.status = JobStatus::Failed;
                 job.error = Some(reason);
-                jobs.insert(key.as_str(), encode(&job)?.as_slice()).or_unavailable(WHAT)?;
+            })?;
+            if failed {
+                write.commit().or_unavailable(WHAT)?;
             }
-            unmark_live(&write, &mandator, job_id)?;
-            write.commit().or_unavailable(WHAT)?;
-            Ok(true)
+            Ok(failed)
         })
         .await
     }

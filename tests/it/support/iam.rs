@@ -184,6 +184,11 @@ impl IamStack {
         Identity { access_key_id: key, clients }
     }
 
+    /// What the server refused to `identity` so far.
+    pub async fn refused(&self, identity: &Identity) -> Vec<super::moto::Denial> {
+        self.server.denials().await.into_iter().filter(|d| d.access_key_id == identity.access_key_id).collect()
+    }
+
     /// A template value with the references to this server's resources resolved; `None` for
     /// `AWS::NoValue`. Conditions are evaluated for a stack without a custom domain.
     fn resolve(&self, value: &Value) -> Option<Value> {
