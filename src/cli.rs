@@ -19,12 +19,13 @@ use segments_core::usecases::Services;
 use segments_core::usecases::import::{ImportError, ImportOptions, ImportPhase, ImportProgress, Importer};
 use segments_core::usecases::run_shard::RetrySchedule;
 use segments_core::usecases::sweep::SweepConfig;
-use segments_embedded::{EmbeddedStore, LocalLinks};
+use segments_embedded::{EmbeddedStore, EventFile, LocalLinks};
 
 use crate::cognito::{CognitoSettings, CognitoVerifier};
 use crate::progress::Progress;
 use crate::server::{Gateway, router};
 use crate::token::{Signer, all_scopes};
+use crate::workers::LocalRefreshConfig;
 
 /// Financial segments: segment a mandator's users by their account data.
 #[derive(Debug, Parser)]
@@ -46,9 +47,12 @@ pub enum Command {
     Import(ImportArgs),
     /// Print a mandator's callback signing secret (64 hex digits), creating it on first use.
     CallbackSecret(CallbackSecretArgs),
-    /// Create the tables, queues and bucket on AWS or an AWS-compatible server, and print the
-    /// environment the functions and `serve --aws` need.
+    /// Create the tables, queues, bucket and event bus on AWS or an AWS-compatible server, and
+    /// print the environment the functions and `serve --aws` need.
     Provision(ProvisionArgs),
+    /// Print the segment events `serve` published (its data directory's events.ndjson), one JSON
+    /// object per line, as EventBridge would deliver them.
+    Events(EventsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -71,9 +75,9 @@ pub struct ServeArgs {
     /// Users of the demo data.
     #[arg(long, default_value_t = 1000)]
     pub demo_users: u64,
-    /// Use the AWS adapters (DynamoDB, S3, SQS) configured by the usual AWS environment and
-    /// ACCOUNT_DATA_TABLE, JOBS_TABLE, RESULTS_BUCKET, SEGMENTS_TABLE, <TYPE>_QUEUE_URL,
-    /// IMPORT_QUEUE_URL.
+    /// Use the AWS adapters (DynamoDB, S3, SQS, EventBridge) configured by the usual AWS
+    /// environment and ACCOUNT_DATA_TABLE, JOBS_TABLE, RESULTS_BUCKET, SEGMENTS_TABLE,
+    /// <TYPE>_QUEUE_URL, IMPORT_QUEUE_URL, REFRESH_QUEUE_URL, EVENT_BUS_NAME.
     #[arg(long)]
     pub aws: bool,
     /// Jobs run at once by the in-process workers.
@@ -210,6 +214,16 @@ pub struct CallbackSecretArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub data: DataDir,
+    /// Keep printing the events published later, until Ctrl-C (waits for the file if there is
+    /// none yet).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct ProvisionArgs {
     /// Create them with the usual AWS environment (credentials, AWS_REGION, and AWS_ENDPOINT_URL
     /// for a local AWS-compatible server). Required: the embedded store needs no provisioning.
@@ -239,6 +253,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Import(a) => import_files(a).await,
         Command::CallbackSecret(a) => callback_secret(a).await,
         Command::Provision(a) => provision(a).await,
+        Command::Events(a) => {
+            crate::events::print_events(&a.data.data_dir.join(segments_embedded::EVENTS_FILE), a.follow).await
+        }
     }
 }
 
@@ -525,10 +542,19 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let url = format!("http://{}", listener.local_addr()?);
     let (services, segments, jobs_api, data, imports, links): (Services, _, _, _, _, _) = if a.aws {
         let resources = aws::AwsResources::from_env()?;
-        let segments_table = segments_core::config::required(aws::SEGMENTS_TABLE_VAR)?;
+        let segments_resources = aws::SegmentsResources::from_env()?;
+        let segments_table = segments_resources.table.clone();
         let clients = aws::AwsClients::from_env().await;
         let services = aws::services(&clients, &resources, config.clone());
-        let segments = aws::segments_api(&clients, &resources, &segments_table, config.clone());
+        let mut segments = aws::segments_api(&clients, &resources, &segments_resources, config.clone());
+        // Refreshes are scheduled and applied by tasks of this process, as the refresh-scheduler
+        // and refresh-applier functions do on AWS, looking as often as the embedded runner does.
+        let refresh_config = LocalRefreshConfig::from_env()?;
+        segments.refresh_settings = refresh_config.settings();
+        let refresh_queue =
+            aws::SqsRefreshQueue::new(clients.sqs.clone(), segments_resources.refresh_queue_url.clone());
+        crate::workers::spawn_sqs_refresh_applier(segments.clone(), refresh_queue);
+        crate::workers::spawn_refresh_ticker(segments.clone(), refresh_config.tick_interval);
         let jobs_api = aws::jobs_api(&clients, &resources, config.clone());
         let data = aws::account_data(&clients, &resources.account_table, &segments_table);
         let queue = Arc::new(aws::SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
@@ -550,7 +576,20 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         }
         let unfinished = store.unfinished_jobs().await?;
         let (services, receiver) = segments_embedded::wiring::services(store.clone(), config.clone());
-        let segments = segments_embedded::wiring::segments_api(store.clone(), &services);
+        // Segment events go to the data directory's event file (`segments events` prints it);
+        // refreshes are scheduled and applied by tasks of this process.
+        let refresh_config = LocalRefreshConfig::from_env()?;
+        let events = Arc::new(EventFile::in_data_dir(&a.data.data_dir)?);
+        let (refresh_queue, refresh_receiver) = segments_embedded::refresh_channel();
+        let segments = segments_embedded::wiring::segments_api(
+            store.clone(),
+            &services,
+            events,
+            Arc::new(refresh_queue),
+            refresh_config.settings(),
+        );
+        crate::workers::spawn_refresh_applier(segments.clone(), refresh_receiver);
+        crate::workers::spawn_refresh_ticker(segments.clone(), refresh_config.tick_interval);
         let data = segments_embedded::wiring::account_data(store.clone());
         let links = Arc::new(LocalLinks::new(store.clone(), url.clone()));
         let (imports, started) = segments_embedded::wiring::imports_api(store.clone(), links.clone());

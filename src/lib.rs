@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cognito;
+pub mod events;
 pub mod generate;
 pub mod progress;
 pub mod server;

@@ -104,6 +104,21 @@ pub const ROUTES: &[Route] = &[
         path: "/v1/organizations/{organizationId}/segments/{segmentId}/refresh",
         function: Function::SegmentsApi,
     },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/refreshes",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/refreshes/{refreshId}",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/segments/{segmentId}/refreshes/{refreshId}/changes",
+        function: Function::SegmentsApi,
+    },
     Route { method: "POST", path: LEDGER_SEGMENTS, function: Function::SegmentsApi },
     Route { method: "GET", path: LEDGER_SEGMENTS, function: Function::SegmentsApi },
     Route {
@@ -127,6 +142,21 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "POST",
         path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/refresh",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/refreshes",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/refreshes/{refreshId}",
+        function: Function::SegmentsApi,
+    },
+    Route {
+        method: "GET",
+        path: "/v1/organizations/{organizationId}/ledgers/{ledgerId}/segments/{segmentId}/refreshes/{refreshId}/changes",
         function: Function::SegmentsApi,
     },
     Route {
@@ -345,8 +375,11 @@ fn match_path(path: &str) -> HashMap<String, String> {
         match rest {
             // `metrics/count` is a literal route, not a segment id.
             ["segments", "metrics", "count"] => {}
-            ["segments", id, ..] => {
+            ["segments", id, rest @ ..] => {
                 params.insert("segmentId".to_owned(), percent_decode(id));
+                if let ["refreshes", refresh, ..] = rest {
+                    params.insert("refreshId".to_owned(), percent_decode(refresh));
+                }
             }
             ["accounts", id, ..] => {
                 params.insert("accountId".to_owned(), percent_decode(id));
@@ -440,6 +473,9 @@ mod tests {
         );
         let p = match_path("/v1/organizations/bank-1/segments/metrics/count");
         assert!(!p.contains_key("segmentId"));
+        let p = match_path("/v1/organizations/bank-1/segments/0190/refreshes/0193/changes");
+        assert_eq!((p["segmentId"].as_str(), p["refreshId"].as_str()), ("0190", "0193"));
+        assert!(!match_path("/v1/organizations/bank-1/segments/0190/refreshes").contains_key("refreshId"));
         assert_eq!(match_path("/v1/organizations/bank-1/accounts/a%2B1/segments")["accountId"], "a+1");
         assert_eq!(match_path("/data/users/u%2B1")["userId"], "u+1");
         assert_eq!(match_path("/data/imports/0193/start")["importId"], "0193");

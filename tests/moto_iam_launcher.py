@@ -12,6 +12,9 @@ checks differ from AWS where the service's grants depend on it, so this launcher
   action on every table it names.
 - SQS: the batch calls are authorized as their single forms (SendMessageBatch as SendMessage,
   DeleteMessageBatch as DeleteMessage, ChangeMessageVisibilityBatch as ChangeMessageVisibility).
+- EventBridge: moto checks every request against the resource "*"; here a PutEvents is checked
+  against the ARN of the event bus of each of its entries (the account's default bus when an entry
+  names none), as EventBridge authorizes it. Other EventBridge requests stay checked against "*".
 - S3: a presigned URL (no Authorization header, the key in X-Amz-Credential) failed with a 500;
   here it is authorized against the policies of the key that signed it, as S3 does. Its signature
   is not verified (moto verifies no presigned signature).
@@ -27,6 +30,7 @@ import moto_launcher
 from moto import settings
 from moto.core.authorization import ActionAuthenticatorMixin
 from moto.dynamodb.responses import DynamoHandler
+from moto.events.responses import EventsHandler
 from moto.iam.access_control import IAMRequest, IAMRequestBase
 from moto.sqs.responses import SQSResponse
 
@@ -111,9 +115,36 @@ def _authorize_sqs(self, resource="*"):
     self._authenticate_and_authorize_action(_request_as(SQS_BATCH_ACTIONS.get(action, action)), resource)
 
 
+def _event_bus_arns(handler):
+    """The ARNs of the event buses a PutEvents request publishes to, each once."""
+    body = json.loads(handler.body or "{}") if isinstance(handler.body, (str, bytes)) else (handler.body or {})
+    # No entries is checked as one entry for the default bus: no request goes unchecked.
+    names = [entry.get("EventBusName") or "default" for entry in body.get("Entries", [])] or ["default"]
+    arns = []
+    for name in names:
+        arn = name if name.startswith("arn:") else (
+            f"arn:aws:events:{handler.region}:{handler.current_account}:event-bus/{name}"
+        )
+        if arn not in arns:
+            arns.append(arn)
+    return arns
+
+
+def _authorize_events(self, resource="*"):
+    if not _enforcing():
+        return
+    action = self._get_action()
+    if action == "PutEvents":
+        for arn in _event_bus_arns(self):
+            self._authenticate_and_authorize_action(_request_as(action), arn)
+    else:
+        self._authenticate_and_authorize_action(_request_as(action), resource)
+
+
 def patch():
     """The corrections above, and the record of refused requests."""
     DynamoHandler._authenticate_and_authorize_normal_action = _authorize_dynamodb
+    EventsHandler._authenticate_and_authorize_normal_action = _authorize_events
     SQSResponse._authenticate_and_authorize_normal_action = _authorize_sqs
     authorize_s3 = ActionAuthenticatorMixin._authenticate_and_authorize_s3_action
 

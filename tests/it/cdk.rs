@@ -4,7 +4,8 @@
 //! the facts are compared: every resource under its logical id, routes with their authorization
 //! and function, the authorizer, queues with their dead-letter queues, tables with their
 //! secondary indexes, the results bucket, the functions with their settings, variables and
-//! grants, the functions run on a schedule and at what rate, log groups, alarms, the operations
+//! grants, the functions run on a schedule and at what rate, the event buses, the event source
+//! mappings (function, queue, batch, partial failures, concurrency), log groups, alarms, the operations
 //! dashboard widget for widget, and the outputs. The SAM side is read through
 //! `support::template`, which expands the template's `Fn::ForEach` loops as CloudFormation does. cfn-lint checks the synthesized template, tsc the app's types.
 //!
@@ -32,7 +33,7 @@ const DEFAULT_TIMEOUT: u64 = 3;
 /// inline policy. Neither is part of what a function may do with the service's data.
 const XRAY_ACTIONS: [&str; 2] = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"];
 /// The service's own metrics (namespace `FinancialSegments`), all of which the dashboard shows.
-const SERVICE_METRICS: [&str; 12] = [
+const SERVICE_METRICS: [&str; 18] = [
     "JobsCreated",
     "JobsCompleted",
     "JobsFailed",
@@ -45,6 +46,12 @@ const SERVICE_METRICS: [&str; 12] = [
     "ImportsCompleted",
     "ImportsFailed",
     "ImportedUsers",
+    "RefreshesApplied",
+    "RefreshesFailed",
+    "AccountsEntered",
+    "AccountsLeft",
+    "EventsPublished",
+    "EventsFailed",
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -341,6 +348,24 @@ struct DashboardFacts {
     widgets: Vec<Value>,
 }
 
+/// An EventBridge bus of the stack: its name, rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EventBusFacts {
+    name: String,
+}
+
+/// What invokes a function from a queue: the function and the queue by logical id, how many
+/// messages an invocation takes, whether it reports failed messages one by one, how many
+/// invocations run at once (rendered; empty when unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct EventSourceFacts {
+    function: String,
+    queue: String,
+    batch_size: u64,
+    response_types: BTreeSet<String>,
+    maximum_concurrency: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OutputFacts {
     description: String,
@@ -363,6 +388,10 @@ struct Service {
     outputs: BTreeMap<String, OutputFacts>,
     /// The functions run on a schedule, by logical id.
     schedules: BTreeMap<String, BTreeSet<ScheduleFacts>>,
+    /// The event buses, by logical id.
+    event_buses: BTreeMap<String, EventBusFacts>,
+    /// The event source mappings, by logical id.
+    event_sources: BTreeMap<String, EventSourceFacts>,
 }
 
 impl Service {
@@ -383,13 +412,15 @@ impl Service {
         let mut routes = BTreeMap::new();
         let mut functions = BTreeMap::new();
         let mut schedules: BTreeMap<String, BTreeSet<ScheduleFacts>> = BTreeMap::new();
+        // SAM turns a function's SQS event into a mapping named `{Function}{Event}`.
+        let mut sqs_events: Vec<(String, String, Value)> = Vec::new();
         for (name, function) in of_type(doc, "AWS::Serverless::Function") {
             let properties = &function["Properties"];
             let setting = |key: &str| match &properties[key] {
                 Value::Null => &globals[key],
                 own => own,
             };
-            for event in properties["Events"].as_object().into_iter().flat_map(|events| events.values()) {
+            for (event_name, event) in properties["Events"].as_object().into_iter().flatten() {
                 if event["Type"] == "Schedule" {
                     let schedule = &event["Properties"];
                     // SAM makes the rule and the permission that lets it invoke the function.
@@ -399,6 +430,10 @@ impl Service {
                         invocable: true,
                     };
                     schedules.entry(name.to_owned()).or_default().insert(facts);
+                    continue;
+                }
+                if event["Type"] == "SQS" {
+                    sqs_events.push((name.to_owned(), event_name.clone(), event["Properties"].clone()));
                     continue;
                 }
                 if event["Type"] != "HttpApi" {
@@ -458,6 +493,17 @@ impl Service {
             dashboard: dashboard(doc),
             outputs: outputs(doc),
             schedules,
+            event_buses: event_buses(doc),
+            event_sources: {
+                let mut mappings = event_sources(doc);
+                for (function, event, properties) in sqs_events {
+                    let mut mapping = properties;
+                    mapping["FunctionName"] = json!({ "Ref": function });
+                    mapping["EventSourceArn"] = mapping["Queue"].take();
+                    mappings.insert(format!("{function}{event}"), event_source(&function, &mapping));
+                }
+                mappings
+            },
         }
     }
 
@@ -556,6 +602,8 @@ impl Service {
             dashboard: dashboard(doc),
             outputs: outputs(doc),
             schedules: cdk_schedules(doc),
+            event_buses: event_buses(doc),
+            event_sources: event_sources(doc),
         }
     }
 }
@@ -584,6 +632,31 @@ fn cdk_schedules(doc: &Value) -> BTreeMap<String, BTreeSet<ScheduleFacts>> {
         }
     }
     schedules
+}
+
+fn event_buses(doc: &Value) -> BTreeMap<String, EventBusFacts> {
+    of_type(doc, "AWS::Events::EventBus")
+        .map(|(name, bus)| (name.to_owned(), EventBusFacts { name: render(&bus["Properties"]["Name"]) }))
+        .collect()
+}
+
+fn event_sources(doc: &Value) -> BTreeMap<String, EventSourceFacts> {
+    of_type(doc, "AWS::Lambda::EventSourceMapping")
+        .map(|(name, mapping)| (name.to_owned(), event_source(name, &mapping["Properties"])))
+        .collect()
+}
+
+/// The facts of an event source mapping's properties (`owner` names it in a failure).
+fn event_source(owner: &str, p: &Value) -> EventSourceFacts {
+    let concurrency = &p["ScalingConfig"]["MaximumConcurrency"];
+    EventSourceFacts {
+        function: logical_id_of(&render(&p["FunctionName"])),
+        queue: logical_id_of(&render(&p["EventSourceArn"])),
+        // SQS's default batch size.
+        batch_size: number_or(&p["BatchSize"], 10, &format!("{owner}: BatchSize")),
+        response_types: one_or_many(&p["FunctionResponseTypes"]).into_iter().map(render).collect(),
+        maximum_concurrency: if concurrency.is_null() { String::new() } else { render(concurrency) },
+    }
 }
 
 /// `X` of a rendered `${X}` or `${X.Arn}`: the logical id a reference names.
@@ -904,6 +977,8 @@ fn differences(sam: &Service, cdk: &Service) -> Vec<String> {
     compare_dashboards(&mut found, &sam.dashboard, &cdk.dashboard);
     compare(&mut found, "output", &sam.outputs, &cdk.outputs);
     compare(&mut found, "schedule", &sam.schedules, &cdk.schedules);
+    compare(&mut found, "event bus", &sam.event_buses, &cdk.event_buses);
+    compare(&mut found, "event source", &sam.event_sources, &cdk.event_sources);
     found
 }
 
@@ -977,7 +1052,16 @@ fn cdk_app_has_the_queues_and_dead_letter_queues_of_the_sam_template() {
             "{name} has no dead-letter queue and is none"
         );
     }
-    assert!(dead_letter_queues.len() >= 6, "a dead-letter queue per worker and for imports: {dead_letter_queues:?}");
+    assert!(
+        dead_letter_queues.len() >= 7,
+        "a dead-letter queue per worker, for imports and for refreshes: {dead_letter_queues:?}"
+    );
+    let refresh = &sam.queues["RefreshQueue"];
+    assert_eq!(
+        refresh.dead_letter.as_ref().map(|(dlq, _)| dlq.as_str()),
+        Some("RefreshDeadLetterQueue"),
+        "the refresh queue's dead-letter queue is compared"
+    );
 }
 
 #[test]
@@ -993,6 +1077,10 @@ fn cdk_app_has_the_tables_and_the_bucket_of_the_sam_template() {
     let index = sam.tables["JobsTable"].indexes.get(segments_aws::PROGRESS_INDEX).expect("the progress index");
     assert_eq!(index.keys.len(), 2, "the progress index has a hash and a range key: {index:?}");
     assert!(!index.projected.is_empty(), "the progress index projects the watch's counts: {index:?}");
+    let due = sam.tables["SegmentsTable"].indexes.get(segments_aws::DUE_INDEX).expect("the due index");
+    assert_eq!(due.keys.len(), 2, "the due index has a hash and a range key: {due:?}");
+    assert_eq!(due.keys[1].2, "N", "the due index orders by epoch seconds: {due:?}");
+    assert_eq!(due.projection_type, "KEYS_ONLY", "{due:?}");
     assert!(!sam.bucket.lifecycle.is_empty(), "the bucket has lifecycle rules");
 }
 
@@ -1002,9 +1090,38 @@ fn cdk_app_runs_the_scheduled_functions_of_the_sam_template_at_the_same_rate() {
     let mut found = Vec::new();
     compare(&mut found, "schedule", &sam.schedules, &cdk.schedules);
     assert_no_differences(found);
-    // The comparison means something only if the sweeper's schedule is found.
+    // The comparison means something only if the sweeper's and the refresh scheduler's schedules
+    // are found.
     let sweeper = sam.schedules.get("SweeperFunction").expect("the sweeper runs on a schedule");
     assert!(sweeper.iter().all(|s| s.enabled && s.invocable), "{sweeper:?}");
+    let scheduler = sam.schedules.get("RefreshSchedulerFunction").expect("the refresh scheduler runs on a schedule");
+    assert!(scheduler.iter().all(|s| s.enabled && s.invocable && s.expression == "rate(1 minute)"), "{scheduler:?}");
+}
+
+#[test]
+fn cdk_app_has_the_event_bus_and_the_event_sources_of_the_sam_template() {
+    let (sam, cdk) = (sam(), cdk());
+    let mut found = Vec::new();
+    compare(&mut found, "event bus", &sam.event_buses, &cdk.event_buses);
+    compare(&mut found, "event source", &sam.event_sources, &cdk.event_sources);
+    assert_no_differences(found);
+    // The comparison means something only if what it compares is found: the segment events'
+    // bus named after the stack, the applier on the refresh queue, a worker per segment type on
+    // its queue, the import worker and the dead-letter handler.
+    let bus = sam.event_buses.get("SegmentEventBus").expect("the segment events' bus");
+    assert!(bus.name.contains("${AWS::StackName}"), "the bus is named after the stack: {bus:?}");
+    let applier = sam.event_sources.get("RefreshApplierEventSource").expect("the applier's event source");
+    assert_eq!(
+        (applier.function.as_str(), applier.queue.as_str(), applier.batch_size),
+        ("RefreshApplierFunction", "RefreshQueue", 1),
+        "{applier:?}"
+    );
+    assert!(applier.response_types.contains("ReportBatchItemFailures"), "{applier:?}");
+    assert!(sam.event_sources.len() >= 12, "the mappings are found: {:?}", sam.event_sources.keys());
+    // The applier's grants reach the bus and its queue: compared with the functions.
+    let grants = &sam.functions["RefreshApplierFunction"].grants;
+    assert!(grants.contains(&("events:PutEvents".to_owned(), "${SegmentEventBus.Arn}".to_owned())), "{grants:?}");
+    assert!(grants.contains(&("sqs:ReceiveMessage".to_owned(), "${RefreshQueue.Arn}".to_owned())), "{grants:?}");
 }
 
 #[test]
@@ -1331,6 +1448,91 @@ fn the_comparison_catches_a_lost_route_scope_redrive_key_index_lifecycle_variabl
             "a lost output",
             Box::new(|doc| {
                 doc["Outputs"].as_object_mut().expect("outputs").remove("DashboardUrl");
+            }),
+        ),
+        (
+            "a bus of another name",
+            Box::new(|doc| doc["Resources"]["SegmentEventBus"]["Properties"]["Name"] = json!("default")),
+        ),
+        (
+            "a lost bus output",
+            Box::new(|doc| {
+                doc["Outputs"].as_object_mut().expect("outputs").remove("SegmentEventBusArn");
+            }),
+        ),
+        (
+            "refreshes batched",
+            Box::new(|doc| doc["Resources"]["RefreshApplierEventSource"]["Properties"]["BatchSize"] = json!(10)),
+        ),
+        (
+            "an applier without partial batch failures",
+            Box::new(|doc| {
+                doc["Resources"]["RefreshApplierEventSource"]["Properties"]
+                    .as_object_mut()
+                    .expect("properties")
+                    .remove("FunctionResponseTypes");
+            }),
+        ),
+        (
+            "an applier with unbounded concurrency",
+            Box::new(|doc| {
+                doc["Resources"]["RefreshApplierEventSource"]["Properties"]
+                    .as_object_mut()
+                    .expect("properties")
+                    .remove("ScalingConfig");
+            }),
+        ),
+        (
+            "a refresh queue nobody consumes",
+            Box::new(|doc| {
+                doc["Resources"].as_object_mut().expect("resources").remove("RefreshApplierEventSource");
+            }),
+        ),
+        (
+            "a refresh message back before the lease is over",
+            Box::new(|doc| doc["Resources"]["RefreshQueue"]["Properties"]["VisibilityTimeout"] = json!(600)),
+        ),
+        (
+            "a Segments table without the due index",
+            Box::new(|doc| {
+                doc["Resources"]["SegmentsTable"]["Properties"]
+                    .as_object_mut()
+                    .expect("properties")
+                    .remove("GlobalSecondaryIndexes");
+            }),
+        ),
+        (
+            "a refresh scheduler of another rate",
+            Box::new(|doc| {
+                doc["Resources"]["RefreshSchedulerFunctionEveryMinute"]["Properties"]["ScheduleExpression"] =
+                    json!("rate(5 minutes)")
+            }),
+        ),
+        (
+            "segments-api without the bus",
+            Box::new(|doc| {
+                doc["Resources"]["SegmentsApiFunction"]["Properties"]["Environment"]["Variables"]
+                    .as_object_mut()
+                    .expect("variables")
+                    .remove("EVENT_BUS_NAME");
+            }),
+        ),
+        (
+            "an applier that may not publish",
+            Box::new(|doc| {
+                let policies: Vec<String> = of_type(doc, "AWS::IAM::Policy")
+                    .filter(|(_, p)| {
+                        one_or_many(&p["Properties"]["Roles"]).iter().any(|r| render(r).contains("RefreshApplier"))
+                    })
+                    .map(|(n, _)| n.to_owned())
+                    .collect();
+                assert!(!policies.is_empty(), "the applier's role has a policy");
+                for name in policies {
+                    let statements = doc["Resources"][&name]["Properties"]["PolicyDocument"]["Statement"]
+                        .as_array_mut()
+                        .expect("statements");
+                    statements.retain(|s| s["Action"] != "events:PutEvents");
+                }
             }),
         ),
     ];

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
-use segments_aws::provision::{self, create_queue_with_dlq};
-use segments_aws::{IMPORT_QUEUE_URL_VAR, SEGMENTS_TABLE_VAR};
+use segments_aws::provision;
 use serde_json::{Value, json};
 
 use crate::support::moto::{MotoServer, REGION};
@@ -123,20 +122,15 @@ struct AwsRunner {
 impl AwsRunner {
     async fn start(moto: &MotoServer, prefix: &str, cognito_args: &[&str]) -> AwsRunner {
         let clients = moto.clients().await;
-        let resources = provision::provision_all(&clients, prefix, 5).await.expect("provisioned");
-        let segments_table = provision::segments_table_name(prefix);
-        provision::create_segments_table(&clients.dynamodb, &segments_table).await.expect("segments table");
-        let (import_queue, _dlq) =
-            create_queue_with_dlq(&clients.sqs, &format!("{prefix}-import"), 5).await.expect("import queue");
+        // Everything `serve --aws` reads, as `segments provision --aws` makes it.
+        let service = provision::provision_service(&clients, prefix, 5).await.expect("provisioned").service;
 
         let data_dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--aws", "--port", "0", "--json", "--workers", "1", "--data-dir"])
             .arg(data_dir.path())
             .args(cognito_args)
-            .envs(resources.env_vars())
-            .env(SEGMENTS_TABLE_VAR, &segments_table)
-            .env(IMPORT_QUEUE_URL_VAR, &import_queue)
+            .envs(service.env_vars())
             .env("CONSOLE_CLIENT_ID", CONSOLE_CLIENT)
             .env("AWS_ENDPOINT_URL", moto.endpoint())
             .env("AWS_REGION", REGION)

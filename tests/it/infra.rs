@@ -1,7 +1,8 @@
 //! The SAM template (`infra/template.yaml`) is the deployable truth (docs/architecture.md). These tests keep
 //! it in step with the code: routes and scopes, one function per function crate with the variables
 //! the code reads, a queue with a dead-letter queue per worker, the sweeper's schedule and
-//! settings, least-privilege policies, the tables with their keys and indexes and the results
+//! settings, the event bus of segment events with the refresh scheduler's schedule and the refresh
+//! applier's queue, least-privilege policies, the tables with their keys and indexes and the results
 //! bucket, the web console and its optional Cognito sign-in, and what
 //! operations rely on: log groups that expire, alarms, the dashboard (docs/operations.md). They also run the offline linters on it (cfn-lint and
 //! `sam validate --lint`), which `tests/run.sh` installs.
@@ -13,13 +14,16 @@ use std::process::Command;
 use financial_segments::server::{Function, ROUTES};
 use segments_aws::provision::RESULTS_PREFIX;
 use segments_aws::{
-    AwsResources, IDLE_SWEEPS, IMPORT_QUEUE_URL_VAR, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX,
-    SEGMENTS_TABLE_VAR, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
+    AwsResources, DUE_AT, DUE_INDEX, DUE_PARTITION, EVENT_BUS_NAME_VAR, IDLE_SWEEPS, IMPORT_QUEUE_URL_VAR,
+    JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, REFRESH_QUEUE_URL_VAR, SEGMENTS_TABLE_VAR,
+    SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION, SegmentsResources,
 };
 use segments_core::domain::SegmentType;
+use segments_core::domain::refresh::RefreshMessage;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX, ImportMessage};
 use segments_core::jobs::{JobMessage, RESULT_RETENTION_DAYS};
 use segments_core::usecases::jobs_api::USAGE_SCOPE;
+use segments_core::usecases::segments::refresh::{LEASE, RefreshSettings};
 use segments_core::usecases::segments::{READ_SCOPE, WRITE_SCOPE};
 use segments_core::usecases::sweep::{MAX_RESENDS_VAR, PROGRESS_DEADLINE_MINUTES_VAR, SWEEP_INTERVAL, SweepConfig};
 use serde_json::{Map, Value, json};
@@ -411,13 +415,30 @@ fn every_function_crate_has_a_function_with_its_binary() {
 
 #[test]
 fn each_function_gets_exactly_the_variables_the_code_reads() {
-    let doc = template();
-    let all = functions(&doc);
+    check_environment(&template());
+}
+
+/// Each function's variables are the ones its code reads, naming the resources it uses.
+fn check_environment(doc: &Value) {
+    let all = functions(doc);
     let base = env_name_set(resources_with_queues(&[]).env_vars());
     let with = |extra: &[&str], queues: &[SegmentType]| -> BTreeSet<String> {
         let mut names = base.clone();
         names.extend(env_name_set(resources_with_queues(queues).env_vars()));
         names.extend(extra.iter().map(|s| (*s).to_owned()));
+        names
+    };
+    // What the segments functions read besides (SegmentsResources::from_env): the Segments table,
+    // the bus and the refresh queue.
+    let segments_resources = SegmentsResources {
+        table: "segments".into(),
+        event_bus: "segment-events".into(),
+        refresh_queue_url: "https://sqs.example/refresh".into(),
+    };
+    let segments_names = env_name_set(segments_resources.env_vars());
+    let with_segments = |extra: &[&str], queues: &[SegmentType]| -> BTreeSet<String> {
+        let mut names = with(extra, queues);
+        names.extend(segments_names.iter().cloned());
         names
     };
     let mut expected = BTreeMap::from([
@@ -426,11 +447,17 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
             with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, MAX_LIVE_JOBS_VAR], SegmentType::ALL),
         ),
         ("get-result".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
-        // A refresh creates a job of any type: the work queues, as create-job.
+        // A refresh creates a job of any type: the work queues, as create-job. Its changes are
+        // published to the bus; its services name the refresh queue, to which it sends nothing.
         (
             "segments-api".to_owned(),
-            with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, SEGMENTS_TABLE_VAR, MAX_LIVE_JOBS_VAR], SegmentType::ALL),
+            with_segments(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR, MAX_LIVE_JOBS_VAR], SegmentType::ALL),
         ),
+        // A scheduled refresh creates its job as segments-api does; it hands refreshes to the
+        // applier. No token is read: neither the claim nor the console's client.
+        (REFRESH_SCHEDULER_BINARY.to_owned(), with_segments(&[MAX_LIVE_JOBS_VAR], SegmentType::ALL)),
+        // The applier creates no job: no work queue, no live-job limit.
+        (REFRESH_APPLIER_BINARY.to_owned(), with_segments(&[], &[])),
         ("jobs-api".to_owned(), with(&[MANDATOR_CLAIM_VAR, CONSOLE_CLIENT_ID_VAR], &[])),
         (
             "data-api".to_owned(),
@@ -462,22 +489,30 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
         if let Some(queue) = env.get(IMPORT_QUEUE_URL_VAR) {
             assert_eq!(ref_target(queue), Some(IMPORT_QUEUE), "{}: the queue the import worker consumes", f.name);
         }
+        if let Some(bus) = env.get(EVENT_BUS_NAME_VAR) {
+            assert_eq!(ref_target(bus), Some(EVENT_BUS), "{}: the stack's bus, by name", f.name);
+        }
+        if let Some(queue) = env.get(REFRESH_QUEUE_URL_VAR) {
+            assert_eq!(ref_target(queue), Some(REFRESH_QUEUE), "{}: the queue the applier consumes", f.name);
+        }
         if let Some(claim) = env.get(MANDATOR_CLAIM_VAR) {
             assert_eq!(claim, "client_id", "Cognito client-credentials tokens name the client in client_id");
         }
     }
-    assert_eq!(resource(&doc, "AccountDataTable")["Type"], "AWS::DynamoDB::Table");
-    assert_eq!(resource(&doc, "JobsTable")["Type"], "AWS::DynamoDB::Table");
-    assert_eq!(resource(&doc, "ResultsBucket")["Type"], "AWS::S3::Bucket");
+    assert_eq!(resource(doc, "AccountDataTable")["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(resource(doc, "JobsTable")["Type"], "AWS::DynamoDB::Table");
+    assert_eq!(resource(doc, "ResultsBucket")["Type"], "AWS::S3::Bucket");
+    assert_eq!(resource(doc, EVENT_BUS)["Type"], "AWS::Events::EventBus");
+    assert_eq!(resource(doc, REFRESH_QUEUE)["Type"], "AWS::SQS::Queue");
 
     // create-job sends each type's job to the queue its worker consumes, and the sweeper sends
     // its unfinished shards there again.
-    for sender in ["create-job", SWEEPER_BINARY] {
+    for sender in ["create-job", SWEEPER_BINARY, REFRESH_SCHEDULER_BINARY] {
         let env = function(&all, sender).environment();
         for &t in SegmentType::ALL {
             let queue = ref_target(&env[&AwsResources::queue_url_var(t)]).expect("a queue reference");
             let worker = function(&all, &worker_binary(t));
-            let sqs = event_sources(&doc, worker.name).into_iter().next().expect("an event source mapping");
+            let sqs = event_sources(doc, worker.name).into_iter().next().expect("an event source mapping");
             assert_eq!(
                 get_att(&sqs["EventSourceArn"]),
                 Some((queue, "Arn")),
@@ -489,8 +524,13 @@ fn each_function_gets_exactly_the_variables_the_code_reads() {
 
 #[test]
 fn each_function_is_granted_only_what_it_uses() {
-    let doc = template();
-    let all = functions(&doc);
+    check_grants(&template());
+}
+
+/// Every function's role allows what its code calls, on the resources it calls it on, and
+/// nothing else.
+fn check_grants(doc: &Value) {
+    let all = functions(doc);
     let grants = |pairs: &[(&str, &str)]| -> BTreeSet<(String, String)> {
         pairs.iter().map(|(a, r)| ((*a).to_owned(), (*r).to_owned())).collect()
     };
@@ -537,11 +577,49 @@ fn each_function_is_granted_only_what_it_uses() {
         ("dynamodb:DeleteItem", "SegmentsTable"),
         ("dynamodb:BatchWriteItem", "SegmentsTable"),
         ("dynamodb:BatchGetItem", "AccountDataTable"),
-        ("s3:GetObject", &results),
-        ("s3:ListBucket", "ResultsBucket"),
     ]);
     segments_api.extend(create.iter().cloned());
+    // Created, changed and deleted segments go to the stack's bus (and nowhere else); it starts
+    // refreshes but never sends to the refresh queue.
+    segments_api.insert(("events:PutEvents".to_owned(), EVENT_BUS.to_owned()));
     assert_eq!(function(&all, "segments-api").grants(), segments_api);
+
+    // The scheduler finds what is due on the due index alone (the index's ARN), reads the due
+    // items again in batches and writes them conditionally, creates jobs as create-job does (and reads them to see
+    // whether they ended), and hands refreshes to the applier's queue. It publishes nothing.
+    let mut scheduler = grants(&[
+        ("dynamodb:Query", &format!("SegmentsTable/index/{DUE_INDEX}")),
+        ("dynamodb:BatchGetItem", "SegmentsTable"),
+        ("dynamodb:GetItem", "SegmentsTable"),
+        ("dynamodb:PutItem", "SegmentsTable"),
+        ("sqs:SendMessage", REFRESH_QUEUE),
+    ]);
+    scheduler.extend(create.iter().cloned());
+    assert_eq!(function(&all, REFRESH_SCHEDULER_BINARY).grants(), scheduler);
+
+    // The applier reads the job, its result and the users of selected accounts, records the
+    // change feed and the members, publishes to the bus, signs a segment's callback with the
+    // mandator's secret (a read of the Jobs table), sends itself the message that goes on and
+    // polls its queue. It creates no job and writes neither the Jobs nor the AccountData table.
+    assert_eq!(
+        function(&all, REFRESH_APPLIER_BINARY).grants(),
+        grants(&[
+            ("dynamodb:GetItem", "SegmentsTable"),
+            ("dynamodb:Query", "SegmentsTable"),
+            ("dynamodb:PutItem", "SegmentsTable"),
+            ("dynamodb:BatchWriteItem", "SegmentsTable"),
+            ("dynamodb:GetItem", "JobsTable"),
+            ("s3:GetObject", &results),
+            ("s3:ListBucket", "ResultsBucket"),
+            ("dynamodb:GetItem", "AccountDataTable"),
+            ("dynamodb:Query", "AccountDataTable"),
+            ("events:PutEvents", EVENT_BUS),
+            ("sqs:SendMessage", REFRESH_QUEUE),
+            ("sqs:ReceiveMessage", REFRESH_QUEUE),
+            ("sqs:DeleteMessage", REFRESH_QUEUE),
+            ("sqs:GetQueueAttributes", REFRESH_QUEUE),
+        ])
+    );
 
     assert_eq!(
         function(&all, "data-api").grants(),
@@ -621,7 +699,7 @@ fn each_function_is_granted_only_what_it_uses() {
         ("dynamodb:DeleteItem", "JobsTable"),
         ("dynamodb:PutItem", "JobsTable"),
     ]);
-    for dlq in dead_letter_queues(&doc) {
+    for dlq in dead_letter_queues(doc) {
         for action in ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"] {
             dead_letters.insert((action.to_owned(), dlq.clone()));
         }
@@ -650,12 +728,12 @@ fn each_function_is_granted_only_what_it_uses() {
     assert_eq!(function(&all, CONSOLE_BINARY).grants(), BTreeSet::new());
 }
 
-/// The dead-letter queue of every work queue (the import queue's is not one: its worker fails the
-/// import on the last receive, and nothing else reads it).
+/// The dead-letter queue of every work queue (the import queue's and the refresh queue's are not
+/// ones: nothing reads those, an alarm calls an operator).
 fn dead_letter_queues(doc: &Value) -> BTreeSet<String> {
     of_type(doc, "AWS::SQS::Queue")
         .into_iter()
-        .filter(|(name, _)| *name != IMPORT_QUEUE)
+        .filter(|(name, _)| *name != IMPORT_QUEUE && *name != REFRESH_QUEUE)
         .filter_map(|(_, q)| get_att(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
         .map(|(dlq, _)| dlq.to_owned())
         .collect()
@@ -1121,10 +1199,21 @@ fn the_tables_have_the_code_keys_and_indexes_and_the_jobs_expire() {
 }
 
 /// The keys the code reads and writes; the Jobs table's TTL, and its progress index exactly as
-/// `segments_aws::provision` creates it (sparse on the live markers' watch, the counts projected).
+/// `segments_aws::provision` creates it (sparse on the live markers' watch, the counts projected);
+/// the Segments table's due index (epoch seconds compared as numbers, keys only).
 fn check_tables(doc: &Value) {
     assert_table(doc, "AccountDataTable", &[], Value::Null);
-    assert_table(doc, "SegmentsTable", &[], Value::Null);
+    // Sparse: only unfinished refreshes and live scheduled segments carry its keys; keys only,
+    // the scheduler reads each item again.
+    let due_index = json!([{
+        "IndexName": DUE_INDEX,
+        "KeySchema": [
+            {"AttributeName": DUE_PARTITION, "KeyType": "HASH"},
+            {"AttributeName": DUE_AT, "KeyType": "RANGE"},
+        ],
+        "Projection": {"ProjectionType": "KEYS_ONLY"},
+    }]);
+    assert_table(doc, "SegmentsTable", &[(DUE_PARTITION, "S"), (DUE_AT, "N")], due_index);
     let progress_index = json!([{
         "IndexName": PROGRESS_INDEX,
         "KeySchema": [
@@ -1198,6 +1287,119 @@ fn check_sweeper(doc: &Value) {
     for worker in all.iter().filter(|f| f.binary.starts_with("worker-")) {
         assert_eq!(as_u64(&worker.properties["Timeout"], "Timeout"), WORKER_TIMEOUT_MINUTES * 60, "{}", worker.name);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dynamic segments: the event bus, the refresh scheduler and the refresh applier
+// ---------------------------------------------------------------------------------------------
+
+/// The bus segment events are published to.
+const EVENT_BUS: &str = "SegmentEventBus";
+/// The queue of refreshes to apply, and its dead-letter queue.
+const REFRESH_QUEUE: &str = "RefreshQueue";
+const REFRESH_DEAD_LETTER_QUEUE: &str = "RefreshDeadLetterQueue";
+/// The binaries of functions/refresh-scheduler and functions/refresh-applier.
+const REFRESH_SCHEDULER_BINARY: &str = "refresh-scheduler";
+const REFRESH_APPLIER_BINARY: &str = "refresh-applier";
+
+#[test]
+fn the_refresh_scheduler_ticks_every_poll_interval_and_the_applier_consumes_the_refresh_queue() {
+    check_refreshes(&template());
+}
+
+/// The bus is the stack's own and an output; the scheduler runs on a schedule of the code's poll
+/// interval and nothing else, and ends within it; the applier consumes the refresh queue alone,
+/// one message at a time with partial batch failures, and has the whole Lambda maximum; the
+/// queue's messages come back only once a dead run's lease is over; a message that keeps failing
+/// is dead-lettered and an operator called.
+fn check_refreshes(doc: &Value) {
+    let bus = resource(doc, EVENT_BUS);
+    assert_eq!(bus["Type"], "AWS::Events::EventBus");
+    let bus_name = bus["Properties"]["Name"]["Fn::Sub"].as_str().expect("the bus's name is a Fn::Sub");
+    assert!(bus_name.contains("${AWS::StackName}"), "the bus is named after the stack: {bus_name}");
+    assert_eq!(ref_target(&doc["Outputs"]["SegmentEventBusName"]["Value"]), Some(EVENT_BUS), "the bus's name");
+    assert_eq!(get_att(&doc["Outputs"]["SegmentEventBusArn"]["Value"]), Some((EVENT_BUS, "Arn")), "the bus's ARN");
+
+    let all = functions(doc);
+    let scheduler = function(&all, REFRESH_SCHEDULER_BINARY);
+    let events: Vec<&Value> =
+        scheduler.properties["Events"].as_object().expect("the scheduler's events").values().collect();
+    assert_eq!(events.len(), 1, "{}: one event, its schedule", scheduler.name);
+    assert_eq!(events[0]["Type"], "Schedule", "{}: a Schedule event", scheduler.name);
+    let interval = RefreshSettings::default().poll_interval.num_seconds().unsigned_abs();
+    assert_eq!(interval % 60, 0, "the poll interval is whole minutes");
+    let minutes = interval / 60;
+    let rate = if minutes == 1 { "rate(1 minute)".to_owned() } else { format!("rate({minutes} minutes)") };
+    assert_eq!(events[0]["Properties"]["Schedule"], rate.as_str(), "the schedule is the code's poll interval");
+    assert_ne!(events[0]["Properties"]["Enabled"], false, "the schedule is enabled");
+    assert!(event_sources(doc, scheduler.name).is_empty(), "nothing but the schedule invokes the scheduler");
+    let timeout = as_u64(&scheduler.properties["Timeout"], "Timeout");
+    assert!(timeout <= interval, "a tick ends within the interval: {timeout} s");
+
+    let applier = function(&all, REFRESH_APPLIER_BINARY);
+    assert!(applier.events("SQS").is_empty(), "no SAM SQS event (it would attach a managed policy on every queue)");
+    assert!(applier.properties["Events"].is_null(), "nothing but its queue invokes the applier");
+    let sources = event_sources(doc, applier.name);
+    assert_eq!(sources.len(), 1, "one event source mapping");
+    let sqs = sources[0];
+    assert_eq!(get_att(&sqs["EventSourceArn"]), Some((REFRESH_QUEUE, "Arn")), "the applier consumes the refresh queue");
+    assert_eq!(as_u64(&sqs["BatchSize"], "BatchSize"), 1, "one refresh per invocation");
+    assert_eq!(strings(&sqs["FunctionResponseTypes"]), BTreeSet::from(["ReportBatchItemFailures".to_owned()]));
+    assert!(!sqs["ScalingConfig"]["MaximumConcurrency"].is_null(), "maximum concurrency");
+    let applier_timeout = as_u64(&applier.properties["Timeout"], "Timeout");
+    assert_eq!(applier_timeout, 900, "the Lambda maximum");
+    let budget = RefreshSettings::default().budget.as_secs();
+    assert!(budget < applier_timeout, "a run saves its cursor ({budget} s) before its timeout ({applier_timeout} s)");
+    let consumers: Vec<&Value> = of_type(doc, "AWS::Lambda::EventSourceMapping")
+        .into_iter()
+        .map(|(_, m)| &m["Properties"])
+        .filter(|p| get_att(&p["EventSourceArn"]) == Some((REFRESH_QUEUE, "Arn")))
+        .collect();
+    assert_eq!(consumers.len(), 1, "the applier alone consumes the refresh queue");
+
+    let queue = resource(doc, REFRESH_QUEUE);
+    assert_eq!(queue["Type"], "AWS::SQS::Queue");
+    let queue = &queue["Properties"];
+    assert!(queue["FifoQueue"].is_null(), "a standard queue");
+    assert_eq!(queue["SqsManagedSseEnabled"], true, "encrypted like the other queues");
+    let visibility = as_u64(&queue["VisibilityTimeout"], "VisibilityTimeout");
+    let lease = LEASE.num_seconds().unsigned_abs();
+    assert!(
+        visibility > applier_timeout && visibility > lease,
+        "visibility {visibility} s: a message comes back after the {applier_timeout} s timeout and the {lease} s lease"
+    );
+    assert!(visibility <= applier_timeout + 120, "a dead run's refresh goes on within minutes: {visibility} s");
+    let redrive = &queue["RedrivePolicy"];
+    assert_eq!(
+        get_att(&redrive["deadLetterTargetArn"]),
+        Some((REFRESH_DEAD_LETTER_QUEUE, "Arn")),
+        "the refresh queue has its own dead-letter queue"
+    );
+    let receives = as_u64(&redrive["maxReceiveCount"], "maxReceiveCount");
+    for &t in SegmentType::ALL {
+        let worker = function(&all, &worker_binary(t));
+        let source = event_sources(doc, worker.name).into_iter().next().expect("the worker's event source mapping");
+        let (work_queue, _) = get_att(&source["EventSourceArn"]).expect("the work queue's ARN");
+        let work = as_u64(&resource(doc, work_queue)["Properties"]["RedrivePolicy"]["maxReceiveCount"], "receives");
+        assert_eq!(receives, work, "the refresh queue's maxReceiveCount is the one of the work queue {work_queue}");
+    }
+    assert!(receives >= MIN_MAX_RECEIVE_COUNT, "maxReceiveCount {receives}");
+    let dead_letters = resource(doc, REFRESH_DEAD_LETTER_QUEUE);
+    assert_eq!(dead_letters["Type"], "AWS::SQS::Queue");
+    assert_eq!(dead_letters["Properties"]["SqsManagedSseEnabled"], true, "the dead letters are encrypted too");
+    // Nothing consumes the dead-letter queue: what waits there is what arrived.
+    let waiting = of_type(doc, "AWS::CloudWatch::Alarm").into_iter().any(|(_, alarm)| {
+        let p = &alarm["Properties"];
+        p["Namespace"] == "AWS/SQS"
+            && p["MetricName"] == "ApproximateNumberOfMessagesVisible"
+            && p["Dimensions"].as_array().is_some_and(|ds| {
+                ds.iter().any(|d| get_att(&d["Value"]) == Some((REFRESH_DEAD_LETTER_QUEUE, "QueueName")))
+            })
+            && as_u64(&p["Threshold"], "Threshold") == 0
+            && p["ComparisonOperator"] == "GreaterThanThreshold"
+            && p["AlarmActions"].as_array().is_some_and(|a| a.iter().any(|t| ref_target(t) == Some("AlarmTopic")))
+    });
+    assert!(waiting, "an alarm on any refresh message in the dead-letter queue");
 }
 
 #[test]
@@ -1296,8 +1498,19 @@ const CLOUDWATCH_RETENTION_DAYS: [u64; 22] =
 const METRICS_NAMESPACE: &str = "FinancialSegments";
 const JOB_METRICS: [&str; 7] =
     ["JobsCreated", "JobsCompleted", "JobsFailed", "JobDuration", "ShardDuration", "ItemsRead", "BytesRead"];
-const PLAIN_METRICS: [&str; 5] =
-    ["CallbacksDelivered", "CallbacksFailed", "ImportsCompleted", "ImportsFailed", "ImportedUsers"];
+const PLAIN_METRICS: [&str; 11] = [
+    "CallbacksDelivered",
+    "CallbacksFailed",
+    "ImportsCompleted",
+    "ImportsFailed",
+    "ImportedUsers",
+    "RefreshesApplied",
+    "RefreshesFailed",
+    "AccountsEntered",
+    "AccountsLeft",
+    "EventsPublished",
+    "EventsFailed",
+];
 
 #[test]
 fn every_function_logs_to_its_own_group_kept_for_the_retention_parameter_with_report_lines() {
@@ -1390,7 +1603,12 @@ fn check_alarms(doc: &Value) {
         .filter_map(|(_, m)| get_att(&m["Properties"]["EventSourceArn"]).map(|(queue, _)| queue))
         .collect();
     assert!(consumed.contains(IMPORT_QUEUE), "the import queue is consumed");
-    assert_eq!(consumed.len(), 1 + 2 * SegmentType::ALL.len(), "the import queue, a queue and a DLQ per type");
+    assert!(consumed.contains(REFRESH_QUEUE), "the refresh queue is consumed");
+    assert_eq!(
+        consumed.len(),
+        2 + 2 * SegmentType::ALL.len(),
+        "the import queue, the refresh queue, a queue and a DLQ per type"
+    );
     for queue in consumed {
         let is_it = |v: &Value| get_att(v) == Some((queue, "QueueName"));
         assert!(
@@ -1552,6 +1770,9 @@ fn the_operations_checks_fail_when_a_log_group_an_alarm_or_a_dashboard_metric_is
         "ImportQueueAgeAlarm",
         "SegmentsTableThrottlesAlarm",
         "SweeperThrottlesAlarm",
+        "RefreshSchedulerErrorsAlarm",
+        "RefreshApplierThrottlesAlarm",
+        "RefreshQueueAgeAlarm",
         "ApiServerErrorsAlarm",
     ] {
         let mut removed = doc.clone();
@@ -1578,6 +1799,13 @@ fn the_operations_checks_fail_when_a_log_group_an_alarm_or_a_dashboard_metric_is
         ("${SweeperFunction}", "${Sweeper}"),
         ("${JobsTable}", "${Jobs}"),
         ("${ImportQueue.QueueName}", "${Import.QueueName}"),
+        ("${RefreshApplierFunction}", "${RefreshApplier}"),
+        ("${RefreshSchedulerFunction}", "${RefreshScheduler}"),
+        ("${RefreshQueue.QueueName}", "${Refresh.QueueName}"),
+        ("${RefreshDeadLetterQueue.QueueName}", "${RefreshDeadLetter.QueueName}"),
+        ("\"RefreshesApplied\"", "\"Refreshes\""),
+        ("\"AccountsLeft\"", "\"Accounts\""),
+        ("\"EventsFailed\"", "\"Events\""),
         ("\"5xx\"", "\"500\""),
     ] {
         let mut mutated = doc.clone();
@@ -1629,6 +1857,10 @@ fn the_event_fixtures_are_requests_of_template_routes_and_messages_of_every_work
                 let body = record["body"].as_str().expect("a body");
                 if serde_json::from_str::<ImportMessage>(body).is_ok() {
                     imports_messaged = true;
+                    continue;
+                }
+                // A message of the refresh queue, for the refresh applier.
+                if serde_json::from_str::<RefreshMessage>(body).is_ok() {
                     continue;
                 }
                 let message: JobMessage = serde_json::from_str(body).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -1825,4 +2057,126 @@ fn the_fact_checks_fail_when_a_route_a_scope_a_dlq_an_index_the_schedule_or_the_
     let mut short_deadline = doc.clone();
     short_deadline["Parameters"]["ProgressDeadlineMinutes"]["MinValue"] = json!(5);
     assert!(fails(check_sweeper, short_deadline), "a deadline shorter than a shard's run is caught");
+
+    // Dynamic segments: the due index, the bus, the scheduler's schedule, the applier's event
+    // source and queue, their variables and grants.
+    let mut no_due_index = doc.clone();
+    no_due_index["Resources"]["SegmentsTable"]["Properties"].as_object_mut().unwrap().remove("GlobalSecondaryIndexes");
+    assert!(fails(check_tables, no_due_index), "a Segments table without the due index is caught");
+    let mut projects_all = doc.clone();
+    projects_all["Resources"]["SegmentsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["Projection"] =
+        json!({"ProjectionType": "ALL"});
+    assert!(fails(check_tables, projects_all), "a due index that projects whole items is caught");
+    let mut due_as_text = doc.clone();
+    for definition in
+        due_as_text["Resources"]["SegmentsTable"]["Properties"]["AttributeDefinitions"].as_array_mut().unwrap()
+    {
+        if definition["AttributeName"] == DUE_AT {
+            definition["AttributeType"] = json!("S");
+        }
+    }
+    assert!(fails(check_tables, due_as_text), "dueAt compared as text is caught");
+
+    assert!(!fails(check_refreshes, doc.clone()));
+    let mut no_bus = doc.clone();
+    no_bus["Resources"].as_object_mut().unwrap().remove(EVENT_BUS);
+    assert!(fails(check_refreshes, no_bus), "a stack without its event bus is caught");
+    let mut no_bus_output = doc.clone();
+    no_bus_output["Outputs"].as_object_mut().unwrap().remove("SegmentEventBusArn");
+    assert!(fails(check_refreshes, no_bus_output), "the bus's ARN missing from the outputs is caught");
+    fn tick(doc: &mut Value) -> &mut Value {
+        &mut doc["Resources"]["RefreshSchedulerFunction"]["Properties"]["Events"]["EveryMinute"]["Properties"]
+    }
+    let mut hourly = doc.clone();
+    tick(&mut hourly)["Schedule"] = json!("rate(1 hour)");
+    assert!(fails(check_refreshes, hourly), "a tick other than the poll interval is caught");
+    let mut stopped = doc.clone();
+    tick(&mut stopped)["Enabled"] = json!(false);
+    assert!(fails(check_refreshes, stopped), "a disabled tick is caught");
+    fn applier_source(doc: &mut Value) -> &mut Value {
+        &mut doc["Resources"]["RefreshApplierEventSource"]["Properties"]
+    }
+    let mut batched = doc.clone();
+    applier_source(&mut batched)["BatchSize"] = json!(10);
+    assert!(fails(check_refreshes, batched), "refreshes batched into one invocation are caught");
+    let mut whole_batch = doc.clone();
+    applier_source(&mut whole_batch).as_object_mut().unwrap().remove("FunctionResponseTypes");
+    assert!(fails(check_refreshes, whole_batch), "an applier without partial batch failures is caught");
+    let mut unconsumed = doc.clone();
+    unconsumed["Resources"].as_object_mut().unwrap().remove("RefreshApplierEventSource");
+    assert!(fails(check_refreshes, unconsumed), "a refresh queue nobody consumes is caught");
+    let mut early = doc.clone();
+    early["Resources"][REFRESH_QUEUE]["Properties"]["VisibilityTimeout"] = json!(600);
+    assert!(fails(check_refreshes, early), "a message back before the lease is over is caught");
+    let mut no_refresh_dlq = doc.clone();
+    no_refresh_dlq["Resources"][REFRESH_QUEUE]["Properties"].as_object_mut().unwrap().remove("RedrivePolicy");
+    assert!(fails(check_refreshes, no_refresh_dlq), "a refresh queue without its dead-letter queue is caught");
+    let mut unwatched = doc.clone();
+    unwatched["Resources"].as_object_mut().unwrap().remove("RefreshDeadLetterAlarm");
+    assert!(fails(check_refreshes, unwatched), "refresh dead letters nobody is called for are caught");
+
+    assert!(!fails(check_environment, doc.clone()) && !fails(check_grants, doc.clone()));
+    fn variables<'a>(doc: &'a mut Value, function: &str) -> &'a mut Map<String, Value> {
+        doc["Resources"][function]["Properties"]["Environment"]["Variables"].as_object_mut().unwrap()
+    }
+    for (function, variable) in [
+        ("SegmentsApiFunction", EVENT_BUS_NAME_VAR),
+        ("RefreshSchedulerFunction", REFRESH_QUEUE_URL_VAR),
+        ("RefreshSchedulerFunction", "HIGH_BALANCE_QUEUE_URL"),
+        ("RefreshApplierFunction", EVENT_BUS_NAME_VAR),
+        ("RefreshApplierFunction", SEGMENTS_TABLE_VAR),
+    ] {
+        let mut removed = doc.clone();
+        variables(&mut removed, function).remove(variable).unwrap_or_else(|| panic!("{function} has {variable}"));
+        assert!(fails(check_environment, removed), "{function} without {variable} is caught");
+    }
+    let mut other_bus = doc.clone();
+    variables(&mut other_bus, "RefreshApplierFunction").insert(EVENT_BUS_NAME_VAR.to_owned(), json!("default"));
+    assert!(fails(check_environment, other_bus), "events sent to the default bus are caught");
+
+    /// The copy with `action` taken out of every statement of `function` (a statement left with
+    /// no action goes too).
+    fn without_action(doc: &Value, function: &str, action: &str) -> Value {
+        let mut mutated = doc.clone();
+        let policies = mutated["Resources"][function]["Properties"]["Policies"].as_array_mut().unwrap();
+        let mut found = false;
+        for policy in policies {
+            let statements = policy["Statement"].as_array_mut().unwrap();
+            for statement in statements.iter_mut() {
+                match &mut statement["Action"] {
+                    Value::String(a) if a == action => {
+                        statement["Action"] = json!([]);
+                        found = true;
+                    }
+                    Value::Array(actions) => {
+                        let before = actions.len();
+                        actions.retain(|a| a != action);
+                        found |= actions.len() < before;
+                    }
+                    _ => {}
+                }
+            }
+            statements.retain(|s| s["Action"] != json!([]));
+        }
+        assert!(found, "{function} is granted {action}");
+        mutated
+    }
+    for (function, action) in [
+        ("SegmentsApiFunction", "events:PutEvents"),
+        ("RefreshSchedulerFunction", "dynamodb:Query"),
+        ("RefreshSchedulerFunction", "sqs:SendMessage"),
+        ("RefreshApplierFunction", "events:PutEvents"),
+        ("RefreshApplierFunction", "dynamodb:BatchWriteItem"),
+        ("RefreshApplierFunction", "sqs:SendMessage"),
+        ("RefreshApplierFunction", "sqs:ReceiveMessage"),
+        ("RefreshApplierFunction", "s3:GetObject"),
+    ] {
+        assert!(fails(check_grants, without_action(&doc, function, action)), "{function} without {action} is caught");
+    }
+    let mut wider = doc.clone();
+    wider["Resources"]["RefreshSchedulerFunction"]["Properties"]["Policies"][0]["Statement"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Effect": "Allow", "Action": "events:PutEvents", "Resource": {"Fn::GetAtt": [EVENT_BUS, "Arn"]}}));
+    assert!(fails(check_grants, wider), "a scheduler that may publish is caught");
 }

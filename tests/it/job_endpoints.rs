@@ -329,7 +329,13 @@ async fn embedded_export_redirects_to_a_runner_link_that_expires_and_refuses_tam
     let token = signer.mint("client_id", "bank-1", &all_scopes(), 600).unwrap();
     let gateway = Arc::new(Gateway {
         services: e.s.core.clone(),
-        segments: embedded_segments_services(e.store.clone(), &e.s.core),
+        segments: embedded_segments_services(
+            e.store.clone(),
+            &e.s.core,
+            Arc::new(segments_embedded::EventFile::in_data_dir(e._dir.path()).unwrap()),
+            Arc::new(segments_embedded::refresh_channel().0),
+            Default::default(),
+        ),
         jobs_api: e.s.api.clone(),
         data: segments_embedded::wiring::account_data(e.store.clone()),
         imports: segments_embedded::wiring::imports_api(e.store.clone(), e.links.clone()).0,

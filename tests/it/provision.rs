@@ -1,18 +1,23 @@
 //! `segments provision --aws` against a local AWS-compatible server (moto): it creates every
 //! resource the functions need, a second run changes nothing, resources of another shape under
-//! its names are refused and left as they were, and the environment it prints and writes names
-//! what it created.
+//! its names are refused and left as they were, an event bus of its name is used as it is, and
+//! the environment it prints and writes names what it created — enough for `serve --aws` to
+//! start and consume the refresh queue.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveStatus,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use segments_aws::AwsClients;
-use segments_core::domain::SegmentType;
+use segments_core::domain::refresh::{RefreshId, RefreshMessage};
+use segments_core::domain::segment::SegmentId;
+use segments_core::domain::{MandatorId, SegmentType};
 
 use crate::support::moto::{MotoServer, REGION};
 use crate::support::runner::BIN;
@@ -33,6 +38,32 @@ pub fn provision_cli(server: &MotoServer, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("segments provision runs")
+}
+
+/// A `segments serve --aws` process; stopped when dropped.
+struct ServingProcess(Child);
+
+impl Drop for ServingProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The messages of a queue, visible or received and not yet deleted.
+async fn messages_in(clients: &AwsClients, queue_url: &str) -> u64 {
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    attributes.values().map(|count| count.parse::<u64>().unwrap()).sum()
 }
 
 /// `KEY=value` lines (as `provision` prints them and writes the env file), unquoting a
@@ -56,7 +87,7 @@ fn stderr(out: &Output) -> String {
 fn expected_variables() -> Vec<String> {
     let mut names: Vec<String> = ["ACCOUNT_DATA_TABLE", "JOBS_TABLE", "RESULTS_BUCKET", "SEGMENTS_TABLE"]
         .into_iter()
-        .chain(["IMPORT_QUEUE_URL", "MAX_RECEIVE_COUNT"])
+        .chain(["IMPORT_QUEUE_URL", "MAX_RECEIVE_COUNT", "REFRESH_QUEUE_URL", "EVENT_BUS_NAME"])
         .map(str::to_owned)
         .collect();
     names.extend(SegmentType::ALL.iter().map(|&t| segments_aws::AwsResources::queue_url_var(t)));
@@ -86,6 +117,14 @@ async fn queue_url(clients: &AwsClients, name: &str) -> String {
     clients.sqs.get_queue_url().queue_name(name).send().await.unwrap().queue_url.unwrap()
 }
 
+/// The names of every event bus, the account's `default` one included.
+async fn event_buses(clients: &AwsClients) -> Vec<String> {
+    let listed = clients.eventbridge.list_event_buses().send().await.unwrap();
+    let mut names: Vec<String> = listed.event_buses().iter().filter_map(|b| b.name().map(str::to_owned)).collect();
+    names.sort();
+    names
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provision_creates_every_resource_and_a_second_run_changes_nothing() {
     let server = MotoServer::start();
@@ -97,8 +136,10 @@ async fn provision_creates_every_resource_and_a_second_run_changes_nothing() {
     let first = provision_cli(&server, &["--prefix", "dev-1", "--env-file", env_file_arg]);
     assert!(first.status.success(), "{}", stderr(&first));
     let created = stderr(&first).lines().filter(|l| l.starts_with("created ")).count();
-    // Three tables, the bucket, and six queues (five types and the imports) with their DLQs.
-    assert_eq!(created, 3 + 1 + 2 * (SegmentType::ALL.len() + 1), "{}", stderr(&first));
+    // Three tables, the bucket, seven queues (five types, the imports, the refreshes) with their
+    // DLQs, and the event bus.
+    assert_eq!(created, 3 + 1 + 2 * (SegmentType::ALL.len() + 2) + 1, "{}", stderr(&first));
+    assert!(stderr(&first).contains("created event bus dev-1-segment-events"), "{}", stderr(&first));
     let printed = env_lines(&String::from_utf8(first.stdout.clone()).unwrap());
     assert_eq!(printed.keys().cloned().collect::<Vec<_>>(), expected_variables());
 
@@ -130,6 +171,13 @@ async fn provision_creates_every_resource_and_a_second_run_changes_nothing() {
     }
     assert_eq!(printed["IMPORT_QUEUE_URL"], queue_url(&clients, "dev-1-imports").await);
     assert!(redrive_of(&clients, &printed["IMPORT_QUEUE_URL"]).await.is_some(), "the import queue has a DLQ");
+    assert_eq!(printed["REFRESH_QUEUE_URL"], queue_url(&clients, "dev-1-refresh").await);
+    let redrive = redrive_of(&clients, &printed["REFRESH_QUEUE_URL"]).await.expect("the refresh queue has a DLQ");
+    assert_eq!(max_receive_count(&redrive), "5");
+    let dlq = redrive["deadLetterTargetArn"].as_str().unwrap();
+    assert!(dlq.ends_with(":dev-1-refresh-dlq"), "{dlq}");
+    assert_eq!(printed["EVENT_BUS_NAME"], "dev-1-segment-events");
+    assert_eq!(event_buses(&clients).await, ["default", "dev-1-segment-events"]);
 
     // The env file: the same values, plus where the server is.
     assert_env_file_format(&env_file);
@@ -150,6 +198,9 @@ async fn provision_creates_every_resource_and_a_second_run_changes_nothing() {
     assert_eq!(env_lines(&String::from_utf8(second.stdout).unwrap()), printed);
     let tables = clients.dynamodb.list_tables().send().await.unwrap();
     assert_eq!(tables.table_names().len(), 3);
+    let queues = clients.sqs.list_queues().send().await.unwrap();
+    assert_eq!(queues.queue_urls().len(), 2 * (SegmentType::ALL.len() + 2));
+    assert_eq!(event_buses(&clients).await, ["default", "dev-1-segment-events"]);
 
     // `--json`: the same environment as one object.
     let json = provision_cli(&server, &["--prefix", "dev-1", "--json"]);
@@ -162,8 +213,8 @@ async fn provision_creates_every_resource_and_a_second_run_changes_nothing() {
 async fn resources_of_another_shape_are_refused_and_left_unchanged() {
     let server = MotoServer::start();
     let clients = server.clients().await;
-    // A Jobs table keyed by `id` alone, a work queue without a dead-letter queue and a bucket
-    // without lifecycle rules, under the names the prefix gives.
+    // A Jobs table keyed by `id` alone, a work queue and a refresh queue without a dead-letter
+    // queue and a bucket without lifecycle rules, under the names the prefix gives.
     let id = |key_type| KeySchemaElement::builder().attribute_name("id").key_type(key_type).build().unwrap();
     clients
         .dynamodb
@@ -179,6 +230,8 @@ async fn resources_of_another_shape_are_refused_and_left_unchanged() {
         .unwrap();
     let foreign_queue =
         clients.sqs.create_queue().queue_name("other-high-balance").send().await.unwrap().queue_url.unwrap();
+    let foreign_refresh_queue =
+        clients.sqs.create_queue().queue_name("other-refresh").send().await.unwrap().queue_url.unwrap();
     let location = aws_sdk_s3::types::CreateBucketConfiguration::builder()
         .location_constraint(aws_sdk_s3::types::BucketLocationConstraint::from(REGION))
         .build();
@@ -189,6 +242,7 @@ async fn resources_of_another_shape_are_refused_and_left_unchanged() {
     let message = stderr(&refused);
     assert!(message.contains("table other-jobs: keys (id HASH) instead of (pk HASH, sk RANGE)"), "{message}");
     assert!(message.contains("queue other-high-balance: no dead-letter queue"), "{message}");
+    assert!(message.contains("queue other-refresh: no dead-letter queue"), "{message}");
     assert!(message.contains("bucket other-results: lifecycle rules none instead of"), "{message}");
     assert_eq!(message.lines().count(), 1, "one line: {message}");
     assert!(refused.stdout.is_empty(), "no environment for resources that are not there");
@@ -199,8 +253,13 @@ async fn resources_of_another_shape_are_refused_and_left_unchanged() {
     assert_eq!(keys, ["id"]);
     assert_eq!(clients.dynamodb.list_tables().send().await.unwrap().table_names(), ["other-jobs"]);
     assert!(redrive_of(&clients, &foreign_queue).await.is_none(), "the queue keeps having no redrive");
-    let queues = clients.sqs.list_queues().send().await.unwrap();
-    assert_eq!(queues.queue_urls(), std::slice::from_ref(&foreign_queue));
+    assert!(redrive_of(&clients, &foreign_refresh_queue).await.is_none(), "the queue keeps having no redrive");
+    let mut queues = clients.sqs.list_queues().send().await.unwrap().queue_urls().to_vec();
+    queues.sort();
+    let mut foreign = vec![foreign_queue, foreign_refresh_queue];
+    foreign.sort();
+    assert_eq!(queues, foreign);
+    assert_eq!(event_buses(&clients).await, ["default"], "no event bus is created either");
     let lifecycle = clients.s3.get_bucket_lifecycle_configuration().bucket("other-results").send().await;
     assert!(lifecycle.is_err(), "the bucket keeps having no lifecycle: {lifecycle:?}");
 }
@@ -218,6 +277,77 @@ async fn a_queue_with_another_max_receive_count_is_refused() {
     assert!(message.contains("queue mrc-high-balance: maxReceiveCount 5 instead of 3"), "{message}");
     let url = queue_url(&clients, "mrc-high-balance").await;
     assert_eq!(max_receive_count(&redrive_of(&clients, &url).await.unwrap()), "5", "left unchanged");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_bus_of_its_name_is_used_as_it_is() {
+    let server = MotoServer::start();
+    let clients = server.clients().await;
+    let description = "the bank's own bus";
+    clients.eventbridge.create_event_bus().name("bus-segment-events").description(description).send().await.unwrap();
+
+    let out = provision_cli(&server, &["--prefix", "bus"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("unchanged event bus bus-segment-events"), "{}", stderr(&out));
+    let printed = env_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(printed["EVENT_BUS_NAME"], "bus-segment-events");
+    let described = clients.eventbridge.describe_event_bus().name("bus-segment-events").send().await.unwrap();
+    assert_eq!(described.description(), Some(description), "left as it was");
+    assert_eq!(event_buses(&clients).await, ["bus-segment-events", "default"]);
+}
+
+/// The README's flow: the env file of `provision` is all `serve --aws` needs to start, and the
+/// runner consumes the refresh queue itself, deleting what it handled (a message of a refresh
+/// that does not exist, and one that is no refresh message at all).
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_aws_starts_on_the_written_environment_and_consumes_the_refresh_queue() {
+    let server = MotoServer::start();
+    let clients = server.clients().await;
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join("lambda.env");
+    let out = provision_cli(&server, &["--prefix", "run", "--env-file", env_file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let environment = env_lines(&std::fs::read_to_string(&env_file).unwrap());
+    let refresh_queue = environment["REFRESH_QUEUE_URL"].clone();
+    let unknown_refresh = RefreshMessage {
+        mandator_id: MandatorId::parse("demo-bank").unwrap(),
+        segment_id: SegmentId::new(),
+        refresh_id: RefreshId::new(),
+    };
+    for body in [serde_json::to_string(&unknown_refresh).unwrap(), "not a refresh message".to_owned()] {
+        clients.sqs.send_message().queue_url(&refresh_queue).message_body(body).send().await.unwrap();
+    }
+    assert_eq!(messages_in(&clients, &refresh_queue).await, 2);
+
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--aws", "--port", "0", "--json", "--workers", "1", "--data-dir"]).arg(dir.path().join("data"));
+    for inherited in ["AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE"] {
+        cmd.env_remove(inherited);
+    }
+    for cognito in ["COGNITO_USER_POOL_ID", "COGNITO_ISSUER", "COGNITO_CLIENT_IDS"] {
+        cmd.env_remove(cognito);
+    }
+    cmd.envs(&environment)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut serving = ServingProcess(cmd.spawn().expect("segments serve starts"));
+    let mut line = String::new();
+    BufReader::new(serving.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let announced: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve --aws did not start ({e}): {line:?}"));
+    assert!(announced["url"].as_str().is_some_and(|u| u.starts_with("http://127.0.0.1:")), "{announced}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while messages_in(&clients, &refresh_queue).await > 0 {
+        assert!(Instant::now() < deadline, "serve --aws left the refresh messages in the queue");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let dlq = queue_url(&clients, "run-refresh-dlq").await;
+    assert_eq!(messages_in(&clients, &dlq).await, 0, "deleted, not dead-lettered");
 }
 
 #[test]

@@ -3,50 +3,33 @@
 //! the same scenarios on both. Each scenario uses its own organizations, so one moto server
 //! serves them all; the data is a handful of accounts (moto is slow).
 
-use std::sync::Arc;
-
-use crate::support::moto::MotoServer;
-use crate::support::users::{embedded_importer, import_dir, put_items};
+use crate::support::backend::Backend;
+use crate::support::flows::{apply_queued_refreshes, run_queued_jobs};
+use crate::support::users::{import_dir, put_items};
 use chrono::{Datelike, Duration, NaiveDate, Utc};
 use lambda_http::Body;
-use segments_aws::segments_api as aws_segments_services;
-use segments_aws::services as aws_services;
-use segments_aws::{DynamoAccounts, SqsQueue, provision};
-use segments_core::config::ServiceConfig;
 use segments_core::domain::records::AccountItem;
 use segments_core::domain::{
     Account, AccountId, AccountType, Currency, MandatorId, Money, SegmentType, Transaction, TransactionId, UserId,
 };
 use segments_core::http::testing::ApiRequest;
 use segments_core::imports::ImportMode;
-use segments_core::jobs::JobMessage;
-use segments_core::ports::UserStore;
 use segments_core::usecases::Services;
 use segments_core::usecases::import::{ImportError, Importer};
-use segments_core::usecases::run_shard::{Disposition, process_message};
 use segments_core::usecases::segments::SegmentsServices;
-use segments_embedded::EmbeddedStore;
-use segments_embedded::wiring::segments_api as embedded_segments_services;
-use segments_embedded::wiring::services as embedded_services;
+use segments_core::usecases::segments::refresh::{self, ApplyOutcome, RefreshSettings};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
 const READ: &str = "segments/definitions.read";
 const WRITE: &str = "segments/definitions.write";
 const SHARDS: u32 = 4;
 
-/// Runs the workers of whatever jobs are queued.
-enum Workers {
-    Embedded(Mutex<tokio::sync::mpsc::UnboundedReceiver<JobMessage>>),
-    Sqs(Arc<SqsQueue>),
-}
-
 struct Env {
+    /// The store, its queues and its event publisher.
+    b: Backend,
     s: SegmentsServices,
-    /// Every port of the same store: the workers run the refresh jobs with it.
+    /// Every job port of the same store: the workers run the refresh jobs with it.
     core: Services,
-    workers: Workers,
-    users: Arc<dyn UserStore>,
     importer: Importer,
 }
 
@@ -57,33 +40,25 @@ type AccountRow<'a> = (&'a str, &'a str, AccountType, &'a str);
 type TransactionRow<'a> = (&'a str, &'a str, &'a str, NaiveDate, &'a str, &'a [&'a str]);
 
 impl Env {
+    fn new(b: Backend) -> Env {
+        let s = b.segments_services(RefreshSettings::default());
+        let core = b.services();
+        let importer = b.importer();
+        Env { b, s, core, importer }
+    }
+
+    /// Runs the workers of whatever jobs are queued.
     async fn drain(&self) {
-        match &self.workers {
-            Workers::Embedded(rx) => {
-                let mut rx = rx.lock().await;
-                while let Ok(m) = rx.try_recv() {
-                    let body = serde_json::to_string(&m).unwrap();
-                    assert_eq!(
-                        process_message(&self.core.runner(), m.segment_type, &body, 1, Utc::now()).await,
-                        Disposition::Ack
-                    );
-                }
-            }
-            Workers::Sqs(queue) => {
-                for t in SegmentType::ALL.iter().copied() {
-                    loop {
-                        let messages = queue.receive(t, 10, 0).await.unwrap();
-                        if messages.is_empty() {
-                            break;
-                        }
-                        for m in messages {
-                            let d = process_message(&self.core.runner(), t, &m.body, m.receive_count, Utc::now()).await;
-                            assert_eq!(d, Disposition::Ack);
-                            queue.delete(t, &m.receipt_handle).await.unwrap();
-                        }
-                    }
-                }
-            }
+        run_queued_jobs(&self.b, &self.core, Utc::now()).await;
+    }
+
+    /// What the scheduler and the applier do once the jobs ran: the next look at the unfinished
+    /// refreshes hands them to the applier, which applies them.
+    async fn apply_refreshes(&self) {
+        let look = Utc::now() + self.s.refresh_settings.poll_interval;
+        refresh::tick(&self.s, look).await.expect("the tick runs");
+        for (m, outcome) in apply_queued_refreshes(&self.b, &self.s, look).await {
+            assert_eq!(outcome, ApplyOutcome::Done, "{m:?}");
         }
     }
 
@@ -121,7 +96,7 @@ impl Env {
                 labels: labels.iter().map(|l| (*l).to_owned()).collect(),
             },
         }));
-        put_items(self.users.as_ref(), &mandator, SHARDS, &items).await;
+        put_items(self.b.users.as_ref(), &mandator, SHARDS, &items).await;
     }
 
     async fn call(
@@ -197,17 +172,38 @@ impl Env {
         found.into_iter().map(|(a, u)| json!({"accountId": a, "userId": u})).collect()
     }
 
-    /// Starts a refresh of a dynamic segment, runs its job and returns the segment as read after.
+    /// Starts a refresh of a dynamic segment, runs its job, lets the scheduler hand it to the
+    /// applier and the applier apply it; returns the segment as read after.
     async fn refresh(&self, org: &str, item: &str) -> Value {
         let started = self.call("POST", &format!("{item}/refresh"), &[], None, rw(org)).await;
         assert_eq!(started.status, 202, "{:?}", started.body);
         assert_eq!(started.body["lastRefresh"]["status"], "PENDING");
         self.drain().await;
+        // Reads never apply: the job's result waits for the applier.
+        let waiting = self.call("GET", item, &[], None, rw(org)).await;
+        assert_eq!(waiting.body["lastRefresh"]["status"], "PENDING", "{:?}", waiting.body);
+        self.apply_refreshes().await;
         let got = self.call("GET", item, &[], None, rw(org)).await;
         assert_eq!(got.status, 200, "{:?}", got.body);
         assert_eq!(got.body["lastRefresh"]["status"], "APPLIED", "{:?}", got.body);
         assert_eq!(got.body["lastRefresh"]["jobId"], started.body["lastRefresh"]["jobId"]);
         got.body
+    }
+
+    /// Who entered and who left in the segment's last refresh, `{accountId, userId}` in accountId
+    /// order, read from its change feed.
+    async fn changes(&self, org: &str, item: &str, segment: &Value) -> (Value, Value) {
+        let refresh_id = segment["lastRefresh"]["id"].as_str().expect("a last refresh");
+        let mut out = Vec::new();
+        for kind in ["entered", "left"] {
+            let path = format!("{item}/refreshes/{refresh_id}/changes");
+            let r = self.call("GET", &path, &[("kind", kind), ("limit", "1000")], None, rw(org)).await;
+            assert_eq!(r.status, 200, "{kind}: {:?}", r.body);
+            assert_eq!(r.body.get("nextCursor"), None, "one page holds them: {:?}", r.body);
+            out.push(r.body["items"].clone());
+        }
+        let left = out.pop().unwrap();
+        (out.pop().unwrap(), left)
     }
 
     /// Every member of a segment, `{accountId, userId}` in accountId order.
@@ -236,7 +232,12 @@ fn path_params(path: &str) -> Vec<(&'static str, String)> {
     }
     match rest {
         ["segments", "metrics", "count"] => {}
-        ["segments", id, ..] => out.push(("segmentId", (*id).to_owned())),
+        ["segments", id, rest @ ..] => {
+            out.push(("segmentId", (*id).to_owned()));
+            if let ["refreshes", refresh, ..] = rest {
+                out.push(("refreshId", (*refresh).to_owned()));
+            }
+        }
         ["accounts", id, ..] => out.push(("accountId", (*id).to_owned())),
         _ => {}
     }
@@ -740,16 +741,24 @@ async fn dynamic_segment_refreshed_twice_over_changed_data(env: &Env) {
     let started = env.call("POST", &format!("{item}/refresh"), &[], None, rw(org)).await;
     assert_eq!(started.status, 202, "{:?}", started.body);
     let job_id = started.body["lastRefresh"]["jobId"].as_str().unwrap().to_owned();
-    // Still pending: asking again starts nothing new, reading shows it pending.
+    // Still pending: asking again starts nothing new (200 with the unfinished refresh), reading
+    // shows it pending.
     let again = env.call("POST", &format!("{item}/refresh"), &[], None, rw(org)).await;
-    assert_eq!((again.status, again.body["lastRefresh"]["jobId"].as_str()), (202, Some(job_id.as_str())));
+    assert_eq!((again.status, again.body["lastRefresh"]["jobId"].as_str()), (200, Some(job_id.as_str())));
     let pending = env.call("GET", &item, &[], None, rw(org)).await;
     assert_eq!(
         (pending.body["lastRefresh"]["status"].as_str(), pending.body["memberCount"].as_u64()),
         (Some("PENDING"), Some(1))
     );
 
+    // The job completes; reading applies nothing, the applier does.
     env.drain().await;
+    let unapplied = env.call("GET", &item, &[], None, rw(org)).await.body;
+    assert_eq!(
+        (unapplied["lastRefresh"]["status"].as_str(), unapplied["memberCount"].as_u64()),
+        (Some("PENDING"), Some(1))
+    );
+    env.apply_refreshes().await;
     let first = env.call("GET", &item, &[], None, rw(org)).await.body;
     let refresh = &first["lastRefresh"];
     assert_eq!(
@@ -757,16 +766,18 @@ async fn dynamic_segment_refreshed_twice_over_changed_data(env: &Env) {
         (Some("APPLIED"), Some(job_id.as_str())),
         "{refresh}"
     );
-    assert!(refresh["refreshedAt"].as_str().unwrap().ends_with('Z'));
+    assert!(refresh["finishedAt"].as_str().unwrap().ends_with('Z'));
+    assert_eq!((refresh["entered"].as_u64(), refresh["left"].as_u64()), (Some(3), Some(1)));
     let expected = json!([member("a1", "u1"), member("a3", "u3"), member("a4", "u3")]);
     assert_eq!(Value::Array(env.job_accounts(org, SegmentType::HighBalance, &job_id).await), expected);
-    assert_eq!(refresh["added"], expected);
-    assert_eq!(refresh["removed"], json!([member("a2", "u2")]));
+    assert_eq!(env.changes(org, &item, &first).await, (expected.clone(), json!([member("a2", "u2")])));
     assert_eq!(env.members(org, &item).await, expected);
     assert_eq!(first["memberCount"], 3);
-    // Reading again applies nothing twice.
+    // Applying again applies nothing twice.
+    env.apply_refreshes().await;
     let reread = env.call("GET", &item, &[], None, rw(org)).await;
     assert_eq!(reread.body["lastRefresh"], first["lastRefresh"]);
+    assert_eq!(env.members(org, &item).await, expected);
 
     // The data changes: a1 falls below the threshold, a4 to exactly it (not above), a2 rises
     // above it, a new account a6 of a new user is above it; a5 (savings) is tagged by hand.
@@ -786,8 +797,14 @@ async fn dynamic_segment_refreshed_twice_over_changed_data(env: &Env) {
     let second = env.refresh(org, &item).await;
     let refresh = &second["lastRefresh"];
     assert_ne!(refresh["jobId"], first["lastRefresh"]["jobId"]);
-    assert_eq!(refresh["added"], json!([member("a2", "u2"), member("a6", "u5")]));
-    assert_eq!(refresh["removed"], json!([member("a1", "u1"), member("a4", "u3"), member("a5", "u4")]));
+    assert_eq!(
+        env.changes(org, &item, &second).await,
+        (
+            json!([member("a2", "u2"), member("a6", "u5")]),
+            json!([member("a1", "u1"), member("a4", "u3"), member("a5", "u4")])
+        )
+    );
+    assert_eq!((refresh["entered"].as_u64(), refresh["left"].as_u64()), (Some(2), Some(3)));
     let expected = json!([member("a2", "u2"), member("a3", "u3"), member("a6", "u5")]);
     let job = refresh["jobId"].as_str().unwrap();
     assert_eq!(Value::Array(env.job_accounts(org, SegmentType::HighBalance, job).await), expected);
@@ -798,17 +815,11 @@ async fn dynamic_segment_refreshed_twice_over_changed_data(env: &Env) {
     assert_eq!(env.call("GET", &of("a1"), &[], None, rw(org)).await.body["totalCount"], 0);
     assert_eq!(env.call("GET", &of("a6"), &[], None, rw(org)).await.body["items"][0]["userId"], "u5");
 
-    // A third refresh over unchanged data: nobody enters or leaves; POST answers 200 once settled.
-    let third = env.call("POST", &format!("{item}/refresh"), &[], None, rw(org)).await;
-    assert_eq!(third.status, 202);
-    env.drain().await;
-    let settled = env.call("POST", &format!("{item}/refresh"), &[], None, rw(org)).await;
-    assert_eq!(settled.status, 200, "{:?}", settled.body);
-    assert_eq!(settled.body["lastRefresh"]["jobId"], third.body["lastRefresh"]["jobId"]);
-    assert_eq!(
-        (settled.body["lastRefresh"]["added"].clone(), settled.body["lastRefresh"]["removed"].clone()),
-        (json!([]), json!([]))
-    );
+    // A third refresh over unchanged data: nobody enters or leaves.
+    let third = env.refresh(org, &item).await;
+    assert_ne!(third["lastRefresh"]["jobId"], second["lastRefresh"]["jobId"]);
+    assert_eq!((third["lastRefresh"]["entered"].as_u64(), third["lastRefresh"]["left"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(env.changes(org, &item, &third).await, (json!([]), json!([])));
     assert_eq!(env.members(org, &item).await, expected);
 
     // A segment without a rule has nothing to refresh; an INACTIVE one is not refreshed.
@@ -821,7 +832,7 @@ async fn dynamic_segment_refreshed_twice_over_changed_data(env: &Env) {
     assert_eq!((r.status, r.body["code"].as_str()), (422, Some("segment_not_taggable")));
 }
 
-/// A rule of every segment type whose result lists accounts; financialBreakdown is refused.
+/// A rule of every segment type whose result lists accounts; financialBreakdown needs a condition.
 async fn rules_of_every_type(env: &Env) {
     let org = "bank-rules";
     let today = Utc::now().date_naive();
@@ -866,22 +877,20 @@ async fn rules_of_every_type(env: &Env) {
         let job = got["lastRefresh"]["jobId"].as_str().unwrap();
         // Membership = every account the job's result lists, exactly.
         assert_eq!(Value::Array(env.job_accounts(org, segment_type, job).await), expected, "{segment_type}");
-        assert_eq!(got["lastRefresh"]["added"], expected, "{segment_type}");
-        assert_eq!(got["lastRefresh"]["removed"], json!([]), "{segment_type}");
+        assert_eq!(env.changes(org, &item, &got).await, (expected.clone(), json!([])), "{segment_type}");
         assert_eq!(env.members(org, &item).await, expected, "{segment_type}");
     }
 
-    // financialBreakdown lists label groups, not accounts: refused as a rule, on create and patch.
+    // financialBreakdown lists label groups, not accounts: its rule needs a condition that says
+    // whose accounts are selected; without one it is refused, on create and patch.
     let breakdown =
         json!({"segmentType": "financialBreakdown", "parameters": {"labelGroups": ["RENT"], "durationInMonth": 3}});
     let refused = env.call("POST", &base, &[], Some(json!({"name": "Breakdown", "rule": breakdown})), rw(org)).await;
-    assert_eq!((refused.status, refused.body["field"].as_str()), (400, Some("rule.segmentType")), "{:?}", refused.body);
-    let detail = refused.body["detail"].as_str().unwrap();
-    assert!(detail.contains("financialBreakdown") && detail.contains("not accounts"), "{detail}");
+    assert_eq!((refused.status, refused.body["field"].as_str()), (400, Some("rule.condition")), "{:?}", refused.body);
     let plain = env.call("POST", &base, &[], Some(json!({"name": "Later"})), rw(org)).await;
     let later = format!("{base}/{}", plain.body["id"].as_str().unwrap());
     let patched = env.call("PATCH", &later, &[], Some(json!({"rule": breakdown})), rw(org)).await;
-    assert_eq!((patched.status, patched.body["field"].as_str()), (400, Some("rule.segmentType")));
+    assert_eq!((patched.status, patched.body["field"].as_str()), (400, Some("rule.condition")), "{:?}", patched.body);
     // A rule can be set by PATCH and removed again.
     let rule = json!({"segmentType": "insuranceSpending", "parameters": {}});
     let set = env.call("PATCH", &later, &[], Some(json!({"rule": rule})), rw(org)).await;
@@ -902,13 +911,13 @@ async fn account_directory_and_importer(env: &Env) {
     let mandator = MandatorId::parse(org).unwrap();
     let mut asked: Vec<AccountId> = users.iter().map(|(_, a)| AccountId::parse(a).unwrap()).collect();
     asked.extend(["acc-999", "acc-000", "nope"].map(|a| AccountId::parse(a).unwrap()));
-    let found = env.s.directory.account_users(&mandator, &asked).await.unwrap();
+    let found = env.s.users.account_users(&mandator, &asked).await.unwrap();
     let expected: std::collections::BTreeMap<AccountId, UserId> =
         users.iter().map(|(u, a)| (AccountId::parse(a).unwrap(), UserId::parse(u).unwrap())).collect();
     assert_eq!(found, expected);
     // Another mandator's directory does not know them.
     let other = MandatorId::parse("bank-directory-2").unwrap();
-    assert!(env.s.directory.account_users(&other, &asked).await.unwrap().is_empty());
+    assert!(env.s.users.account_users(&other, &asked).await.unwrap().is_empty());
 
     let base = format!("/v1/organizations/{org}/segments");
     let created = env.call("POST", &base, &[], Some(json!({"name": "Everyone"})), rw(org)).await;
@@ -937,12 +946,12 @@ async fn account_directory_and_importer(env: &Env) {
     assert_eq!(errors[0].line, 2);
     assert!(errors[0].reason.starts_with("accountId acc-007 belongs to userId u003"), "{}", errors[0].reason);
     let new = [AccountId::parse("acc-new").unwrap()];
-    assert!(env.s.directory.account_users(&mandator, &new).await.unwrap().is_empty(), "nothing was written");
+    assert!(env.s.users.account_users(&mandator, &new).await.unwrap().is_empty(), "nothing was written");
     // The same account for its own user imports (upsert), and so does a new one.
     std::fs::write(&accounts, format!("{}\n{}\n", line("u900", "acc-new"), line("u003", "acc-007"))).unwrap();
     let record = import_dir(&env.importer, &mandator, ImportMode::UpsertUsers, dir.path(), Some(SHARDS)).await.unwrap();
     assert_eq!(record.counts.accounts, 2);
-    let found = env.s.directory.account_users(&mandator, &new).await.unwrap();
+    let found = env.s.users.account_users(&mandator, &new).await.unwrap();
     assert_eq!(found.get(&new[0]).map(UserId::as_str), Some("u900"));
 }
 
@@ -960,83 +969,62 @@ async fn all_scenarios(env: &Env) {
 // -------------------------------------------------------------------------------------------
 // Backends
 
-fn embedded() -> (tempfile::TempDir, Env) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).unwrap();
-    let (core, rx) = embedded_services(store.clone(), ServiceConfig::default());
-    let s = embedded_segments_services(store.clone(), &core);
-    let importer = embedded_importer(&store);
-    (dir, Env { s, core, workers: Workers::Embedded(Mutex::new(rx)), users: Arc::new(store), importer })
+fn embedded() -> Env {
+    Env::new(Backend::embedded())
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_crud_soft_delete_and_name_reuse() {
-    let (_dir, env) = embedded();
-    crud_soft_delete_and_name_reuse(&env).await;
+    crud_soft_delete_and_name_reuse(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_concurrent_creates_one_wins() {
-    let (_dir, env) = embedded();
-    concurrent_creates_one_wins(&env).await;
+    concurrent_creates_one_wins(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_filters_and_pagination() {
-    let (_dir, env) = embedded();
-    filters_and_pagination(&env).await;
+    filters_and_pagination(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_validation_limits() {
-    let (_dir, env) = embedded();
-    validation_limits(&env).await;
+    validation_limits(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_membership_and_tenancy() {
-    let (_dir, env) = embedded();
-    membership_and_tenancy(&env).await;
+    membership_and_tenancy(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_dynamic_segment_refreshed_twice_over_changed_data() {
-    let (_dir, env) = embedded();
-    dynamic_segment_refreshed_twice_over_changed_data(&env).await;
+    dynamic_segment_refreshed_twice_over_changed_data(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_account_directory_and_importer() {
-    let (_dir, env) = embedded();
-    account_directory_and_importer(&env).await;
+    account_directory_and_importer(&embedded()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_rules_of_every_type() {
-    let (_dir, env) = embedded();
-    rules_of_every_type(&env).await;
+    rules_of_every_type(&embedded()).await;
 }
 
 /// Every scenario through DynamoDB (moto): one server, one organization per scenario.
 #[tokio::test(flavor = "multi_thread")]
 async fn every_scenario_through_moto() {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
-    let moto = MotoServer::start();
-    let clients = moto.clients().await;
-    let resources = provision::provision_all(&clients, "segapi", 5).await.unwrap();
-    let table = provision::segments_table_name("segapi");
-    provision::create_segments_table(&clients.dynamodb, &table).await.unwrap();
-    let core = aws_services(&clients, &resources, ServiceConfig::default());
-    let s = aws_segments_services(&clients, &resources, &table, ServiceConfig::default());
-    let queue = Arc::new(SqsQueue::new(clients.sqs.clone(), resources.queue_urls.clone()));
-    let users = Arc::new(DynamoAccounts::new(clients.dynamodb.clone(), resources.account_table.clone()));
-    let importer = segments_aws::importer(&clients, &resources, &table);
-    let env = Env { s, core, workers: Workers::Sqs(queue), users, importer };
-    all_scenarios(&env).await;
+    all_scenarios(&Env::new(Backend::moto().await)).await;
 }
 
 #[test]
 fn path_parameters_follow_the_routes() {
     let p = path_params("/v1/organizations/o/ledgers/l/segments/metrics/count");
     assert_eq!(p, vec![("organizationId", "o".to_owned()), ("ledgerId", "l".to_owned())]);
+    let p = path_params("/v1/organizations/o/segments/s/refreshes/r/changes");
+    let expected = [("organizationId", "o"), ("segmentId", "s"), ("refreshId", "r")];
+    assert_eq!(p, expected.map(|(k, v)| (k, v.to_owned())));
 }

@@ -7,8 +7,11 @@
 use chrono::Utc;
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt, Response};
+use segments_core::domain::refresh::ChangeKind;
 use segments_core::http::{RequestTrace, json_body, json_response, path_param, problem_response};
+use segments_core::rules::body::FieldError;
 use segments_core::usecases::segments::body::{ListQuery, paging};
+use segments_core::usecases::segments::refresh::{self, DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT};
 use segments_core::usecases::segments::{self, SegmentsServices};
 use segments_core::usecases::{AppError, Caller};
 
@@ -30,23 +33,115 @@ enum Resource {
     Item,
     Members,
     Refresh,
+    /// `…/segments/{segmentId}/refreshes`
+    Refreshes,
+    /// `…/refreshes/{refreshId}`
+    RefreshItem,
+    /// `…/refreshes/{refreshId}/changes`
+    Changes,
     AccountSegments,
 }
 
-fn resource(req: &Request, segment: bool, account: bool) -> Resource {
+/// The path's parts after `…/segments/{segmentId}`, read from the front: an organization, ledger
+/// or segment id may itself be `refreshes` or `changes`, so the parts are counted, not matched
+/// from the end. A prefix before `v1` (a stage name) is skipped.
+fn segment_tail(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let start = parts.windows(2).position(|w| w == ["v1", "organizations"])?;
+    // `v1`, `organizations`, the organization id.
+    let mut at = start + 3;
+    if parts.get(at) == Some(&"ledgers") {
+        at += 2;
+    }
+    if parts.get(at) != Some(&"segments") {
+        return None;
+    }
+    // `segments`, the segment id.
+    parts.get(at + 2..).map(<[&str]>::to_vec)
+}
+
+fn resource(req: &Request, segment: bool, account: bool) -> Result<Resource, AppError> {
     let path = req.uri().path().trim_end_matches('/');
     if account {
-        Resource::AccountSegments
-    } else if segment && path.ends_with("/accounts") {
-        Resource::Members
-    } else if segment && path.ends_with("/refresh") {
-        Resource::Refresh
-    } else if segment {
-        Resource::Item
-    } else if path.ends_with("/metrics/count") {
-        Resource::Count
-    } else {
-        Resource::Collection
+        return Ok(Resource::AccountSegments);
+    }
+    if !segment {
+        return Ok(if path.ends_with("/metrics/count") { Resource::Count } else { Resource::Collection });
+    }
+    Ok(match segment_tail(path).as_deref() {
+        Some([]) => Resource::Item,
+        Some(["accounts"]) => Resource::Members,
+        Some(["refresh"]) => Resource::Refresh,
+        Some(["refreshes"]) => Resource::Refreshes,
+        Some(["refreshes", _]) => Resource::RefreshItem,
+        Some(["refreshes", _, "changes"]) => Resource::Changes,
+        _ => return Err(AppError::NoRoute),
+    })
+}
+
+/// Page sizes of `GET …/refreshes`: a segment is refreshed at most a few times a day, so a page
+/// of refreshes is short.
+pub const DEFAULT_REFRESH_LIMIT: u32 = 10;
+pub const MAX_REFRESH_LIMIT: u32 = 100;
+
+/// The query of a feed: `limit`, `cursor` and, for the change feed, `kind`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FeedQuery {
+    limit: u32,
+    cursor: Option<String>,
+    kind: Option<ChangeKind>,
+}
+
+/// Reads a feed's query: each parameter at most once, unknown ones refused; `kind` is taken only
+/// when `takes_kind`. The cursor's content is checked by the use case, which knows what it
+/// continues.
+fn feed_query(
+    q: &[(String, String)],
+    default_limit: u32,
+    max_limit: u32,
+    takes_kind: bool,
+) -> Result<FeedQuery, FieldError> {
+    let mut feed = FeedQuery { limit: default_limit, cursor: None, kind: None };
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, value) in q {
+        if !seen.insert(key.as_str()) {
+            return Err(FieldError::new(key.as_str(), "must be given at most once"));
+        }
+        match key.as_str() {
+            "limit" => {
+                feed.limit = value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=max_limit).contains(n))
+                    .ok_or_else(|| FieldError::new("limit", format!("must be an integer from 1 to {max_limit}")))?;
+            }
+            "cursor" if value.is_empty() => {
+                return Err(FieldError::new("cursor", "must be a nextCursor of an earlier page"));
+            }
+            "cursor" => feed.cursor = Some(value.clone()),
+            "kind" if takes_kind => {
+                feed.kind =
+                    Some(ChangeKind::parse(value).ok_or_else(|| FieldError::new("kind", "must be entered or left"))?);
+            }
+            _ => return Err(FieldError::new(key.as_str(), "is not a known parameter")),
+        }
+    }
+    Ok(feed)
+}
+
+/// The change feed's query: `kind` is required.
+fn changes_query(q: &[(String, String)]) -> Result<(ChangeKind, FeedQuery), FieldError> {
+    let feed = feed_query(q, DEFAULT_FEED_LIMIT, MAX_FEED_LIMIT, true)?;
+    let kind = feed.kind.ok_or_else(|| FieldError::new("kind", "is required: entered or left"))?;
+    Ok((kind, feed))
+}
+
+/// A read of one resource takes no query parameters.
+fn no_parameters(q: &[(String, String)]) -> Result<(), FieldError> {
+    match q.first() {
+        Some((key, _)) => Err(FieldError::new(key.as_str(), "is not a known parameter")),
+        None => Ok(()),
     }
 }
 
@@ -70,7 +165,8 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
     let ledger = path_param(req, "ledgerId");
     let segment = path_param(req, "segmentId");
     let account = path_param(req, "accountId");
-    let kind = resource(req, segment.is_some(), account.is_some());
+    let refresh_id = path_param(req, "refreshId").unwrap_or_default();
+    let kind = resource(req, segment.is_some(), account.is_some())?;
     let method = req.method().clone();
     let write = !matches!(method, Method::GET | Method::HEAD);
     let allowed = match kind {
@@ -79,6 +175,7 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
         Resource::Item => method == Method::GET || method == Method::PATCH || method == Method::DELETE,
         Resource::Members => method == Method::GET || method == Method::PUT,
         Resource::Refresh => method == Method::POST,
+        Resource::Refreshes | Resource::RefreshItem | Resource::Changes => method == Method::GET,
         Resource::AccountSegments => method == Method::GET && ledger.is_none(),
     };
     if !allowed {
@@ -120,7 +217,7 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
             segments::delete(s, &target, &id, now).await?;
             empty(StatusCode::NO_CONTENT)
         }
-        (Resource::Item, _) => json_response(StatusCode::OK, &segments::get(s, &target, &id, now).await?),
+        (Resource::Item, _) => json_response(StatusCode::OK, &segments::get(s, &target, &id).await?),
         (Resource::Members, Method::PUT) => {
             json_response(StatusCode::OK, &segments::change_members(s, &target, &id, json_body(req)?).await?)
         }
@@ -129,15 +226,25 @@ async fn route(s: &SegmentsServices, req: &Request) -> Result<Response<Body>, Ap
             json_response(StatusCode::OK, &segments::list_members(s, &target, &id, limit, page).await?)
         }
         (Resource::Refresh, _) => {
-            let (view, _started) = segments::refresh(s, &caller, &target, &id, now).await?;
-            let settled = view.last_refresh.as_ref().is_some_and(|r| {
-                matches!(
-                    r.status,
-                    segments_core::domain::segment::RefreshState::Applied
-                        | segments_core::domain::segment::RefreshState::Failed
-                )
-            });
-            json_response(if settled { StatusCode::OK } else { StatusCode::ACCEPTED }, &view)
+            // 202: a refresh started; 200: one is unfinished, and the segment shows it.
+            let (seg, started) = refresh::refresh(s, &caller, &target, &id, now).await?;
+            json_response(if started { StatusCode::ACCEPTED } else { StatusCode::OK }, &segments::view(s, &seg).await?)
+        }
+        (Resource::Refreshes, _) => {
+            let feed = feed_query(&q, DEFAULT_REFRESH_LIMIT, MAX_REFRESH_LIMIT, false).map_err(invalid)?;
+            let page = refresh::list_refreshes(s, &target, &id, feed.limit, feed.cursor.as_deref()).await?;
+            json_response(StatusCode::OK, &page)
+        }
+        (Resource::RefreshItem, _) => {
+            no_parameters(&q).map_err(invalid)?;
+            json_response(StatusCode::OK, &refresh::get_refresh(s, &target, &id, &refresh_id).await?)
+        }
+        (Resource::Changes, _) => {
+            let (change_kind, feed) = changes_query(&q).map_err(invalid)?;
+            let page =
+                refresh::list_changes(s, &target, &id, &refresh_id, change_kind, feed.limit, feed.cursor.as_deref())
+                    .await?;
+            json_response(StatusCode::OK, &page)
         }
         (Resource::AccountSegments, _) => {
             let (limit, page) = paging(pairs(&q)).map_err(invalid)?;

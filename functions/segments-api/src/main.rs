@@ -5,8 +5,6 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     // The metrics (embedded metric format) go to the function's log stream with its logs.
     segments_core::telemetry::print_to_stdout();
-    let (clients, resources, config) = segments_aws::from_env().await?;
-    let table = segments_aws::segments_table_from_env()?;
-    let services = segments_aws::segments_api(&clients, &resources, &table, config);
+    let services = segments_aws::segments_from_env().await?;
     run(service_fn(|event| segments_api::handle(&services, event))).await
 }

@@ -223,16 +223,27 @@ function segmentForm({ heading, submitText, segment, withRule, onSubmit, onCance
   return form;
 }
 
+// The schedule as the API shows it: {"every": "day"|"week"|"month", "on": weekday or day, "at": "HH:MM"} (UTC).
+function describeSchedule(schedule) {
+  if (!schedule) return "None";
+  const on = schedule.every === "week" ? ` on ${schedule.on ?? "monday"}` : schedule.every === "month" ? ` on day ${schedule.on ?? 1}` : "";
+  return `Every ${schedule.every}${on} at ${schedule.at} UTC`;
+}
+
 function describeRule(rule) {
   if (!rule) return "None";
   return `${typeTitle(rule.segmentType)} — ${describe(rule.parameters ?? {})}`;
 }
 
+// A refresh in these states is still on its way; APPLIED and FAILED are final.
+const REFRESH_IN_FLIGHT = ["PENDING", "DIFFING", "APPLYING"];
+
 function describeRefresh(refresh, type) {
   if (!refresh) return "Never refreshed";
   const parts = [refresh.status, `requested ${formatDateTime(refresh.requestedAt)}`];
-  if (refresh.refreshedAt) parts.push(`applied ${formatDateTime(refresh.refreshedAt)}`);
-  if (refresh.added || refresh.removed) parts.push(`${refresh.added?.length ?? 0} entered, ${refresh.removed?.length ?? 0} left`);
+  // The counts are known once the difference is recorded (from APPLYING on).
+  if (!["PENDING", "DIFFING"].includes(refresh.status)) parts.push(`${refresh.entered ?? 0} entered, ${refresh.left ?? 0} left`);
+  if (refresh.finishedAt) parts.push(`finished ${formatDateTime(refresh.finishedAt)}`);
   if (refresh.error) parts.push(refresh.error);
   return h(
     "span",
@@ -273,6 +284,12 @@ export async function segmentPage(context, { id, ledger }) {
         ["Created", formatDateTime(segment.createdAt)],
         ["Updated", formatDateTime(segment.updatedAt)],
         ["Last refresh", describeRefresh(segment.lastRefresh, type)],
+        ...(segment.rule
+          ? [
+              ["Refresh schedule", describeSchedule(segment.refresh)],
+              ["Next refresh", segment.nextRefreshAt ? formatDateTime(segment.nextRefreshAt) : "Not scheduled"],
+            ]
+          : []),
       ].flatMap(([term, value]) => [h("dt", {}, term), h("dd", {}, value)]),
     );
     fill(actions,
@@ -281,9 +298,9 @@ export async function segmentPage(context, { id, ledger }) {
       h("button", { type: "button", class: "danger", onclick: remove }, "Delete"),
     );
     main.querySelector("h1").textContent = segment.name;
-    const live = ["PENDING", "APPLYING"].includes(segment.lastRefresh?.status);
+    const live = REFRESH_IN_FLIGHT.includes(segment.lastRefresh?.status);
     clearTimeout(timer);
-    // Reading a refreshing segment settles its refresh: poll until it is applied.
+    // The service applies a refresh once its job completes: follow it until it is final.
     if (live) timer = setTimeout(reload, 2000);
   }
 

@@ -19,6 +19,11 @@ export interface OperationsDashboardProps {
   readonly queues: ReadonlyArray<readonly [label: string, queue: sqs.IQueue]>;
   /** The dead-letter queues, labelled `<label> dead letters`. */
   readonly deadLetterQueues: ReadonlyArray<readonly [label: string, queue: sqs.IQueue]>;
+  /**
+   * The dead-letter queues nothing consumes (imports, refreshes): what waits there is what
+   * arrived, so their visible messages are drawn, labelled `<label> dead letters`.
+   */
+  readonly unconsumedDeadLetterQueues: ReadonlyArray<readonly [label: string, queue: sqs.IQueue]>;
   /** The tables, labelled `<label> <metric>`. */
   readonly tables: ReadonlyArray<readonly [label: string, table: dynamodb.ITable]>;
 }
@@ -69,7 +74,7 @@ export function operationsDashboard(scope: Construct, props: OperationsDashboard
       ],
     ]),
   );
-  // Callbacks and imports have no dimension.
+  // Callbacks, imports, refreshes and events have no dimension.
   const serviceMetrics = (...names: string[]): MetricRow[] => names.map((name) => [NAMESPACE, name]);
 
   const api = (metricName: string, stat?: string): MetricRow => [
@@ -106,6 +111,10 @@ export function operationsDashboard(scope: Construct, props: OperationsDashboard
     graph(8, 'Callbacks', 'Sum', serviceMetrics('CallbacksDelivered', 'CallbacksFailed')),
     graph(8, 'Imports', 'Sum', serviceMetrics('ImportsCompleted', 'ImportsFailed')),
     graph(8, 'Imported users', 'Sum', serviceMetrics('ImportedUsers')),
+    heading('## Refreshes and segment events'),
+    graph(8, 'Refreshes', 'Sum', serviceMetrics('RefreshesApplied', 'RefreshesFailed')),
+    graph(8, 'Membership changes', 'Sum', serviceMetrics('AccountsEntered', 'AccountsLeft')),
+    graph(8, 'Segment events', 'Sum', serviceMetrics('EventsPublished', 'EventsFailed')),
     heading('## HTTP API'),
     graph(12, 'Requests, 4xx, 5xx', 'Sum', [api('Count'), api('4xx'), api('5xx')]),
     graph(12, 'Latency (ms)', 'p99', [api('Latency', 'p50'), api('Latency', 'p99'), api('IntegrationLatency', 'p99')]),
@@ -117,6 +126,12 @@ export function operationsDashboard(scope: Construct, props: OperationsDashboard
     graph(8, 'Queue depth (visible messages)', 'Maximum', perQueue(props.queues, 'queue', 'ApproximateNumberOfMessagesVisible')),
     graph(8, 'Age of oldest message (s)', 'Maximum', perQueue(props.queues, 'queue', 'ApproximateAgeOfOldestMessage')),
     graph(8, 'Dead letters received', 'Sum', perQueue(props.deadLetterQueues, 'dead letters', 'NumberOfMessagesReceived')),
+    graph(
+      8,
+      'Dead letters waiting (no consumer)',
+      'Maximum',
+      perQueue(props.unconsumedDeadLetterQueues, 'dead letters', 'ApproximateNumberOfMessagesVisible'),
+    ),
     heading('## DynamoDB'),
     graph(12, 'Consumed capacity units', 'Sum', perTable('ConsumedReadCapacityUnits', 'ConsumedWriteCapacityUnits')),
     graph(12, 'Throttle events', 'Sum', perTable('ReadThrottleEvents', 'WriteThrottleEvents')),

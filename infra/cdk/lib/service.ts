@@ -96,6 +96,10 @@ function definitionRoutes(prefix: string): Route[] {
     ['GET', `${segment}/accounts`],
     ['PUT', `${segment}/accounts`],
     ['POST', `${segment}/refresh`],
+    // The refreshes of a dynamic segment, newest first, and the accounts each one moved.
+    ['GET', `${segment}/refreshes`],
+    ['GET', `${segment}/refreshes/{refreshId}`],
+    ['GET', `${segment}/refreshes/{refreshId}/changes`],
   ];
   // Reading needs definitions.read, every change definitions.write.
   return routes.map(([method, path]) => ({

@@ -13,8 +13,15 @@ import { Identity } from './identity';
 import { keepLogicalId } from './logical-ids';
 import { ALL_SCOPES, SEGMENT_TYPES } from './service';
 import { allow, FunctionDefaults, ServiceFunction } from './service-function';
-import { SegmentWorker } from './segment-worker';
-import { IMPORTS_PREFIX, PROGRESS_INDEX, RESULTS_PREFIX, SQS_EVENT_SOURCE_VISIBILITY_FACTOR, Storage } from './storage';
+import { SegmentWorker, WORK_MAX_RECEIVE_COUNT } from './segment-worker';
+import {
+  DUE_INDEX,
+  IMPORTS_PREFIX,
+  PROGRESS_INDEX,
+  RESULTS_PREFIX,
+  SQS_EVENT_SOURCE_VISIBILITY_FACTOR,
+  Storage,
+} from './storage';
 
 export interface FinancialSegmentsStackProps extends StackProps {
   /** The directory infra/build.sh fills: `<codeDirectory>/<function>/bootstrap`. */
@@ -37,6 +44,29 @@ const SWEEP_INTERVAL = Duration.minutes(5);
  * on a job is a conditional write on its watch.
  */
 const SWEEPER_TIMEOUT = Duration.minutes(5);
+/**
+ * How often the refresh scheduler looks at what is due: RefreshSettings::poll_interval of
+ * shared/core/src/usecases/segments/refresh.rs, the deployed look interval of an unfinished refresh.
+ */
+const REFRESH_POLL_INTERVAL = Duration.minutes(1);
+/**
+ * A tick takes at most a few hundred schedules and refreshes: it ends within the interval.
+ * Overlapping ticks are harmless: each step is a conditional write on a segment or a refresh.
+ */
+const REFRESH_SCHEDULER_TIMEOUT = Duration.minutes(1);
+/**
+ * The Lambda maximum. A run saves its cursor and sends itself a message well before (its time
+ * budget), so the timeout only ends a run that hangs.
+ */
+const REFRESH_APPLIER_TIMEOUT = Duration.minutes(15);
+/**
+ * Above the applier's timeout and so above the 15-minute lease a run holds on its refresh: a
+ * message of a run that died comes back once the lease is over; the extra minute covers the
+ * invocation's start. Not 6 x the timeout: a redelivery during a run finds the lease held.
+ */
+const REFRESH_QUEUE_VISIBILITY = Duration.seconds(REFRESH_APPLIER_TIMEOUT.toSeconds() + 60);
+/** Refreshes of different segments applied at once, at most. */
+const REFRESH_APPLIER_CONCURRENCY = 10;
 /** The mandator is the token's `client_id` claim. */
 const MANDATOR_CLAIM = 'client_id';
 /** Live (QUEUED/RUNNING) jobs a mandator may have; beyond it a create answers 429. */
@@ -145,6 +175,13 @@ export class FinancialSegmentsStack extends Stack {
       60,
       'Age in seconds of the oldest started import waiting in the import queue that alarms.',
     );
+    const refreshQueueAgeThreshold = threshold(
+      'RefreshQueueAgeThresholdSeconds',
+      1800,
+      60,
+      'Age in seconds of the oldest message of the refresh queue that alarms (default: two runs of the ' +
+        "refresh applier, a full round of the applier's concurrency ahead of the message).",
+    );
     const tableThrottlesThreshold = threshold(
       'TableThrottlesThreshold',
       0,
@@ -242,6 +279,35 @@ export class FinancialSegmentsStack extends Stack {
     );
 
     // ---------------------------------------------------------------------------------------
+    // Dynamic segments (docs/segments.md, docs/events.md): the bus segment events are published
+    // to, and the queue of refreshes the applier runs (the functions follow the sweeper's).
+    // ---------------------------------------------------------------------------------------
+    // One bus per stack: consumers subscribe to the segment events of this deployment alone.
+    const segmentEventBus = new events.EventBus(this, 'SegmentEventBus', {
+      eventBusName: `${Aws.STACK_NAME}-segment-events`,
+      description: 'Segment events of Financial Segments (source financial-segments)',
+    });
+    keepLogicalId(segmentEventBus, 'SegmentEventBus');
+    const refreshDeadLetterQueue = new sqs.Queue(this, 'RefreshDeadLetterQueue', {
+      // The longest SQS allows. Nothing consumes it: the alarm below calls an operator.
+      retentionPeriod: Duration.days(14),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+    });
+    keepLogicalId(refreshDeadLetterQueue, 'RefreshDeadLetterQueue');
+    const refreshQueue = new sqs.Queue(this, 'RefreshQueue', {
+      visibilityTimeout: REFRESH_QUEUE_VISIBILITY,
+      retentionPeriod: Duration.days(4),
+      encryption: sqs.QueueEncryption.SQS_MANAGED,
+      // As the work queues. A refresh whose message is dead-lettered is still unfinished: the
+      // scheduler sends it again once its lease has run out.
+      deadLetterQueue: { queue: refreshDeadLetterQueue, maxReceiveCount: WORK_MAX_RECEIVE_COUNT },
+    });
+    keepLogicalId(refreshQueue, 'RefreshQueue');
+    const workQueueUrls = Object.fromEntries(
+      workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl]),
+    );
+
+    // ---------------------------------------------------------------------------------------
     // API functions
     // ---------------------------------------------------------------------------------------
     const createJob = new ServiceFunction(this, 'CreateJobFunction', {
@@ -308,19 +374,25 @@ export class FinancialSegmentsStack extends Stack {
     const segmentsApi = new ServiceFunction(this, 'SegmentsApiFunction', {
       defaults,
       binary: 'segments-api',
-      description: 'Segments management API - CRUD, account tagging, refresh from a result',
-      // A refresh reads a whole result and rewrites the membership in batches.
+      description: 'Segments management API - CRUD, account tagging, starting refreshes, change feeds',
+      // Tagging writes up to 1000 accounts in batches; refreshes are applied by the applier.
       memorySize: 512,
       timeout: Duration.seconds(29),
       environment: {
         ...mandatorEnvironment,
         SEGMENTS_TABLE: segments.tableName,
+        // Created, changed and deleted segments are published to the stack's bus.
+        EVENT_BUS_NAME: segmentEventBus.eventBusName,
+        // The services of the segments are built whole; this function sends nothing to the
+        // refresh queue.
+        REFRESH_QUEUE_URL: refreshQueue.queueUrl,
         // A refresh creates a job of the segment's type as create-job does: its work queues,
         // and the same live-job limit.
         MAX_LIVE_JOBS_PER_MANDATOR,
-        ...Object.fromEntries(workers.map((w, i) => [SEGMENT_TYPES[i].queueUrlVariable, w.queue.queueUrl])),
+        ...workQueueUrls,
       },
       statements: [
+        // Segments, their names and members; refresh records and the change feed.
         allow(
           ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:DeleteItem', 'dynamodb:BatchWriteItem'],
           [segments.tableArn],
@@ -329,17 +401,17 @@ export class FinancialSegmentsStack extends Stack {
         allow(['dynamodb:BatchGetItem'], [accountData.tableArn]),
         // A refresh creates a job as create-job does: the mandator's shard count item.
         allow(['dynamodb:GetItem'], [accountData.tableArn]),
-        // A refresh reads a completed job and its result, and creates its job as create-job
-        // does: live jobs counted (a Query), the job and its live marker put, marked FAILED (its
-        // marker deleted) when it cannot be enqueued.
+        // A refresh creates its job as create-job does: live jobs counted (a Query), the job and
+        // its live marker put, marked FAILED (its marker deleted) when it cannot be enqueued; a
+        // segment's callbackURL makes sure the mandator's signing secret exists.
         allow(
           ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
           [jobs.tableArn],
         ),
         // The refresh job's messages, one per shard (SendMessageBatch is authorized as SendMessage).
         allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
-        allow(['s3:GetObject'], [resultObjects]),
-        allow(['s3:ListBucket'], [results.bucketArn]),
+        // Segment Created, Updated and Deleted, on the stack's bus only.
+        allow(['events:PutEvents'], [segmentEventBus.eventBusArn]),
       ],
     });
 
@@ -558,6 +630,129 @@ export class FinancialSegmentsStack extends Stack {
     invokePermission.overrideLogicalId('SweeperFunctionEvery5MinutesPermission');
 
     // ---------------------------------------------------------------------------------------
+    // Dynamic segments: every minute the refresh scheduler starts the refreshes whose schedule
+    // is due and looks at the unfinished ones through the due index, handing a refresh whose job
+    // completed to the applier; the applier records the change feed, applies it page by page and
+    // publishes "Segment Membership Changed". A run that dies leaves its lease to run out, after
+    // which the scheduler sends the refresh again.
+    // ---------------------------------------------------------------------------------------
+    const refreshScheduler = new ServiceFunction(this, 'RefreshSchedulerFunction', {
+      defaults,
+      binary: 'refresh-scheduler',
+      description: 'Every minute - starts due scheduled refreshes, hands refreshes whose job ended to the applier',
+      // Key-only calls: a few index Queries, and per due item a GetItem, a job or a message.
+      memorySize: 256,
+      timeout: REFRESH_SCHEDULER_TIMEOUT,
+      environment: {
+        SEGMENTS_TABLE: segments.tableName,
+        // The services of the segments are built whole; the scheduler publishes nothing.
+        EVENT_BUS_NAME: segmentEventBus.eventBusName,
+        REFRESH_QUEUE_URL: refreshQueue.queueUrl,
+        // A scheduled refresh creates its job as create-job does.
+        MAX_LIVE_JOBS_PER_MANDATOR,
+        ...workQueueUrls,
+      },
+      statements: [
+        // The due schedules and refreshes: Queries of the index, authorized on the index's ARN.
+        allow(['dynamodb:Query'], [`${segments.tableArn}/index/${DUE_INDEX}`]),
+        // The due items read again in batches (the index projects keys only, and may lag), a
+        // segment read before it is changed, and conditional puts.
+        allow(['dynamodb:BatchGetItem', 'dynamodb:GetItem', 'dynamodb:PutItem'], [segments.tableArn]),
+        // A refresh creates its job as create-job does: the mandator's shard count item ...
+        allow(['dynamodb:GetItem'], [accountData.tableArn]),
+        // ... the job and its live marker (and the job read to see whether it ended) ...
+        allow(
+          ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:UpdateItem', 'dynamodb:DeleteItem'],
+          [jobs.tableArn],
+        ),
+        // ... and its messages, to the work queue of the rule's type.
+        allow(['sqs:SendMessage'], workers.map((w) => w.queue.queueArn)),
+        // A refresh whose job completed, or whose applier run stopped short, handed on.
+        allow(['sqs:SendMessage'], [refreshQueue.queueArn]),
+      ],
+    });
+    // The SAM template's Schedule event, under the logical ids SAM gives its rule and permission.
+    const refreshSchedule = new events.Rule(this, 'RefreshSchedulerFunctionEveryMinute', {
+      description: 'Runs the refresh scheduler of dynamic segments',
+      schedule: events.Schedule.rate(REFRESH_POLL_INTERVAL),
+      targets: [new targets.LambdaFunction(refreshScheduler.function)],
+    });
+    keepLogicalId(refreshSchedule, 'RefreshSchedulerFunctionEveryMinute');
+    const refreshInvokePermission = refreshSchedule.node.children.find(
+      (child) => child instanceof lambda.CfnPermission,
+    );
+    if (!(refreshInvokePermission instanceof lambda.CfnPermission)) {
+      throw new Error('the Lambda target gives the refresh schedule a permission to invoke the function');
+    }
+    refreshInvokePermission.overrideLogicalId('RefreshSchedulerFunctionEveryMinutePermission');
+
+    const refreshApplier = new ServiceFunction(this, 'RefreshApplierFunction', {
+      defaults,
+      binary: 'refresh-applier',
+      description: 'Applies a refresh of a dynamic segment from the refresh queue - change feed, members, event',
+      // The segment's members are held in memory while the result is compared with them.
+      memorySize: 1024,
+      timeout: REFRESH_APPLIER_TIMEOUT,
+      environment: {
+        SEGMENTS_TABLE: segments.tableName,
+        EVENT_BUS_NAME: segmentEventBus.eventBusName,
+        // Its own queue: a run that reaches its time budget sends the message that goes on.
+        REFRESH_QUEUE_URL: refreshQueue.queueUrl,
+      },
+      statements: [
+        // The refresh (conditional puts), the segment and its members, the change feed.
+        allow(
+          ['dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:PutItem', 'dynamodb:BatchWriteItem'],
+          [segments.tableArn],
+        ),
+        // The refresh's job, and the mandator's callback secret to sign a segment's callback.
+        allow(['dynamodb:GetItem'], [jobs.tableArn]),
+        // The job's result, page by page; without ListBucket a missing object answers 403.
+        allow(['s3:GetObject'], [resultObjects]),
+        allow(['s3:ListBucket'], [results.bucketArn]),
+        // The shard count and the users of selected accounts.
+        allow(['dynamodb:GetItem', 'dynamodb:Query'], [accountData.tableArn]),
+        // Segment Membership Changed, on the stack's bus only.
+        allow(['events:PutEvents'], [segmentEventBus.eventBusArn]),
+        // The event source mapping polls with the function's role; SendMessage is the run's own
+        // message to go on after its time budget.
+        allow(
+          ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:GetQueueAttributes', 'sqs:SendMessage'],
+          [refreshQueue.queueArn],
+        ),
+      ],
+    });
+    const refreshSource = new lambda.EventSourceMapping(this, 'RefreshApplierEventSource', {
+      target: refreshApplier.function,
+      eventSourceArn: refreshQueue.queueArn,
+      // One refresh per invocation: the whole time budget is its own.
+      batchSize: 1,
+      reportBatchItemFailures: true,
+      // Schedules that fall on the same minute do not all write to the Segments table at once.
+      maxConcurrency: REFRESH_APPLIER_CONCURRENCY,
+    });
+    keepLogicalId(refreshSource, 'RefreshApplierEventSource');
+    // Nothing consumes the refresh dead-letter queue: what waits there is what arrived.
+    alarmAbove(
+      this,
+      'RefreshDeadLetterAlarm',
+      queueMetric(refreshDeadLetterQueue, 'ApproximateNumberOfMessagesVisible', cloudwatch.Stats.MAXIMUM),
+      0,
+      'A refresh message reached the dead-letter queue (its refresh failed every run; the scheduler sends it again).',
+      alarmTopic,
+    );
+    // A message older than the threshold waits behind more refreshes than expected, or nothing
+    // consumes the queue.
+    alarmAbove(
+      this,
+      'RefreshQueueAgeAlarm',
+      queueMetric(refreshQueue, 'ApproximateAgeOfOldestMessage', cloudwatch.Stats.MAXIMUM),
+      refreshQueueAgeThreshold,
+      'The oldest refresh message has waited longer than expected; refreshes of dynamic segments are late.',
+      alarmTopic,
+    );
+
+    // ---------------------------------------------------------------------------------------
     // HTTP API
     // ---------------------------------------------------------------------------------------
     const api = new Api(this, 'Http', {
@@ -621,13 +816,23 @@ export class FinancialSegmentsStack extends Stack {
           importWorker,
           deadLetterHandler,
           sweeper,
+          refreshScheduler,
+          refreshApplier,
         ),
         ...workers.map((w, i) => [`${SEGMENT_TYPES[i].pascalName}Worker`, w.function] as const),
       ],
-      queues: [...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.queue] as const), ['Import', importQueue]],
+      queues: [
+        ...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.queue] as const),
+        ['Import', importQueue],
+        ['Refresh', refreshQueue],
+      ],
       deadLetterQueues: [
         ...workers.map((w, i) => [SEGMENT_TYPES[i].pascalName, w.deadLetterQueue] as const),
         ['Import', importDeadLetterQueue],
+      ],
+      unconsumedDeadLetterQueues: [
+        ['Import', importDeadLetterQueue],
+        ['Refresh', refreshDeadLetterQueue],
       ],
       tables: [
         ['AccountData', accountData],
@@ -690,6 +895,17 @@ export class FinancialSegmentsStack extends Stack {
       'Queue of started imports (IMPORT_QUEUE_URL for segments serve --aws)',
       importQueue.queueUrl,
     );
+    output(
+      'SegmentEventBusName',
+      'EventBridge bus of the segment events (EVENT_BUS_NAME); subscribe with rules on it',
+      segmentEventBus.eventBusName,
+    );
+    output(
+      'SegmentEventBusArn',
+      "ARN of the segment events' bus (for rules and cross-account targets)",
+      segmentEventBus.eventBusArn,
+    );
+    output('RefreshQueueUrl', 'Queue of the refreshes the refresh applier runs (REFRESH_QUEUE_URL)', refreshQueue.queueUrl);
     output('AlarmTopicArn', 'SNS topic of every alarm of the stack (docs/operations.md)', alarmTopic.topicArn);
     output(
       'DashboardUrl',

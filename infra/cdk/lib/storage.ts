@@ -19,6 +19,12 @@ const JOBS_TTL_ATTRIBUTE = 'expiresAt';
  */
 export const PROGRESS_INDEX = 'ProgressIndex';
 /**
+ * The refresh scheduler's index of what is due on the Segments table (segments_aws and
+ * provision): unfinished refreshes by their next look and live scheduled segments by their next
+ * run, keyed `duePartition`/`dueAt` (epoch seconds), keys only.
+ */
+export const DUE_INDEX = 'DueIndex';
+/**
  * AWS guidance for SQS event sources: a queue's visibility timeout at least 6 x its consumer's
  * timeout, so a message is not delivered again while an invocation still works on it.
  */
@@ -30,7 +36,7 @@ export class Storage extends Construct {
   readonly accountData: dynamodb.Table;
   /** Jobs (which expire), usage records and the mandators' callback signing secrets. */
   readonly jobs: dynamodb.Table;
-  /** Segment definitions and their members. */
+  /** Segment definitions, their members, their refreshes and change feeds. */
   readonly segments: dynamodb.Table;
   readonly results: s3.Bucket;
 
@@ -50,6 +56,15 @@ export class Storage extends Construct {
       nonKeyAttributes: ['shardsSeen', 'idleSweeps'],
     });
     this.segments = table(this, 'SegmentsTable');
+    // Only unfinished refreshes and live scheduled segments carry its keys: a due Query never
+    // reads a finished refresh or a segment without a schedule. Keys only, as the scheduler reads
+    // each item again.
+    this.segments.addGlobalSecondaryIndex({
+      indexName: DUE_INDEX,
+      partitionKey: { name: 'duePartition', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'dueAt', type: dynamodb.AttributeType.NUMBER },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
 
     this.results = new s3.Bucket(this, 'ResultsBucket', {
       encryption: s3.BucketEncryption.S3_MANAGED,

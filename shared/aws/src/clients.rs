@@ -12,7 +12,8 @@ const OPERATION_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(25);
 /// A call including its retries.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The clients of the services this build calls (DynamoDB, S3, SQS: one cargo feature each).
+/// The clients of the services this build calls (DynamoDB, S3, SQS, EventBridge: one cargo
+/// feature each).
 #[derive(Debug, Clone)]
 pub struct AwsClients {
     #[cfg(feature = "dynamodb")]
@@ -21,6 +22,8 @@ pub struct AwsClients {
     pub s3: aws_sdk_s3::Client,
     #[cfg(feature = "sqs")]
     pub sqs: aws_sdk_sqs::Client,
+    #[cfg(feature = "eventbridge")]
+    pub eventbridge: aws_sdk_eventbridge::Client,
 }
 
 impl AwsClients {
@@ -37,7 +40,10 @@ impl AwsClients {
     /// S3 uses path-style addressing when the endpoint is overridden: a local server has no
     /// `{bucket}.host` names to resolve.
     // Without any service feature there is no client to build and `config` goes unused.
-    #[cfg_attr(not(any(feature = "dynamodb", feature = "s3", feature = "sqs")), allow(unused_variables))]
+    #[cfg_attr(
+        not(any(feature = "dynamodb", feature = "s3", feature = "sqs", feature = "eventbridge")),
+        allow(unused_variables)
+    )]
     pub fn from_sdk_config(config: &SdkConfig) -> Self {
         AwsClients {
             #[cfg(feature = "dynamodb")]
@@ -46,6 +52,8 @@ impl AwsClients {
             s3: s3_client(config),
             #[cfg(feature = "sqs")]
             sqs: aws_sdk_sqs::Client::new(config),
+            #[cfg(feature = "eventbridge")]
+            eventbridge: aws_sdk_eventbridge::Client::new(config),
         }
     }
 }

@@ -89,8 +89,19 @@ pub const PROGRESS_AT: &str = "progressAt";
 pub const SHARDS_SEEN: &str = "shardsSeen";
 /// Sweeps since `progressAt` that found no progress (N); projected into the index.
 pub const IDLE_SWEEPS: &str = "idleSweeps";
-/// How many index partitions there are.
+/// How many index partitions each list of a sparse time index has (`ProgressIndex`, `DueIndex`).
 pub(super) const SWEEP_PARTITIONS: u32 = 8;
+
+// The Segments table's sparse index of what is due: unfinished refreshes by their next look
+// (`check_at`) and live scheduled segments by their next run (`next_refresh_at`). Only such items
+// carry these attributes, so the index holds nothing else.
+/// The Segments table's index of due work: hash [`DUE_PARTITION`], range [`DUE_AT`], keys only.
+pub const DUE_INDEX: &str = "DueIndex";
+/// The index's partition (S): `REFRESH#0` … `REFRESH#7` by the refresh id, `SCHEDULE#0` …
+/// `SCHEDULE#7` by the segment id.
+pub const DUE_PARTITION: &str = "duePartition";
+/// When the item is due, epoch seconds (N).
+pub const DUE_AT: &str = "dueAt";
 
 // ---------------------------------------------------------------------------------------------
 // Keys
@@ -153,10 +164,10 @@ pub(super) fn outbox_partition_name(index: u32) -> String {
     format!("OUTBOX#{index}")
 }
 
-/// One of [`SWEEP_PARTITIONS`], by the job id's last hex digit, which is random in a UUIDv7 (its
-/// first digits are the time, which would put the jobs of a minute together).
-fn partition_of(job_id: JobId) -> u32 {
-    job_id.to_string().chars().last().and_then(|c| c.to_digit(16)).unwrap_or(0) % SWEEP_PARTITIONS
+/// One of [`SWEEP_PARTITIONS`], by the id's last hex digit, which is random in a UUIDv7 (its
+/// first digits are the time, which would put the ids of a minute together).
+pub(super) fn partition_of(id: impl Display) -> u32 {
+    id.to_string().chars().last().and_then(|c| c.to_digit(16)).unwrap_or(0) % SWEEP_PARTITIONS
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ use super::items::{
     SORT_KEY, STATUS, SWEEP_PARTITION, decode_job, job_item, job_key, job_pk, n, result_attributes, s, sweep_partition,
     sweep_partition_name,
 };
-use super::progress_index::entries_up_to;
+use super::progress_index::{PROGRESS, entries_up_to};
 use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
 use segments_core::jobs::{
     IdempotencyKey, Job, JobStatus, LIVE_SORT_PREFIX, ProgressWatch, ResultSummary, USAGE_JOBS_ATTRIBUTE,
@@ -442,9 +442,16 @@ impl JobStore for DynamoJobs {
     async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
         // The index holds only live markers in these partitions (the attributes exist on nothing
         // else), so this reads stalled live jobs and no other item.
-        let entries =
-            entries_up_to(&self.client, &self.table, sweep_partition_name, before, limit, "reading stalled jobs")
-                .await?;
+        let entries = entries_up_to(
+            &self.client,
+            &self.table,
+            PROGRESS,
+            sweep_partition_name,
+            before,
+            limit,
+            "reading stalled jobs",
+        )
+        .await?;
         entries.iter().map(decode_watch).collect()
     }
 

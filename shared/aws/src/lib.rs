@@ -12,6 +12,12 @@
 //! - [`SqsQueue`]: one work queue per segment type ([`JobQueue`](segments_core::ports::JobQueue)), plus the
 //!   receive/delete calls of the local runner that polls SQS.
 //! - [`SqsImportQueue`]: the queue of started imports ([`ImportQueue`](segments_core::ports::ImportQueue)).
+//! - [`DynamoSegments`]: the Segments table ([`SegmentStore`](segments_core::ports::SegmentStore),
+//!   [`RefreshStore`](segments_core::ports::RefreshStore)): segments, members, refreshes and their
+//!   change feeds, and the sparse `DueIndex` the refresh scheduler reads.
+//! - [`EventBridgeEvents`]: the segment events on the stack's bus
+//!   ([`EventPublisher`](segments_core::ports::EventPublisher)).
+//! - [`SqsRefreshQueue`]: the queue of refresh steps ([`RefreshQueue`](segments_core::ports::RefreshQueue)).
 //! - [`S3Links`]: presigned GETs of results ([`ResultLinks`](segments_core::ports::ResultLinks)) and
 //!   presigned PUTs of import uploads ([`UploadLinks`](segments_core::ports::UploadLinks)).
 //! - [`provision`]: creates the tables, bucket and queues for local setups and tests; the SAM
@@ -21,8 +27,9 @@
 //! the environment ([`AwsResources`]); the wiring functions put adapters together into the
 //! contexts the use cases take.
 //!
-//! Cargo features `dynamodb`, `s3` and `sqs` each compile the adapters of one service and its SDK,
-//! so a Lambda function links only the SDKs it calls; `provision` needs all three.
+//! Cargo features `dynamodb`, `s3`, `sqs` and `eventbridge` each compile the adapters of one
+//! service and its SDK, so a Lambda function links only the SDKs it calls; `provision` needs all
+//! four.
 
 #[cfg(feature = "dynamodb")]
 mod accounts;
@@ -31,6 +38,8 @@ mod callback_secrets;
 #[cfg(feature = "dynamodb")]
 mod catalog;
 mod clients;
+#[cfg(feature = "eventbridge")]
+mod events;
 #[cfg(feature = "sqs")]
 mod import_queue;
 #[cfg(feature = "dynamodb")]
@@ -49,6 +58,8 @@ mod progress_index;
 pub mod provision;
 #[cfg(feature = "sqs")]
 mod queue;
+#[cfg(feature = "sqs")]
+mod refresh_queue;
 #[cfg(feature = "s3")]
 mod results;
 #[cfg(feature = "dynamodb")]
@@ -66,13 +77,16 @@ pub use callback_secrets::{CALLBACK_SECRET_ATTRIBUTE, CALLBACK_SECRET_SORT_KEY, 
 #[cfg(feature = "dynamodb")]
 pub use catalog::DynamoCatalog;
 pub use clients::AwsClients;
+#[cfg(feature = "eventbridge")]
+pub use events::{EventBridgeEvents, PUT_EVENTS_LIMIT};
 #[cfg(feature = "sqs")]
 pub use import_queue::{IMPORT_QUEUE_URL_VAR, SqsImportQueue};
 #[cfg(feature = "dynamodb")]
 pub use imports::{DynamoImports, IMPORT_LOCK_SORT_KEY};
 #[cfg(feature = "dynamodb")]
 pub use items::{
-    IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
+    DUE_AT, DUE_INDEX, DUE_PARTITION, IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX,
+    SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
 };
 #[cfg(feature = "dynamodb")]
 pub use jobs::DynamoJobs;
@@ -82,6 +96,8 @@ pub use links::S3Links;
 pub use outbox::DynamoOutbox;
 #[cfg(feature = "sqs")]
 pub use queue::{ReceivedMessage, SqsMessageVisibility, SqsQueue, WORK_QUEUE_URL_VAR};
+#[cfg(feature = "sqs")]
+pub use refresh_queue::SqsRefreshQueue;
 #[cfg(feature = "s3")]
 pub use results::{S3Results, UPLOAD_PART_BYTES};
 #[cfg(feature = "dynamodb")]
@@ -107,8 +123,44 @@ pub struct AwsResources {
 pub const ACCOUNT_DATA_TABLE_VAR: &str = "ACCOUNT_DATA_TABLE";
 pub const JOBS_TABLE_VAR: &str = "JOBS_TABLE";
 pub const RESULTS_BUCKET_VAR: &str = "RESULTS_BUCKET";
-/// The Segments table of the management API (only the segments API reads it).
+/// The Segments table of the management API (the segments functions and the data API read it).
 pub const SEGMENTS_TABLE_VAR: &str = "SEGMENTS_TABLE";
+/// The EventBridge bus the segment events go to (its name or ARN).
+pub const EVENT_BUS_NAME_VAR: &str = "EVENT_BUS_NAME";
+/// The queue of refresh steps, consumed by the refresh applier.
+pub const REFRESH_QUEUE_URL_VAR: &str = "REFRESH_QUEUE_URL";
+
+/// Names of what the segments functions (the segments API, the refresh scheduler and applier)
+/// use besides [`AwsResources`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentsResources {
+    /// The Segments table: segments, members, refreshes and their change feeds.
+    pub table: String,
+    /// The event bus of the segment events.
+    pub event_bus: String,
+    /// The refresh queue's URL.
+    pub refresh_queue_url: String,
+}
+
+impl SegmentsResources {
+    /// `SEGMENTS_TABLE`, `EVENT_BUS_NAME` and `REFRESH_QUEUE_URL`, all required.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Ok(SegmentsResources {
+            table: required(SEGMENTS_TABLE_VAR)?,
+            event_bus: required(EVENT_BUS_NAME_VAR)?,
+            refresh_queue_url: required(REFRESH_QUEUE_URL_VAR)?,
+        })
+    }
+
+    /// The variables [`SegmentsResources::from_env`] reads, with these values.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        vec![
+            (SEGMENTS_TABLE_VAR.to_owned(), self.table.clone()),
+            (EVENT_BUS_NAME_VAR.to_owned(), self.event_bus.clone()),
+            (REFRESH_QUEUE_URL_VAR.to_owned(), self.refresh_queue_url.clone()),
+        ]
+    }
+}
 
 impl AwsResources {
     /// `ACCOUNT_DATA_TABLE`, `JOBS_TABLE` and `RESULTS_BUCKET` (required), and for each segment type

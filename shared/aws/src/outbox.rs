@@ -16,7 +16,7 @@ use super::items::{
     Item, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, SORT_KEY, SWEEP_PARTITION, job_pk, n, outbox_partition,
     outbox_partition_name, s,
 };
-use super::progress_index::entries_up_to;
+use super::progress_index::{PROGRESS, entries_up_to};
 use segments_core::domain::{JobId, MandatorId, PendingCallback};
 use segments_core::ports::{CallbackOutbox, StoreError};
 
@@ -107,9 +107,16 @@ impl CallbackOutbox for DynamoOutbox {
 
     #[instrument(skip_all, fields(now = %now, limit))]
     async fn due_callbacks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingCallback>, StoreError> {
-        let entries =
-            entries_up_to(&self.client, &self.table, outbox_partition_name, now, limit, "reading due callbacks")
-                .await?;
+        let entries = entries_up_to(
+            &self.client,
+            &self.table,
+            PROGRESS,
+            outbox_partition_name,
+            now,
+            limit,
+            "reading due callbacks",
+        )
+        .await?;
         let mut due = Vec::with_capacity(entries.len());
         for entry in entries {
             // The index projects the keys; the entry itself is read whole, consistently (it may

@@ -1,19 +1,41 @@
-//! Reading the Jobs table's sparse index `ProgressIndex`: the sweeper's two work lists (live jobs
-//! by last progress, pending callbacks by next retry), each spread over [`SWEEP_PARTITIONS`]
-//! partitions of its own.
+//! Reading the sparse time indexes: the Jobs table's `ProgressIndex` (the sweeper's two work
+//! lists: live jobs by last progress, pending callbacks by next retry) and the Segments table's
+//! `DueIndex` (unfinished refreshes by their next look, scheduled segments by their next run).
+//! Each list is spread over [`SWEEP_PARTITIONS`] partitions of its own, so the writes of one list
+//! never all land on one index partition.
 
 use aws_sdk_dynamodb::Client;
 use chrono::{DateTime, Utc};
 
-use super::items::{Item, PROGRESS_AT, PROGRESS_INDEX, SWEEP_PARTITION, SWEEP_PARTITIONS, n, s};
+use super::items::{
+    DUE_AT, DUE_INDEX, DUE_PARTITION, Item, PROGRESS_AT, PROGRESS_INDEX, SWEEP_PARTITION, SWEEP_PARTITIONS, n, s,
+};
 use segments_core::ports::StoreError;
 
-/// The index entries of one list — its partitions named by `partition_name` — whose
-/// `progressAt` is at or before `bound`, at most `limit`, as the index projects them (the table's
-/// keys and the projected attributes). One Query per partition, paginated; nothing is scanned.
+/// A sparse index over a time: its name, its hash key (the partition of a list, S) and its range
+/// key (epoch seconds, N).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TimeIndex {
+    pub name: &'static str,
+    pub partition: &'static str,
+    pub time: &'static str,
+}
+
+/// The Jobs table's index of live jobs by progress and of pending callbacks by due time.
+pub(super) const PROGRESS: TimeIndex =
+    TimeIndex { name: PROGRESS_INDEX, partition: SWEEP_PARTITION, time: PROGRESS_AT };
+
+/// The Segments table's index of unfinished refreshes by `check_at` and of live scheduled
+/// segments by `next_refresh_at`.
+pub(super) const DUE: TimeIndex = TimeIndex { name: DUE_INDEX, partition: DUE_PARTITION, time: DUE_AT };
+
+/// The entries of one list of `index` — its partitions named by `partition_name` — whose time is
+/// at or before `bound`, at most `limit`, as the index projects them (the table's keys and the
+/// projected attributes). One Query per partition, paginated; nothing is scanned.
 pub(super) async fn entries_up_to(
     client: &Client,
     table: &str,
+    index: TimeIndex,
     partition_name: fn(u32) -> String,
     bound: DateTime<Utc>,
     limit: u32,
@@ -30,10 +52,10 @@ pub(super) async fn entries_up_to(
             let out = client
                 .query()
                 .table_name(table)
-                .index_name(PROGRESS_INDEX)
-                .key_condition_expression("#partition = :partition AND #progress <= :bound")
-                .expression_attribute_names("#partition", SWEEP_PARTITION)
-                .expression_attribute_names("#progress", PROGRESS_AT)
+                .index_name(index.name)
+                .key_condition_expression("#partition = :partition AND #time <= :bound")
+                .expression_attribute_names("#partition", index.partition)
+                .expression_attribute_names("#time", index.time)
                 .expression_attribute_values(":partition", s(partition_name(partition)))
                 .expression_attribute_values(":bound", n(bound.timestamp()))
                 .limit(i32::try_from(remaining).unwrap_or(i32::MAX))

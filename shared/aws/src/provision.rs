@@ -1,6 +1,6 @@
-//! Creates the service's tables, bucket and queues: for local setups against an AWS-compatible
-//! server and for tests. The SAM template (`infra/`) is what deploys them to AWS; these calls
-//! mirror its settings (keys, TTL, lifecycle, DLQ redrive).
+//! Creates the service's tables, bucket, queues and event bus: for local setups against an
+//! AWS-compatible server and for tests. The SAM template (`infra/`) is what deploys them to AWS;
+//! these calls mirror its settings (keys, TTL, lifecycle, DLQ redrive).
 //!
 //! Two ways to meet resources that exist already:
 //! - [`provision_service`] (the `segments provision` command, on an emulator or a development
@@ -21,6 +21,8 @@ use aws_sdk_dynamodb::types::{
     GlobalSecondaryIndexUpdate, KeySchemaElement, KeyType, Projection, ProjectionType, ScalarAttributeType,
     TableDescription, TimeToLiveSpecification, TimeToLiveStatus,
 };
+use aws_sdk_eventbridge::operation::create_event_bus::CreateEventBusError;
+use aws_sdk_eventbridge::operation::describe_event_bus::DescribeEventBusError;
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::create_bucket::CreateBucketError;
 use aws_sdk_s3::operation::head_bucket::HeadBucketError;
@@ -33,10 +35,9 @@ use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
 use aws_sdk_sqs::types::QueueAttributeName;
 use tracing::instrument;
 
-use super::items::{
-    IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, PROGRESS_AT, PROGRESS_INDEX, SHARDS_SEEN, SORT_KEY, SWEEP_PARTITION,
-};
-use super::{AwsClients, AwsResources, IMPORT_QUEUE_URL_VAR, SEGMENTS_TABLE_VAR};
+use super::items::{IDLE_SWEEPS, JOBS_TTL_ATTRIBUTE, PARTITION_KEY, SHARDS_SEEN, SORT_KEY};
+use super::progress_index::{DUE, PROGRESS, TimeIndex};
+use super::{AwsClients, AwsResources, IMPORT_QUEUE_URL_VAR, SegmentsResources};
 use segments_core::domain::SegmentType;
 use segments_core::imports::{IMPORT_RETENTION_DAYS, IMPORTS_PREFIX};
 use segments_core::jobs::RESULT_RETENTION_DAYS;
@@ -82,18 +83,33 @@ fn service_error(context: impl Into<String>, source: impl Into<BoxError>) -> Pro
     ProvisionError::Service { context: context.into(), source: source.into() }
 }
 
+/// A secondary index of one of the service's tables, as [`create_keyed_table`] makes it.
+#[derive(Debug, Clone, Copy)]
+struct IndexShape {
+    index: TimeIndex,
+    /// The attributes projected besides the keys; none: a keys-only index.
+    projected: &'static [&'static str],
+}
+
+/// The Jobs table's `ProgressIndex`: `sweepPartition` (S, hash), `progressAt` (N, range),
+/// projecting the watch's counts, so the sweeper reads a stalled job's watch from the index alone.
+const PROGRESS_INDEX_SHAPE: IndexShape = IndexShape { index: PROGRESS, projected: &[SHARDS_SEEN, IDLE_SWEEPS] };
+
+/// The Segments table's `DueIndex`: `duePartition` (S, hash), `dueAt` (N, range), keys only (a
+/// due item is read again whole).
+const DUE_INDEX_SHAPE: IndexShape = IndexShape { index: DUE, projected: &[] };
+
 /// The AccountData table: `pk` (S) and `sk` (S), on-demand capacity.
 #[instrument(skip(client))]
 pub async fn create_account_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name, false).await
+    create_keyed_table(client, name, None).await
 }
 
 /// The Jobs table: `pk` (S) and `sk` (S), on-demand capacity, TTL on `expiresAt`, and the sparse
-/// index of live jobs by progress ([`PROGRESS_INDEX`]); an existing table without the index
-/// gets it.
+/// index of live jobs by progress (`ProgressIndex`); an existing table without the index gets it.
 #[instrument(skip(client))]
 pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name, true).await?;
+    create_keyed_table(client, name, Some(PROGRESS_INDEX_SHAPE)).await?;
     let described = client
         .describe_time_to_live()
         .table_name(name)
@@ -122,11 +138,13 @@ pub async fn create_jobs_table(client: &aws_sdk_dynamodb::Client, name: &str) ->
     Ok(())
 }
 
-/// The Segments table of the management API: `pk` (S) and `sk` (S), on-demand capacity. Not part
-/// of [`provision_all`]: only the segments API uses it ([`segments_table_name`]).
+/// The Segments table of the management API: `pk` (S) and `sk` (S), on-demand capacity, and the
+/// sparse index of due refreshes and schedules (`DueIndex`); an existing table without the index
+/// gets it. Not part of [`provision_all`]: only the segments functions use it
+/// ([`segments_table_name`]).
 #[instrument(skip(client))]
 pub async fn create_segments_table(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
-    create_keyed_table(client, name, false).await
+    create_keyed_table(client, name, Some(DUE_INDEX_SHAPE)).await
 }
 
 /// The Segments table's name for a prefix: `{prefix}-segments`.
@@ -150,26 +168,36 @@ fn key(attribute: &str, key_type: KeyType) -> Result<KeySchemaElement, Provision
         .map_err(|e| service_error("building a key schema", e))
 }
 
-/// The Jobs table's [`PROGRESS_INDEX`]: `sweepPartition` (S, hash), `progressAt` (N, range),
-/// projecting the watch's counts, so the sweeper reads a stalled job's watch from the index alone.
-fn progress_index() -> Result<(Vec<KeySchemaElement>, Projection), ProvisionError> {
-    let keys = vec![key(SWEEP_PARTITION, KeyType::Hash)?, key(PROGRESS_AT, KeyType::Range)?];
-    let projection = Projection::builder()
-        .projection_type(ProjectionType::Include)
-        .non_key_attributes(SHARDS_SEEN)
-        .non_key_attributes(IDLE_SWEEPS)
-        .build();
-    Ok((keys, projection))
-}
+impl IndexShape {
+    fn keys(&self) -> Result<Vec<KeySchemaElement>, ProvisionError> {
+        Ok(vec![key(self.index.partition, KeyType::Hash)?, key(self.index.time, KeyType::Range)?])
+    }
 
-fn progress_index_attributes() -> Result<[AttributeDefinition; 2], ProvisionError> {
-    Ok([attribute(SWEEP_PARTITION, ScalarAttributeType::S)?, attribute(PROGRESS_AT, ScalarAttributeType::N)?])
+    fn projection(&self) -> Projection {
+        if self.projected.is_empty() {
+            return Projection::builder().projection_type(ProjectionType::KeysOnly).build();
+        }
+        let builder = Projection::builder().projection_type(ProjectionType::Include);
+        self.projected.iter().fold(builder, |b, attribute| b.non_key_attributes(*attribute)).build()
+    }
+
+    fn attributes(&self) -> Result<[AttributeDefinition; 2], ProvisionError> {
+        Ok([
+            attribute(self.index.partition, ScalarAttributeType::S)?,
+            attribute(self.index.time, ScalarAttributeType::N)?,
+        ])
+    }
+
+    /// How the index shows in a table's difference: `ProgressIndex (sweepPartition HASH, progressAt RANGE)`.
+    fn shown(&self) -> String {
+        format!("{} ({} HASH, {} RANGE)", self.index.name, self.index.partition, self.index.time)
+    }
 }
 
 async fn create_keyed_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
-    with_progress_index: bool,
+    index: Option<IndexShape>,
 ) -> Result<(), ProvisionError> {
     let mut create = client
         .create_table()
@@ -179,18 +207,17 @@ async fn create_keyed_table(
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
         .key_schema(key(SORT_KEY, KeyType::Range)?)
         .billing_mode(BillingMode::PayPerRequest);
-    if with_progress_index {
-        let (keys, projection) = progress_index()?;
+    if let Some(shape) = index {
         let index = GlobalSecondaryIndex::builder()
-            .index_name(PROGRESS_INDEX)
-            .set_key_schema(Some(keys))
-            .projection(projection)
+            .index_name(shape.index.name)
+            .set_key_schema(Some(shape.keys()?))
+            .projection(shape.projection())
             .build()
-            .map_err(|e| service_error("building the progress index", e))?;
+            .map_err(|e| service_error(format!("building {}", shape.index.name), e))?;
         create = create.set_attribute_definitions(Some(
             [attribute(PARTITION_KEY, ScalarAttributeType::S)?, attribute(SORT_KEY, ScalarAttributeType::S)?]
                 .into_iter()
-                .chain(progress_index_attributes()?)
+                .chain(shape.attributes()?)
                 .collect(),
         ));
         create = create.global_secondary_indexes(index);
@@ -206,8 +233,8 @@ async fn create_keyed_table(
         }
     }
     wait_until_active(client, name).await?;
-    if existed && with_progress_index {
-        add_progress_index_if_missing(client, name).await?;
+    if let (true, Some(shape)) = (existed, index) {
+        add_index_if_missing(client, name, shape).await?;
     }
     Ok(())
 }
@@ -222,8 +249,12 @@ async fn wait_until_active(client: &aws_sdk_dynamodb::Client, name: &str) -> Res
     Ok(())
 }
 
-/// Adds the [`PROGRESS_INDEX`] to a Jobs table made before it existed.
-async fn add_progress_index_if_missing(client: &aws_sdk_dynamodb::Client, name: &str) -> Result<(), ProvisionError> {
+/// Adds the index to a table made before it existed.
+async fn add_index_if_missing(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    shape: IndexShape,
+) -> Result<(), ProvisionError> {
     let described = client
         .describe_table()
         .table_name(name)
@@ -232,25 +263,24 @@ async fn add_progress_index_if_missing(client: &aws_sdk_dynamodb::Client, name: 
         .map_err(|e| service_error(format!("reading table {name}"), e.into_service_error()))?;
     let has_index = described
         .table()
-        .is_some_and(|t| t.global_secondary_indexes().iter().any(|i| i.index_name() == Some(PROGRESS_INDEX)));
+        .is_some_and(|t| t.global_secondary_indexes().iter().any(|i| i.index_name() == Some(shape.index.name)));
     if has_index {
         return Ok(());
     }
-    let (keys, projection) = progress_index()?;
     let index = CreateGlobalSecondaryIndexAction::builder()
-        .index_name(PROGRESS_INDEX)
-        .set_key_schema(Some(keys))
-        .projection(projection)
+        .index_name(shape.index.name)
+        .set_key_schema(Some(shape.keys()?))
+        .projection(shape.projection())
         .build()
-        .map_err(|e| service_error("building the progress index", e))?;
+        .map_err(|e| service_error(format!("building {}", shape.index.name), e))?;
     client
         .update_table()
         .table_name(name)
-        .set_attribute_definitions(Some(progress_index_attributes()?.into()))
+        .set_attribute_definitions(Some(shape.attributes()?.into()))
         .global_secondary_index_updates(GlobalSecondaryIndexUpdate::builder().create(index).build())
         .send()
         .await
-        .map_err(|e| service_error(format!("adding {PROGRESS_INDEX} to table {name}"), e.into_service_error()))?;
+        .map_err(|e| service_error(format!("adding {} to table {name}", shape.index.name), e.into_service_error()))?;
     wait_until_active(client, name).await
 }
 
@@ -368,6 +398,19 @@ pub fn dead_letter_queue_name(queue_name: &str) -> String {
     format!("{queue_name}-dlq")
 }
 
+/// The event bus of the segment events, `name`; one that exists already is left as it is (a bus
+/// has no settings the service depends on).
+#[instrument(skip(client))]
+pub async fn create_event_bus(client: &aws_sdk_eventbridge::Client, name: &str) -> Result<(), ProvisionError> {
+    if let Err(e) = client.create_event_bus().name(name).send().await {
+        match e.into_service_error() {
+            CreateEventBusError::ResourceAlreadyExistsException(_) => tracing::debug!("event bus exists already"),
+            other => return Err(service_error(format!("creating event bus {name}"), other)),
+        }
+    }
+    Ok(())
+}
+
 async fn create_queue(
     client: &aws_sdk_sqs::Client,
     name: &str,
@@ -458,12 +501,33 @@ pub fn import_queue_name(prefix: &str) -> String {
     format!("{prefix}-imports")
 }
 
+/// The refresh queue's name for a prefix: `{prefix}-refresh`.
+pub fn refresh_queue_name(prefix: &str) -> String {
+    format!("{prefix}-refresh")
+}
+
+/// The segment events' bus name for a prefix: `{prefix}-segment-events`, as the stack names its
+/// bus after the stack.
+pub fn event_bus_name(prefix: &str) -> String {
+    format!("{prefix}-segment-events")
+}
+
+/// What a queue of [`provision_service`] is for: where its URL goes.
+#[derive(Debug, Clone, Copy)]
+enum QueueRole {
+    /// The work queue of a segment type.
+    Work(SegmentType),
+    Imports,
+    Refresh,
+}
+
 /// The kind of a provisioned resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
     Table,
     Bucket,
     Queue,
+    EventBus,
 }
 
 impl ResourceKind {
@@ -472,6 +536,7 @@ impl ResourceKind {
             ResourceKind::Table => "table",
             ResourceKind::Bucket => "bucket",
             ResourceKind::Queue => "queue",
+            ResourceKind::EventBus => "event bus",
         }
     }
 }
@@ -513,15 +578,29 @@ pub struct ServiceResources {
     pub resources: AwsResources,
     pub segments_table: String,
     pub import_queue_url: String,
+    /// The queue of refresh steps, consumed by the refresh applier.
+    pub refresh_queue_url: String,
+    /// The bus of the segment events.
+    pub event_bus: String,
     /// The redrive `maxReceiveCount` of every queue.
     pub max_receive_count: u32,
 }
 
 impl ServiceResources {
+    /// What the segments functions use besides [`AwsResources`]: the Segments table, the event
+    /// bus and the refresh queue.
+    pub fn segments(&self) -> SegmentsResources {
+        SegmentsResources {
+            table: self.segments_table.clone(),
+            event_bus: self.event_bus.clone(),
+            refresh_queue_url: self.refresh_queue_url.clone(),
+        }
+    }
+
     /// The variables the functions and `segments serve --aws` read, with these values.
     pub fn env_vars(&self) -> Vec<(String, String)> {
         let mut vars = self.resources.env_vars();
-        vars.push((SEGMENTS_TABLE_VAR.to_owned(), self.segments_table.clone()));
+        vars.extend(self.segments().env_vars());
         vars.push((IMPORT_QUEUE_URL_VAR.to_owned(), self.import_queue_url.clone()));
         vars.push((MAX_RECEIVE_COUNT_VAR.to_owned(), self.max_receive_count.to_string()));
         vars
@@ -532,8 +611,8 @@ impl ServiceResources {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provisioned {
     pub service: ServiceResources,
-    /// Every resource in creation order: tables, bucket, then each dead-letter queue before its
-    /// queue.
+    /// Every resource in creation order: tables, bucket, each dead-letter queue before its
+    /// queue, then the event bus.
     pub resources: Vec<ProvisionedResource>,
 }
 
@@ -551,8 +630,9 @@ impl<T> Found<T> {
 }
 
 /// Creates everything the service needs under a name prefix: the AccountData, Jobs and Segments
-/// tables, the results bucket, one queue per segment type and the import queue, each queue with
-/// its dead-letter queue after `max_receive_count` receives.
+/// tables, the results bucket, one queue per segment type, the import queue and the refresh
+/// queue, each queue with its dead-letter queue after `max_receive_count` receives, and the event
+/// bus of the segment events.
 ///
 /// Every resource is inspected before anything is written. A resource that exists with the
 /// shape this function gives it is left alone (a second run changes nothing); one that exists
@@ -573,15 +653,15 @@ pub async fn provision_service(
         conflicts.push(Conflict { kind, name: name.to_owned(), difference });
     };
 
-    // Only the Jobs table has TTL, and the progress index.
+    // Only the Jobs table has TTL; it has the progress index, the Segments table the due index.
     let tables = [
-        (names.account_table.as_str(), None),
-        (names.jobs_table.as_str(), Some(JOBS_TTL_ATTRIBUTE)),
-        (segments_table.as_str(), None),
+        (names.account_table.as_str(), None, None),
+        (names.jobs_table.as_str(), Some(JOBS_TTL_ATTRIBUTE), Some(PROGRESS_INDEX_SHAPE)),
+        (segments_table.as_str(), None, Some(DUE_INDEX_SHAPE)),
     ];
     let mut table_exists = Vec::new();
-    for (name, ttl_attribute) in tables {
-        match inspect_table(&clients.dynamodb, name, ttl_attribute).await? {
+    for (name, ttl_attribute, index) in tables {
+        match inspect_table(&clients.dynamodb, name, ttl_attribute, index).await? {
             Found::Missing => table_exists.push(false),
             Found::Matches(()) => table_exists.push(true),
             Found::Differs(difference) => conflict(ResourceKind::Table, name, difference),
@@ -595,13 +675,14 @@ pub async fn provision_service(
             true
         }
     };
-    let mut queue_names: Vec<(Option<SegmentType>, String)> =
-        SegmentType::ALL.iter().map(|&t| (Some(t), queue_name(prefix, t))).collect();
-    queue_names.push((None, import_queue_name(prefix)));
+    let mut queue_names: Vec<(QueueRole, String)> =
+        SegmentType::ALL.iter().map(|&t| (QueueRole::Work(t), queue_name(prefix, t))).collect();
+    queue_names.push((QueueRole::Imports, import_queue_name(prefix)));
+    queue_names.push((QueueRole::Refresh, refresh_queue_name(prefix)));
     // Per queue: the URL of the queue when both it and its dead-letter queue exist as they should,
     // and whether each of the two exists.
     let mut queues = Vec::new();
-    for (segment_type, name) in queue_names {
+    for (role, name) in queue_names {
         let dlq_name = dead_letter_queue_name(&name);
         let dlq = match queue_attributes(&clients.sqs, &dlq_name).await? {
             None => Found::Missing,
@@ -619,18 +700,21 @@ pub async fn provision_service(
         if let Found::Differs(difference) = &queue {
             conflict(ResourceKind::Queue, &name, difference.clone());
         }
-        queues.push((segment_type, name, dlq, queue));
+        queues.push((role, name, dlq, queue));
     }
+    // A bus has nothing to compare: one of the name serves, whoever made it.
+    let event_bus = event_bus_name(prefix);
+    let bus_exists = inspect_event_bus(&clients.eventbridge, &event_bus).await?;
     if !conflicts.is_empty() {
         return Err(ProvisionError::Conflicts(conflicts));
     }
 
     let mut resources = Vec::new();
-    for ((name, ttl_attribute), exists) in tables.into_iter().zip(table_exists) {
+    for ((name, ttl_attribute, index), exists) in tables.into_iter().zip(table_exists) {
         match (exists, ttl_attribute) {
             (true, _) => {}
             (false, Some(_)) => create_jobs_table(&clients.dynamodb, name).await?,
-            (false, None) => create_keyed_table(&clients.dynamodb, name, false).await?,
+            (false, None) => create_keyed_table(&clients.dynamodb, name, index).await?,
         }
         resources.push(ProvisionedResource { kind: ResourceKind::Table, name: name.to_owned(), created: !exists });
     }
@@ -642,9 +726,15 @@ pub async fn provision_service(
         name: names.results_bucket.clone(),
         created: !bucket_exists,
     });
-    let mut service =
-        ServiceResources { resources: names, segments_table, import_queue_url: String::new(), max_receive_count };
-    for (segment_type, name, dlq, queue) in queues {
+    let mut service = ServiceResources {
+        resources: names,
+        segments_table,
+        import_queue_url: String::new(),
+        refresh_queue_url: String::new(),
+        event_bus,
+        max_receive_count,
+    };
+    for (role, name, dlq, queue) in queues {
         let (dlq_created, queue_created) = (matches!(dlq, Found::Missing), matches!(queue, Found::Missing));
         let url = match (dlq, queue) {
             (Found::Matches(_), Found::Matches(url)) => url,
@@ -657,22 +747,43 @@ pub async fn provision_service(
             created: dlq_created,
         });
         resources.push(ProvisionedResource { kind: ResourceKind::Queue, name, created: queue_created });
-        match segment_type {
-            Some(segment_type) => {
+        match role {
+            QueueRole::Work(segment_type) => {
                 service.resources.queue_urls.insert(segment_type, url);
             }
-            None => service.import_queue_url = url,
+            QueueRole::Imports => service.import_queue_url = url,
+            QueueRole::Refresh => service.refresh_queue_url = url,
         }
     }
+    if !bus_exists {
+        create_event_bus(&clients.eventbridge, &service.event_bus).await?;
+    }
+    resources.push(ProvisionedResource {
+        kind: ResourceKind::EventBus,
+        name: service.event_bus.clone(),
+        created: !bus_exists,
+    });
     Ok(Provisioned { service, resources })
 }
 
+/// Whether an event bus of that name exists.
+async fn inspect_event_bus(client: &aws_sdk_eventbridge::Client, name: &str) -> Result<bool, ProvisionError> {
+    match client.describe_event_bus().name(name).send().await {
+        Ok(_) => Ok(true),
+        Err(e) => match e.into_service_error() {
+            DescribeEventBusError::ResourceNotFoundException(_) => Ok(false),
+            other => Err(service_error(format!("reading event bus {name}"), other)),
+        },
+    }
+}
+
 /// Reads a table: missing, as [`create_keyed_table`] makes it (with TTL on `ttl_attribute`, or
-/// none), or what differs.
+/// none, and `index`, or no secondary index), or what differs.
 async fn inspect_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     ttl_attribute: Option<&str>,
+    index: Option<IndexShape>,
 ) -> Result<Found<()>, ProvisionError> {
     let described = match client.describe_table().table_name(name).send().await {
         Ok(described) => described,
@@ -685,7 +796,7 @@ async fn inspect_table(
     };
     let table =
         described.table().ok_or_else(|| service_error(format!("reading table {name}"), "no table description"))?;
-    let mut differences = table_differences(table, ttl_attribute.is_some());
+    let mut differences = table_differences(table, index);
     let ttl = client
         .describe_time_to_live()
         .table_name(name)
@@ -703,9 +814,9 @@ async fn inspect_table(
     Ok(Found::from_differences(differences, ()))
 }
 
-/// How a described table differs from `pk` (S, hash) and `sk` (S, range), on demand, with the
-/// [`PROGRESS_INDEX`] (the Jobs table) or without secondary indexes.
-fn table_differences(table: &TableDescription, with_progress_index: bool) -> Vec<String> {
+/// How a described table differs from `pk` (S, hash) and `sk` (S, range), on demand, with
+/// `index` (its name, keys and projection) or without secondary indexes.
+fn table_differences(table: &TableDescription, index: Option<IndexShape>) -> Vec<String> {
     let mut differences = Vec::new();
     let keys: Vec<String> =
         table.key_schema().iter().map(|k| format!("{} {}", k.attribute_name(), k.key_type().as_str())).collect();
@@ -737,14 +848,33 @@ fn table_differences(table: &TableDescription, with_progress_index: bool) -> Vec
         })
         .chain(table.local_secondary_indexes().iter().filter_map(|i| i.index_name()).map(str::to_owned))
         .collect();
-    let expected: Vec<String> = if with_progress_index {
-        vec![format!("{PROGRESS_INDEX} ({SWEEP_PARTITION} HASH, {PROGRESS_AT} RANGE)")]
-    } else {
-        Vec::new()
-    };
+    let expected: Vec<String> = index.iter().map(IndexShape::shown).collect();
     if indexes != expected {
         let shown = |list: &[String]| if list.is_empty() { "none".to_owned() } else { list.join(", ") };
         differences.push(format!("secondary indexes {} instead of {}", shown(&indexes), shown(&expected)));
+    } else if let Some(shape) = index {
+        // The keys match; a projection that misses attributes the readers need would answer
+        // without them.
+        let found = table.global_secondary_indexes().iter().find_map(|i| i.projection());
+        let found_type = found.and_then(|p| p.projection_type());
+        let wanted = shape.projection();
+        let mut found_attributes: Vec<&str> =
+            found.map(|p| p.non_key_attributes().iter().map(String::as_str).collect()).unwrap_or_default();
+        found_attributes.sort_unstable();
+        let mut wanted_attributes: Vec<&str> = shape.projected.to_vec();
+        wanted_attributes.sort_unstable();
+        if found_type != wanted.projection_type() || found_attributes != wanted_attributes {
+            let shown = |t: Option<&ProjectionType>, a: &[&str]| {
+                let t = t.map_or("unknown", ProjectionType::as_str);
+                if a.is_empty() { t.to_owned() } else { format!("{t} {}", a.join(", ")) }
+            };
+            differences.push(format!(
+                "{} projects {} instead of {}",
+                shape.index.name,
+                shown(found_type, &found_attributes),
+                shown(wanted.projection_type(), &wanted_attributes)
+            ));
+        }
     }
     differences
 }
@@ -902,6 +1032,8 @@ mod tests {
         assert_eq!(r.results_bucket, "dev-1-results");
         assert_eq!(queue_name("dev-1", SegmentType::InsuranceSpending), "dev-1-insurance-spending");
         assert_eq!(dead_letter_queue_name("dev-1-low-balance"), "dev-1-low-balance-dlq");
+        assert_eq!(refresh_queue_name("dev-1"), "dev-1-refresh");
+        assert_eq!(event_bus_name("dev-1"), "dev-1-segment-events");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Retrying DynamoDB batch calls that leave work unprocessed (throttling), shared by the tables.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::WriteRequest;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, WriteRequest};
 
 use segments_core::ports::StoreError;
 
@@ -46,6 +47,44 @@ pub(super) async fn batch_write(
     Err(StoreError::unavailable(
         what,
         format!("{} items still unprocessed after {MAX_BATCH_ATTEMPTS} attempts", batch.len()),
+    ))
+}
+
+/// One BatchGetItem of at most 100 `keys` of `table`, read consistently, resending the
+/// unprocessed keys with backoff until none are left or the attempts run out. Returns the items
+/// found, in no particular order; a key without an item is simply absent.
+pub(super) async fn batch_get(
+    client: &Client,
+    table: &str,
+    mut keys: Vec<HashMap<String, AttributeValue>>,
+    what: &'static str,
+) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+    let mut found = Vec::with_capacity(keys.len());
+    for attempt in 0..MAX_BATCH_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+        let request = KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| StoreError::unavailable(what, e))?;
+        let out = client
+            .batch_get_item()
+            .request_items(table, request)
+            .send()
+            .await
+            .map_err(|e| StoreError::unavailable(what, e.into_service_error()))?;
+        found.extend(out.responses.and_then(|mut r| r.remove(table)).unwrap_or_default());
+        keys = out.unprocessed_keys.and_then(|mut u| u.remove(table)).map(|k| k.keys).unwrap_or_default();
+        if keys.is_empty() {
+            return Ok(found);
+        }
+        tracing::debug!(unprocessed = keys.len(), attempt, what, "retrying unprocessed keys");
+    }
+    Err(StoreError::unavailable(
+        what,
+        format!("{} keys still unprocessed after {MAX_BATCH_ATTEMPTS} attempts", keys.len()),
     ))
 }
 

@@ -91,21 +91,39 @@ pub fn jobs_api(
     }
 }
 
-/// What the segments API takes: job creation and results (a refresh runs a job), the Segments
-/// table `segments_table` and the account directory in the AccountData table.
-#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs"))]
+/// What the segments functions take (the segments API, the refresh scheduler, the refresh
+/// applier): job creation and results (a refresh runs a job and reads its result), the Segments
+/// table (segments and their refreshes), the AccountData table (the account directory resolves
+/// members; a financialBreakdown rule reads a user's accounts), the event bus and the refresh
+/// queue of `segments`.
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs", feature = "eventbridge"))]
 pub fn segments_api(
     clients: &AwsClients,
     resources: &AwsResources,
-    segments_table: &str,
+    segments: &crate::SegmentsResources,
     config: ServiceConfig,
 ) -> segments_core::usecases::segments::SegmentsServices {
+    let table = Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments.table.clone()));
     segments_core::usecases::segments::SegmentsServices {
         intake: intake(clients, resources, config.clone()),
         reader: reader(clients, resources, config),
-        segments: Arc::new(crate::DynamoSegments::new(clients.dynamodb.clone(), segments_table)),
-        directory: account_store(clients, resources),
+        segments: table.clone(),
+        refreshes: table,
+        users: account_store(clients, resources),
+        events: Arc::new(crate::EventBridgeEvents::new(clients.eventbridge.clone(), segments.event_bus.clone())),
+        refresh_queue: Arc::new(crate::SqsRefreshQueue::new(clients.sqs.clone(), segments.refresh_queue_url.clone())),
+        refresh_settings: segments_core::usecases::segments::refresh::RefreshSettings::default(),
     }
+}
+
+/// The segments functions' context from their environment: the resource names and settings of
+/// [`from_env`] and `SEGMENTS_TABLE`, `EVENT_BUS_NAME`, `REFRESH_QUEUE_URL`
+/// ([`crate::SegmentsResources::from_env`]).
+#[cfg(all(feature = "dynamodb", feature = "s3", feature = "sqs", feature = "eventbridge"))]
+pub async fn segments_from_env() -> Result<segments_core::usecases::segments::SegmentsServices, BoxError> {
+    let segments = crate::SegmentsResources::from_env()?;
+    let (clients, resources, config) = from_env().await?;
+    Ok(segments_api(&clients, &resources, &segments, config))
 }
 
 /// What the data API takes: the AccountData table (the users and the account directory) and the

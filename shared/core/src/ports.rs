@@ -381,6 +381,102 @@ pub trait SegmentStore: Send + Sync {
     ) -> Result<Vec<(crate::domain::segment::SegmentId, crate::domain::UserId)>, StoreError>;
 }
 
+/// The refreshes of dynamic segments and their change feeds, beside the segments
+/// (docs/segments.md, docs/storage.md).
+#[async_trait]
+pub trait RefreshStore: Send + Sync {
+    /// Stores a new refresh. `Conflict` when one with its id exists.
+    async fn create_refresh(&self, refresh: &crate::domain::refresh::RefreshRecord) -> Result<(), StoreError>;
+
+    /// The refresh, if it exists for this mandator and segment.
+    async fn get_refresh(
+        &self,
+        mandator: &MandatorId,
+        segment: crate::domain::segment::SegmentId,
+        id: crate::domain::refresh::RefreshId,
+    ) -> Result<Option<crate::domain::refresh::RefreshRecord>, StoreError>;
+
+    /// Replaces `previous` by `next` (same ids, `next.version = previous.version + 1`) if the
+    /// stored version is still `previous.version`; keeps the index of `check_at` in step (a
+    /// refresh without `check_at` leaves it). `Ok(false)` when it changed meanwhile.
+    async fn replace_refresh(
+        &self,
+        previous: &crate::domain::refresh::RefreshRecord,
+        next: &crate::domain::refresh::RefreshRecord,
+    ) -> Result<bool, StoreError>;
+
+    /// Up to `limit` refreshes of the segment, newest first, starting after `before` when given.
+    async fn list_refreshes(
+        &self,
+        mandator: &MandatorId,
+        segment: crate::domain::segment::SegmentId,
+        before: Option<crate::domain::refresh::RefreshId>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::refresh::RefreshRecord>, StoreError>;
+
+    /// Records accounts as changes of one kind of a refresh. Idempotent: recording a change again
+    /// changes nothing.
+    async fn put_changes(
+        &self,
+        mandator: &MandatorId,
+        segment: crate::domain::segment::SegmentId,
+        refresh: crate::domain::refresh::RefreshId,
+        kind: crate::domain::refresh::ChangeKind,
+        accounts: &[crate::domain::segment::AccountRef],
+    ) -> Result<(), StoreError>;
+
+    /// Up to `limit` changes of one kind of a refresh, by accountId, starting after `after`.
+    async fn changes(
+        &self,
+        mandator: &MandatorId,
+        segment: crate::domain::segment::SegmentId,
+        refresh: crate::domain::refresh::RefreshId,
+        kind: crate::domain::refresh::ChangeKind,
+        after: Option<&crate::domain::AccountId>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::segment::AccountRef>, StoreError>;
+
+    /// Removes every change recorded for a refresh (a difference recorded again starts clean).
+    async fn clear_changes(
+        &self,
+        mandator: &MandatorId,
+        segment: crate::domain::segment::SegmentId,
+        refresh: crate::domain::refresh::RefreshId,
+    ) -> Result<(), StoreError>;
+
+    /// The unfinished refreshes of every mandator with `check_at <= now`, at most `limit`, read
+    /// through the index of `check_at` (never every refresh). The index may lag a moment: act
+    /// through [`RefreshStore::replace_refresh`].
+    async fn due_refreshes(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::refresh::RefreshRecord>, StoreError>;
+
+    /// The live segments of every mandator whose `next_refresh_at <= now`, at most `limit`, read
+    /// through the index of `next_refresh_at` (only live, scheduled segments carry it; the
+    /// segment store's writes keep it). The index may lag a moment: act through
+    /// [`SegmentStore::replace_segment`].
+    async fn due_schedules(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::domain::segment::Segment>, StoreError>;
+}
+
+/// Where the segment events go: the stack's EventBridge bus, or the local runner's event file.
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes the events, in order. An error means some may not have been published.
+    async fn publish(&self, events: &[crate::domain::events::SegmentEvent]) -> Result<(), StoreError>;
+}
+
+/// The queue of refresh steps, consumed by the refresh applier.
+#[async_trait]
+pub trait RefreshQueue: Send + Sync {
+    async fn enqueue_refresh(&self, message: &crate::domain::refresh::RefreshMessage) -> Result<(), StoreError>;
+}
+
 /// Which accounts exist in a mandator's account data, and whose they are. AccountIds are unique
 /// per mandator (the importer refuses a second user for one), so a bare accountId names an account.
 #[async_trait]

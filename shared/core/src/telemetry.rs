@@ -121,6 +121,22 @@ pub fn callback_failed(job_id: Option<&str>) {
     emit(&[], &[count("CallbacksFailed", 1)], &properties);
 }
 
+/// A segment event was published (`detail-type` as a property, never a dimension).
+pub fn event_published(detail_type: &str) {
+    emit(&[], &[count("EventsPublished", 1)], &[("detailType", json!(detail_type))]);
+}
+
+/// A segment event could not be published after the change it reports was made.
+pub fn event_failed(detail_type: &str) {
+    emit(&[], &[count("EventsFailed", 1)], &[("detailType", json!(detail_type))]);
+}
+
+/// A refresh of a dynamic segment ended: applied with its counts, or failed.
+pub fn refresh_finished(applied: bool, entered: u64, left: u64) {
+    let metric = if applied { "RefreshesApplied" } else { "RefreshesFailed" };
+    emit(&[], &[count(metric, 1), count("AccountsEntered", entered), count("AccountsLeft", left)], &[]);
+}
+
 /// An import completed; `users` were written.
 pub fn import_completed(mandator: &str, import_id: &str, users: u64) {
     emit_import(mandator, import_id, count("ImportsCompleted", 1), users);

@@ -65,10 +65,10 @@ impl StoredWatch {
     }
 }
 
-/// The index key of a watch: `{progressAt, epoch seconds, 20 digits}#{live key}`, so key order is
-/// progress order (times before 1970 do not occur: jobs are created now).
+/// The index key of a watch: its progress time, then the live key ([`keys::due_key`]), so key
+/// order is progress order.
 fn watch_index_key(progress_at: DateTime<Utc>, live_key: &str) -> String {
-    format!("{:020}#{live_key}", progress_at.timestamp().max(0))
+    keys::due_key(progress_at, live_key)
 }
 
 /// Marks a new job live with its first progress watch, inside the caller's write.
@@ -464,7 +464,7 @@ impl JobStore for EmbeddedStore {
 
     async fn stalled_jobs(&self, before: DateTime<Utc>, limit: u32) -> Result<Vec<ProgressWatch>, StoreError> {
         // Every index key up to the last second `before` names sorts before this bound.
-        let bound = format!("{:020}$", before.timestamp().max(0));
+        let bound = keys::due_bound(before);
         self.blocking("reading stalled jobs", move |db| {
             const WHAT: &str = "reading stalled jobs";
             let read = db.begin_read().or_unavailable(WHAT)?;

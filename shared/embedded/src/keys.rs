@@ -4,6 +4,7 @@
 //! Identifiers never contain `#` and every character they may contain sorts after it, so the byte
 //! order of the keys is shard by shard, users in userId order.
 
+use chrono::{DateTime, Utc};
 use segments_core::domain::{JobId, MandatorId, UserId};
 
 /// The prefix of every item of one shard, ending in the separator.
@@ -48,6 +49,18 @@ pub(super) fn idempotency_key(mandator: &MandatorId, key: &segments_core::jobs::
     format!("M#{mandator}#{}", segments_core::jobs::idempotency_sort_key(key))
 }
 
+/// The key of an entry of an index of due times: `{at, epoch seconds, 20 digits}#{record key}`,
+/// so key order is time order, to the second (the due times are whole seconds; times before 1970
+/// do not occur, and would sort as 1970).
+pub(super) fn due_key(at: DateTime<Utc>, record_key: &str) -> String {
+    format!("{:020}#{record_key}", at.timestamp().max(0))
+}
+
+/// The first key after every [`due_key`] of a time up to `now`, `now`'s second included.
+pub(super) fn due_bound(now: DateTime<Utc>) -> String {
+    format!("{:020}$", now.timestamp().max(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +90,18 @@ mod tests {
         let end = prefix_end(&shard_prefix(&b, 0));
         assert!(ordered.iter().all(|k| *k < end));
         assert!(user_key(&b, 1, &u("u1")) >= end);
+    }
+
+    #[test]
+    fn due_keys_sort_by_time_and_the_bound_includes_its_second() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let record = "M#bank#SEG#x";
+        let early = due_key(at("2026-01-01T00:00:09Z"), "M#zzz");
+        let late = due_key(at("2026-01-01T00:00:10Z"), "M#aaa");
+        assert!(early < late, "time orders before the record key");
+        let bound = due_bound(at("2026-01-01T00:00:10.900Z"));
+        assert!(late < bound, "a time in the bound's second is due");
+        assert!(due_key(at("2026-01-01T00:00:11Z"), record) > bound);
+        assert!(due_key(at("1960-01-01T00:00:00Z"), record) < bound);
     }
 }

@@ -18,6 +18,13 @@
 //!   data directory instead (`objects/{key}`), streamed in and out.
 //! - `imports`: `M#{mandator}#IMPORT#{importId}` → the import record.
 //! - `import_locks`: `M#{mandator}` → the import holding the mandator's import lock, and until when.
+//! - the segments, their members, refreshes and change feeds, and the indexes of due refreshes and
+//!   due schedules: see the `segments` module.
+//!
+//! An index of due times (the sweeper's progress watches and pending callbacks, the scheduler's
+//! refreshes and schedules) is a table of `{due time, epoch seconds, 20 digits}#{record key}` →
+//! the record key, written and removed in the write transaction that writes the record; a reader
+//! of what is due reads the index up to now, never every record.
 //!
 //! Other values are JSON of small private records: compact enough, readable when debugging, and amounts
 //! stay exact decimal numbers. redb is synchronous, so every call runs on the blocking pool.
@@ -27,6 +34,7 @@
 mod accounts;
 mod callback_secrets;
 mod catalog;
+mod events;
 mod files;
 mod imports;
 mod jobs;
@@ -34,6 +42,7 @@ mod keys;
 mod links;
 mod outbox;
 mod queue;
+mod refresh_queue;
 mod results;
 mod segments;
 pub mod wiring;
@@ -47,8 +56,10 @@ use redb::{Database, DatabaseError, TableDefinition};
 use segments_core::jobs::JobMessage;
 use segments_core::ports::StoreError;
 
+pub use events::{EVENTS_FILE, EventFile};
 pub use links::{LINK_PATH, LinkError, LocalLinks, MAX_LINK_TTL, MAX_UPLOAD_LINK_TTL, UPLOAD_PATH};
 pub use queue::{EmbeddedDeliveries, EmbeddedDelivery, EmbeddedImportQueue, EmbeddedQueue, EmbeddedReceiver};
+pub use refresh_queue::{LocalRefreshQueue, LocalRefreshReceiver, refresh_channel};
 
 /// The database file inside the data directory.
 pub const DATABASE_FILE: &str = "segments.redb";
@@ -65,9 +76,10 @@ const USAGE: TableDefinition<&str, u64> = TableDefinition::new(segments_core::jo
 const CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// A redb database in a data directory, implementing [`AccountSource`](segments_core::ports::AccountSource),
-/// [`UserStore`](segments_core::ports::UserStore), [`JobStore`](segments_core::ports::JobStore) and
-/// [`ResultStore`](segments_core::ports::ResultStore). Clones share the open database; it closes when the
-/// last clone (and the last shard stream reading from it) is dropped.
+/// [`UserStore`](segments_core::ports::UserStore), [`JobStore`](segments_core::ports::JobStore),
+/// [`ResultStore`](segments_core::ports::ResultStore), [`SegmentStore`](segments_core::ports::SegmentStore),
+/// [`RefreshStore`](segments_core::ports::RefreshStore) and the other storage ports. Clones share the
+/// open database; it closes when the last clone (and the last shard stream reading from it) is dropped.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
@@ -108,6 +120,7 @@ impl EmbeddedStore {
             write.open_table(USAGE).or_unavailable("creating tables")?;
             write.open_table(imports::IMPORTS).or_unavailable("creating tables")?;
             write.open_table(imports::IMPORT_LOCKS).or_unavailable("creating tables")?;
+            segments::create_tables(&write)?;
         }
         write.commit().or_unavailable("creating tables")?;
         refuse_earlier_layout(&db, &path)?;
@@ -201,4 +214,76 @@ impl<T, E: Into<redb::Error>> OrUnavailable<T> for Result<T, E> {
 
 fn corrupt(what: &str, key: &str, e: impl fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what} {key:?}: {e}"))
+}
+
+/// Indexes of due times (module docs): what a scheduler or sweeper reads instead of every record.
+mod due {
+    use chrono::{DateTime, Utc};
+    use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
+
+    use super::{OrUnavailable, keys};
+    use segments_core::ports::StoreError;
+
+    /// An index of due times: key [`keys::due_key`] → the key of the record it names.
+    pub(super) type DueIndex = TableDefinition<'static, &'static str, &'static str>;
+
+    /// Files `record_key` under `at`, inside the caller's write.
+    pub(super) fn add(
+        write: &WriteTransaction,
+        index: DueIndex,
+        at: DateTime<Utc>,
+        record_key: &str,
+    ) -> Result<(), StoreError> {
+        const WHAT: &str = "writing an index of due times";
+        let entry = keys::due_key(at, record_key);
+        write.open_table(index).or_unavailable(WHAT)?.insert(entry.as_str(), record_key).or_unavailable(WHAT)?;
+        Ok(())
+    }
+
+    /// Removes the entry [`add`] made for `record_key` at `at`, inside the caller's write.
+    pub(super) fn remove(
+        write: &WriteTransaction,
+        index: DueIndex,
+        at: DateTime<Utc>,
+        record_key: &str,
+    ) -> Result<(), StoreError> {
+        const WHAT: &str = "writing an index of due times";
+        let entry = keys::due_key(at, record_key);
+        write.open_table(index).or_unavailable(WHAT)?.remove(entry.as_str()).or_unavailable(WHAT)?;
+        Ok(())
+    }
+
+    /// Up to `limit` records of `records` that `index` files at times up to `now` (its second
+    /// included), earliest first, each decoded by `decode` from its key and stored bytes. Reads
+    /// the index up to `now` and one record per entry, nothing else.
+    pub(super) fn read<T>(
+        db: &Database,
+        index: DueIndex,
+        records: TableDefinition<'static, &'static str, &'static [u8]>,
+        now: DateTime<Utc>,
+        limit: u32,
+        what: &str,
+        decode: impl Fn(&str, &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let bound = keys::due_bound(now);
+        let read = db.begin_read().or_unavailable(what)?;
+        let (index, records) = match (read.open_table(index), read.open_table(records)) {
+            (Ok(index), Ok(records)) => (index, records),
+            // Nothing was ever filed here.
+            (Err(TableError::TableDoesNotExist(_)), _) | (_, Err(TableError::TableDoesNotExist(_))) => {
+                return Ok(Vec::new());
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(e).or_unavailable(what),
+        };
+        let mut found = Vec::new();
+        for entry in index.range::<&str>(..bound.as_str()).or_unavailable(what)?.take(limit as usize) {
+            let (_, record_key) = entry.or_unavailable(what)?;
+            let record_key = record_key.value();
+            let Some(stored) = records.get(record_key).or_unavailable(what)? else {
+                return Err(StoreError::Corrupt(format!("an index of due times names {record_key}, which is missing")));
+            };
+            found.push(decode(record_key, stored.value())?);
+        }
+        Ok(found)
+    }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableError, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{EmbeddedStore, OrUnavailable, corrupt};
+use super::{EmbeddedStore, OrUnavailable, corrupt, keys};
 use segments_core::domain::{JobId, MandatorId, PendingCallback};
 use segments_core::ports::{CallbackOutbox, StoreError};
 
@@ -58,7 +58,7 @@ fn entry_key(mandator: &MandatorId, job_id: JobId) -> String {
 }
 
 fn due_key(next_at: DateTime<Utc>, entry: &str) -> String {
-    format!("{:020}#{entry}", next_at.timestamp().max(0))
+    keys::due_key(next_at, entry)
 }
 
 fn read(write: &WriteTransaction, entry: &str) -> Result<Option<PendingCallback>, StoreError> {
@@ -109,7 +109,7 @@ impl CallbackOutbox for EmbeddedStore {
 
     async fn due_callbacks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<PendingCallback>, StoreError> {
         // Every due key of a time up to `now` sorts before this bound.
-        let bound = format!("{:020}$", now.timestamp().max(0));
+        let bound = keys::due_bound(now);
         self.blocking("reading due callbacks", move |db| {
             const WHAT: &str = "reading due callbacks";
             let read = db.begin_read().or_unavailable(WHAT)?;

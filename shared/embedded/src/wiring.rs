@@ -6,12 +6,14 @@ use std::sync::Arc;
 use segments_core::config::ServiceConfig;
 use segments_core::imports::ImportMessage;
 use segments_core::jobs::JobMessage;
+use segments_core::ports::{EventPublisher, RefreshQueue};
 use segments_core::usecases::Services;
 use segments_core::usecases::account_data::AccountData;
 use segments_core::usecases::callbacks::{CallbackPolicy, Callbacks};
 use segments_core::usecases::imports_api::ImportsApi;
 use segments_core::usecases::jobs_api::JobsApiServices;
 use segments_core::usecases::segments::SegmentsServices;
+use segments_core::usecases::segments::refresh::RefreshSettings;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{EmbeddedImportQueue, EmbeddedQueue, EmbeddedStore, LocalLinks};
@@ -32,10 +34,28 @@ pub fn services(store: EmbeddedStore, config: ServiceConfig) -> (Services, Unbou
     (services, receiver)
 }
 
-/// The segments API over the embedded store (the same store as `core`'s).
-pub fn segments_api(store: EmbeddedStore, core: &Services) -> SegmentsServices {
+/// The segments API, the refresh scheduler and the refresh applier over the embedded store (the
+/// same store as `core`'s: segments, refreshes and account data), publishing to `events` (the
+/// local runner's [`EventFile`](crate::EventFile)) and sending refresh steps to `refresh_queue`
+/// (the local runner's [`refresh_channel`](crate::refresh_channel)).
+pub fn segments_api(
+    store: EmbeddedStore,
+    core: &Services,
+    events: Arc<dyn EventPublisher>,
+    refresh_queue: Arc<dyn RefreshQueue>,
+    refresh_settings: RefreshSettings,
+) -> SegmentsServices {
     let store = Arc::new(store);
-    SegmentsServices { intake: core.intake(), reader: core.reader(), segments: store.clone(), directory: store }
+    SegmentsServices {
+        intake: core.intake(),
+        reader: core.reader(),
+        segments: store.clone(),
+        refreshes: store.clone(),
+        users: store,
+        events,
+        refresh_queue,
+        refresh_settings,
+    }
 }
 
 /// The data API over the embedded store: its users, account directory and segments.

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
 use futures::{StreamExt, TryStreamExt};
 use segments_core::domain::records::shard_of;
+use segments_core::domain::refresh::{RefreshId, RefreshState, RefreshSummary, RefreshTrigger};
 use segments_core::domain::segment::{
-    AccountRef, LedgerId, MetaValue, Metadata, Refresh, RefreshState, Rule, Scope, Segment, SegmentId, SegmentQuery,
-    Status, StatusCode,
+    AccountRef, Comparison, Condition, Figure, LedgerId, MetaValue, Metadata, Rule, Scope, Segment, SegmentId,
+    SegmentQuery, Status, StatusCode,
 };
 use segments_core::domain::{
     Account, AccountHistory, AccountId, AccountType, Currency, JobId, MandatorId, Money, SegmentType, Transaction,
@@ -888,7 +889,10 @@ fn segment(mandator: &MandatorId, ledger: Option<&LedgerId>, name: &str, created
         status: Status::default(),
         metadata: Metadata::new(),
         rule: None,
-        refresh: None,
+        last_refresh: None,
+        schedule: None,
+        next_refresh_at: None,
+        callback_url: None,
         created_at,
         updated_at: created_at,
         deleted_at: None,
@@ -910,16 +914,31 @@ fn rich_segment(mandator: &MandatorId, name: &str, created_at: DateTime<Utc>) ->
             ("vip".to_owned(), MetaValue::Bool(false)),
             ("".to_owned(), MetaValue::String(String::new())),
         ]),
-        rule: Some(Rule { segment_type: SegmentType::HighBalance, parameters: r#"{"threshold":0.10}"#.into() }),
-        refresh: Some(Refresh {
+        rule: Some(Rule {
+            segment_type: SegmentType::HighBalance,
+            parameters: r#"{"threshold":0.10}"#.into(),
+            condition: Some(Condition {
+                figure: Figure::Amount,
+                label_group: None,
+                operator: Comparison::Gte,
+                threshold: Money::parse("1234567890123.45").unwrap(),
+            }),
+            account_type: None,
+        }),
+        last_refresh: Some(RefreshSummary {
+            id: RefreshId::new(),
             job_id: JobId::new(),
+            trigger: RefreshTrigger::Schedule,
             state: RefreshState::Applied,
             requested_at: created_at,
-            refreshed_at: Some(created_at + chrono::Duration::milliseconds(1500)),
-            added: vec![member("a1", "u1")],
-            removed: vec![member("a2", "u2")],
+            finished_at: Some(created_at + chrono::Duration::milliseconds(1500)),
+            entered: 1,
+            left: 2,
             error: None,
         }),
+        schedule: Some(serde_json::from_str(r#"{"every":"week","on":"friday","at":"18:30"}"#).unwrap()),
+        next_refresh_at: Some(created_at + chrono::Duration::days(3)),
+        callback_url: Some("https://hooks.example.com/segments?x=1".into()),
         ..segment(mandator, None, name, created_at)
     }
 }

@@ -1,17 +1,23 @@
-//! Crash injection for the tests of the worker's recovery. The job store and the result store are
-//! wrapped so that a run fails as if its process had died at one point — right after the shard's
+//! Crash injection for the tests of recovery. The job store and the result store are wrapped so
+//! that a worker's run fails as if its process had died at one point — right after the shard's
 //! part is written, right after the shard is recorded, or in the middle of finalize (chunks and
 //! export written, manifest not) — leaving exactly the state written so far. The redelivered
-//! message must then finish the job with the same result.
+//! message must then finish the job with the same result. The segment and refresh stores are
+//! wrapped likewise for the refresh applier ([`DieAtWrite`]): it dies in the middle of applying a
+//! membership, or of recording a change feed.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use segments_core::domain::{JobId, MandatorId, Month, SegmentType};
+use segments_core::domain::refresh::{ChangeKind, RefreshId, RefreshRecord};
+use segments_core::domain::segment::{AccountRef, Segment, SegmentId, SegmentQuery};
+use segments_core::domain::{AccountId, JobId, MandatorId, Month, SegmentType, UserId};
 use segments_core::jobs::{IdempotencyKey, Job, ProgressWatch, ResultSummary};
-use segments_core::ports::{ByteStream, JobStore, KeyClaim, ObjectWriter, ResultStore, StoreError};
+use segments_core::ports::{
+    ByteStream, JobStore, KeyClaim, ObjectWriter, RefreshStore, ResultStore, SegmentStore, StoreError,
+};
 use segments_core::usecases::Services;
 
 /// Where a run can be made to crash.
@@ -200,5 +206,181 @@ impl ObjectWriter for CrashingPartWriter {
     async fn finish(self: Box<Self>) -> Result<(), StoreError> {
         self.inner.finish().await?;
         self.plan.fire(CrashPoint::AfterPartWrite)
+    }
+}
+
+/// A store that dies at its `n`-th write of one kind: that write lands, its answer is lost (the
+/// process died right after), and every later write of the kind fails without landing. What was
+/// written before stays, as a dead run of the refresh applier leaves it.
+#[derive(Debug, Clone)]
+pub struct DieAtWrite {
+    calls: Arc<Mutex<u32>>,
+    n: u32,
+}
+
+impl DieAtWrite {
+    pub fn new(n: u32) -> Self {
+        assert!(n >= 1, "the store dies at a write, the first at the earliest");
+        DieAtWrite { calls: Arc::new(Mutex::new(0)), n }
+    }
+
+    /// How many writes were asked for, the one it died at and later ones included.
+    pub fn calls(&self) -> u32 {
+        *self.calls.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `write` if it comes before the fatal one or is it, then answers as the dying process.
+    async fn write<F>(&self, what: &str, write: F) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let call = {
+            let mut calls = self.calls.lock().unwrap_or_else(PoisonError::into_inner);
+            *calls += 1;
+            *calls
+        };
+        if call > self.n {
+            return Err(StoreError::unavailable(format!("injected crash: {what} after the process died"), "gone"));
+        }
+        write.await?;
+        if call == self.n {
+            return Err(StoreError::unavailable(format!("injected crash at {what} #{call}"), "the process died"));
+        }
+        Ok(())
+    }
+}
+
+/// `segments` dying at its `n`-th `change_members` (the applier's writes of a membership page).
+pub fn segments_dying_at(segments: Arc<dyn SegmentStore>, die: &DieAtWrite) -> Arc<dyn SegmentStore> {
+    Arc::new(DyingSegments { inner: segments, die: die.clone() })
+}
+
+/// `refreshes` dying at its `n`-th `put_changes` (the applier's writes of a page of the change feed).
+pub fn refreshes_dying_at(refreshes: Arc<dyn RefreshStore>, die: &DieAtWrite) -> Arc<dyn RefreshStore> {
+    Arc::new(DyingRefreshes { inner: refreshes, die: die.clone() })
+}
+
+struct DyingSegments {
+    inner: Arc<dyn SegmentStore>,
+    die: DieAtWrite,
+}
+
+#[async_trait]
+impl SegmentStore for DyingSegments {
+    async fn create_segment(&self, segment: &Segment) -> Result<(), StoreError> {
+        self.inner.create_segment(segment).await
+    }
+
+    async fn get_segment(&self, mandator: &MandatorId, id: SegmentId) -> Result<Option<Segment>, StoreError> {
+        self.inner.get_segment(mandator, id).await
+    }
+
+    async fn list_segments(&self, mandator: &MandatorId, query: &SegmentQuery) -> Result<Vec<Segment>, StoreError> {
+        self.inner.list_segments(mandator, query).await
+    }
+
+    async fn replace_segment(&self, previous: &Segment, next: &Segment) -> Result<(), StoreError> {
+        self.inner.replace_segment(previous, next).await
+    }
+
+    async fn change_members(
+        &self,
+        mandator: &MandatorId,
+        id: SegmentId,
+        add: &[AccountRef],
+        remove: &[AccountId],
+    ) -> Result<(), StoreError> {
+        self.die.write("change_members", self.inner.change_members(mandator, id, add, remove)).await
+    }
+
+    async fn members(&self, mandator: &MandatorId, id: SegmentId) -> Result<Vec<AccountRef>, StoreError> {
+        self.inner.members(mandator, id).await
+    }
+
+    async fn member_count(&self, mandator: &MandatorId, id: SegmentId) -> Result<u64, StoreError> {
+        self.inner.member_count(mandator, id).await
+    }
+
+    async fn segments_of_account(
+        &self,
+        mandator: &MandatorId,
+        account: &AccountId,
+    ) -> Result<Vec<(SegmentId, UserId)>, StoreError> {
+        self.inner.segments_of_account(mandator, account).await
+    }
+}
+
+struct DyingRefreshes {
+    inner: Arc<dyn RefreshStore>,
+    die: DieAtWrite,
+}
+
+#[async_trait]
+impl RefreshStore for DyingRefreshes {
+    async fn create_refresh(&self, refresh: &RefreshRecord) -> Result<(), StoreError> {
+        self.inner.create_refresh(refresh).await
+    }
+
+    async fn get_refresh(
+        &self,
+        mandator: &MandatorId,
+        segment: SegmentId,
+        id: RefreshId,
+    ) -> Result<Option<RefreshRecord>, StoreError> {
+        self.inner.get_refresh(mandator, segment, id).await
+    }
+
+    async fn replace_refresh(&self, previous: &RefreshRecord, next: &RefreshRecord) -> Result<bool, StoreError> {
+        self.inner.replace_refresh(previous, next).await
+    }
+
+    async fn list_refreshes(
+        &self,
+        mandator: &MandatorId,
+        segment: SegmentId,
+        before: Option<RefreshId>,
+        limit: u32,
+    ) -> Result<Vec<RefreshRecord>, StoreError> {
+        self.inner.list_refreshes(mandator, segment, before, limit).await
+    }
+
+    async fn put_changes(
+        &self,
+        mandator: &MandatorId,
+        segment: SegmentId,
+        refresh: RefreshId,
+        kind: ChangeKind,
+        accounts: &[AccountRef],
+    ) -> Result<(), StoreError> {
+        self.die.write("put_changes", self.inner.put_changes(mandator, segment, refresh, kind, accounts)).await
+    }
+
+    async fn changes(
+        &self,
+        mandator: &MandatorId,
+        segment: SegmentId,
+        refresh: RefreshId,
+        kind: ChangeKind,
+        after: Option<&AccountId>,
+        limit: u32,
+    ) -> Result<Vec<AccountRef>, StoreError> {
+        self.inner.changes(mandator, segment, refresh, kind, after, limit).await
+    }
+
+    async fn clear_changes(
+        &self,
+        mandator: &MandatorId,
+        segment: SegmentId,
+        refresh: RefreshId,
+    ) -> Result<(), StoreError> {
+        self.inner.clear_changes(mandator, segment, refresh).await
+    }
+
+    async fn due_refreshes(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<RefreshRecord>, StoreError> {
+        self.inner.due_refreshes(now, limit).await
+    }
+
+    async fn due_schedules(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Segment>, StoreError> {
+        self.inner.due_schedules(now, limit).await
     }
 }

@@ -1,14 +1,59 @@
 //! The API flow of a highBalance job, driven through the handlers, and an independent reference
-//! computation over the NDJSON files.
+//! computation over the NDJSON files; the workers' runs of queued jobs, and the refresh applier's
+//! runs of queued refresh messages, as the deployed consumers of the queues do them.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
+use segments_core::domain::refresh::RefreshMessage;
 use segments_core::http::testing::{create_job_request, get_result_request, status_and_json};
 use segments_core::usecases::Services;
+use segments_core::usecases::run_shard::{Disposition, process_message};
+use segments_core::usecases::segments::SegmentsServices;
+use segments_core::usecases::segments::refresh::{ApplyOutcome, apply};
 use serde_json::Value;
+
+use super::backend::Backend;
+
+/// Runs every message on the backend's job queue through the workers at `now`, until the queue is
+/// empty (a run may queue more); returns how many runs there were. Every run must succeed.
+pub async fn run_queued_jobs(b: &Backend, s: &Services, now: DateTime<Utc>) -> usize {
+    let mut runs = 0;
+    loop {
+        let messages = b.queue_reader.lock().await.drain().await;
+        if messages.is_empty() {
+            return runs;
+        }
+        for m in messages {
+            let body = serde_json::to_string(&m).expect("a message serializes");
+            let disposition = process_message(&s.runner(), m.segment_type, &body, 1, now).await;
+            assert_eq!(disposition, Disposition::Ack, "the run of {body}");
+            runs += 1;
+        }
+    }
+}
+
+/// The messages on the refresh queue now.
+pub async fn queued_refreshes(b: &Backend) -> Vec<RefreshMessage> {
+    b.refresh_reader.lock().await.drain().await
+}
+
+/// Hands every message on the refresh queue to the applier at `now`, as its consumer does; each
+/// run must succeed. Returns the messages with what their runs came to.
+pub async fn apply_queued_refreshes(
+    b: &Backend,
+    s: &SegmentsServices,
+    now: DateTime<Utc>,
+) -> Vec<(RefreshMessage, ApplyOutcome)> {
+    let mut outcomes = Vec::new();
+    for m in queued_refreshes(b).await {
+        let outcome = apply(s, &m, now).await.unwrap_or_else(|e| panic!("the run of {m:?} failed: {e}"));
+        outcomes.push((m, outcome));
+    }
+    outcomes
+}
 
 /// Every scope of the financial segments.
 pub const ALL_TYPE_SCOPES: &[&str] = &[

@@ -5,11 +5,11 @@
 //!
 //! A role's policy is read from the template (loops expanded) and resolved against the moto
 //! resources: `!Ref`, `!GetAtt … .Arn`/`.QueueName` and `!Sub "${X.Arn}/…"` of the template's
-//! tables, bucket and queues become their names, URLs and ARNs (`${JobsTable.Arn}/index/…` an
-//! index's ARN); `!Ref` of a parameter becomes its default. The function's environment
-//! (Globals and its own variables) is resolved the same way, and the [`AwsResources`] a test
-//! wires the function with is read from it as `AwsResources::from_env` reads the real one: a
-//! variable missing from the template is missing in the test.
+//! tables, bucket, queues and event bus become their names, URLs and ARNs
+//! (`${JobsTable.Arn}/index/…` an index's ARN); `!Ref` of a parameter becomes its default. The
+//! function's environment (Globals and its own variables) is resolved the same way, and the
+//! [`AwsResources`] a test wires the function with is read from it as `AwsResources::from_env`
+//! reads the real one: a variable missing from the template is missing in the test.
 //!
 //! ```ignore
 //! let stack = IamStack::start().await;
@@ -23,7 +23,9 @@ use std::collections::BTreeMap;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_dynamodb::config::Credentials;
 use segments_aws::provision::{self, ServiceResources};
-use segments_aws::{ACCOUNT_DATA_TABLE_VAR, AwsClients, AwsResources, JOBS_TABLE_VAR, RESULTS_BUCKET_VAR};
+use segments_aws::{
+    ACCOUNT_DATA_TABLE_VAR, AwsClients, AwsResources, JOBS_TABLE_VAR, RESULTS_BUCKET_VAR, SegmentsResources,
+};
 use segments_core::domain::SegmentType;
 use serde_json::{Map, Value, json};
 
@@ -53,6 +55,8 @@ pub struct IamStack {
     /// Clients of the administrator (every action allowed): for preparing and inspecting state.
     pub admin: AwsClients,
     pub service: ServiceResources,
+    /// The Segments table, the event bus and the refresh queue of the segments functions.
+    pub segments: SegmentsResources,
     iam: aws_sdk_iam::Client,
     physical: BTreeMap<String, Physical>,
     template: Value,
@@ -129,8 +133,9 @@ impl IamStack {
             .await
             .expect("the administrator provisions the service")
             .service;
-        let physical = physical_resources(&admin, &service).await;
-        IamStack { server, admin, service, iam, physical, template: sam_template() }
+        let segments = service.segments();
+        let physical = physical_resources(&admin, &service, &segments).await;
+        IamStack { server, admin, service, segments, iam, physical, template: sam_template() }
     }
 
     /// The function `logical_id` of the template, resolved against this server's resources.
@@ -172,9 +177,44 @@ impl IamStack {
         }
     }
 
+    /// Subscribes a new queue to every event of the service on the stack's bus (a rule matching
+    /// the service's `source`), as a bank's subscriber would.
+    pub async fn watch_events(&self) -> EventWatch {
+        let name = format!("{PREFIX}-event-watch");
+        let created = self.admin.sqs.create_queue().queue_name(&name).send().await.expect("the watch queue");
+        let queue_url = created.queue_url.expect("a queue URL");
+        let queue_arn = self
+            .admin
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("the watch queue's attributes")
+            .attributes
+            .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn).cloned())
+            .expect("a queue ARN");
+        let bus = &self.segments.event_bus;
+        let pattern = json!({"source": [segments_core::domain::events::EVENT_SOURCE]});
+        let eventbridge = &self.admin.eventbridge;
+        let rule = eventbridge.put_rule().name(&name).event_bus_name(bus).event_pattern(pattern.to_string());
+        rule.send().await.expect("the watch rule");
+        let target = aws_sdk_eventbridge::types::Target::builder().id(&name).arn(queue_arn).build().expect("a target");
+        let targets = eventbridge.put_targets().rule(&name).event_bus_name(bus).targets(target).send().await;
+        let failed = targets.expect("the watch rule's target").failed_entry_count;
+        assert_eq!(failed, 0, "the watch queue is a target of the rule");
+        EventWatch { queue_url }
+    }
+
     /// What `!Ref logical_id` stands for here: a table's or bucket's name, a queue's URL.
     pub fn physical_reference(&self, logical_id: &str) -> String {
         self.physical.get(logical_id).unwrap_or_else(|| panic!("{logical_id}: not provisioned")).reference.clone()
+    }
+
+    /// What `!GetAtt logical_id.Arn` stands for here.
+    pub fn arn(&self, logical_id: &str) -> String {
+        self.attribute(&json!([logical_id, "Arn"]))
     }
 
     /// A new IAM user `user` holding `policy` as its only policy, and clients with its key.
@@ -311,7 +351,11 @@ async fn signed_config(server: &MotoServer, key: &str, secret: &str) -> aws_conf
 
 /// The template's logical ids of the provisioned resources, with their names, URLs and ARNs as
 /// the server reports them.
-async fn physical_resources(admin: &AwsClients, service: &ServiceResources) -> BTreeMap<String, Physical> {
+async fn physical_resources(
+    admin: &AwsClients,
+    service: &ServiceResources,
+    segments: &SegmentsResources,
+) -> BTreeMap<String, Physical> {
     let mut physical = BTreeMap::new();
     let resources = &service.resources;
     for (logical, table) in [
@@ -334,6 +378,7 @@ async fn physical_resources(admin: &AwsClients, service: &ServiceResources) -> B
         .map(|(type_name, queue)| (format!("{type_name}Queue"), queue))
         .collect();
     queues.push(("ImportQueue".to_owned(), provision::import_queue_name(PREFIX)));
+    queues.push(("RefreshQueue".to_owned(), queue_name_of(&segments.refresh_queue_url)));
     for (logical, name) in queues {
         let dead_letters = provision::dead_letter_queue_name(&name);
         let dead_letter_logical = logical.replace("Queue", "DeadLetterQueue");
@@ -357,7 +402,59 @@ async fn physical_resources(admin: &AwsClients, service: &ServiceResources) -> B
             );
         }
     }
+    let bus = &segments.event_bus;
+    let described = admin.eventbridge.describe_event_bus().name(bus).send().await.expect("the event bus exists");
+    let arn = described.arn.expect("an event bus ARN");
     physical
+        .insert("SegmentEventBus".to_owned(), Physical { reference: bus.clone(), attributes: [("Arn", arn)].into() });
+    physical
+}
+
+/// The name of the queue at `url`: its last path segment.
+fn queue_name_of(url: &str) -> String {
+    url.rsplit('/').next().expect("a queue URL has a path").to_owned()
+}
+
+/// The queue every segment event of the stack's bus is delivered to (a rule on the bus with an
+/// SQS target), read by the administrator: the events a scenario published, as a subscriber of
+/// the bus receives them.
+pub struct EventWatch {
+    queue_url: String,
+}
+
+impl EventWatch {
+    /// The events delivered since the last call, each the JSON EventBridge delivers (`source`,
+    /// `detail-type`, `detail`, …); the queue is left empty.
+    pub async fn take(&self, admin: &AwsClients) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let received = admin
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(10)
+                .send()
+                .await
+                .expect("the administrator receives the watched events");
+            let messages = received.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return events;
+            }
+            for m in messages {
+                let body = m.body.as_deref().expect("an event has a body");
+                events.push(serde_json::from_str(body).unwrap_or_else(|e| panic!("an event is JSON ({e}): {body}")));
+                let handle = m.receipt_handle.expect("a receipt handle");
+                admin
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await
+                    .expect("deleted");
+            }
+        }
+    }
 }
 
 /// `HighBalance` for `highBalance`: the template's name of a segment type (its loops' `TypeName`).

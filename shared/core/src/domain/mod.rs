@@ -5,11 +5,13 @@
 pub mod assembly;
 mod callback;
 pub mod date;
+pub mod events;
 mod ids;
 mod model;
 mod money;
 mod month;
 pub mod records;
+pub mod refresh;
 pub mod segment;
 mod types;
 

@@ -20,13 +20,15 @@
 //! each member as `{accountId, userId}`. Account data written before the directory existed is
 //! found again after importing its files once more (imports are upserts).
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::domain::{AccountId, JobId, MandatorId, SegmentType, UserId};
+use crate::domain::refresh::{RefreshSummary, Schedule};
+use crate::domain::{AccountId, AccountType, MandatorId, Money, SegmentType, UserId};
 
 /// Longest segment name, in characters.
 pub const MAX_NAME_CHARS: usize = 256;
@@ -225,7 +227,8 @@ impl<'de> Deserialize<'de> for MetaValue {
 
 pub type Metadata = BTreeMap<String, MetaValue>;
 
-/// A dynamic segment's rule: a financial segment whose result's accounts become the membership.
+/// A dynamic segment's rule: a financial segment, and which accounts of its result become the
+/// membership (docs/segments.md, "Which accounts a rule selects").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {
@@ -233,6 +236,155 @@ pub struct Rule {
     /// The request body of `POST /segments/{segmentType}`, as validated JSON text: a refresh
     /// starts its job with exactly this body.
     pub parameters: String,
+    /// A condition on the result's figures; without one every account the result lists is
+    /// selected. Required for financialBreakdown, whose result lists no accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Condition>,
+    /// financialBreakdown only: of a selected user, only the accounts of this type (all when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<AccountType>,
+}
+
+/// `figure operator threshold`, e.g. `average gte 2500.00` of one label group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    pub figure: Figure,
+    /// financialBreakdown: the alias of the label group whose statistic is compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_group: Option<String>,
+    pub operator: Comparison,
+    pub threshold: Money,
+}
+
+/// The figures a condition may compare, by segment type (docs/segments.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Figure {
+    /// highBalance, lowBalance, insuranceSpending: the account's `amount`.
+    Amount,
+    /// incomeSpendingSummary: the account's figures.
+    IncomingCount,
+    OutgoingCount,
+    IncomingAmount,
+    OutgoingAmount,
+    /// financialBreakdown: a statistic of the label group's monthly totals.
+    Total,
+    Average,
+    Minimum,
+    Maximum,
+    Median,
+}
+
+impl Figure {
+    pub const ALL: [Figure; 10] = [
+        Figure::Amount,
+        Figure::IncomingCount,
+        Figure::OutgoingCount,
+        Figure::IncomingAmount,
+        Figure::OutgoingAmount,
+        Figure::Total,
+        Figure::Average,
+        Figure::Minimum,
+        Figure::Maximum,
+        Figure::Median,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Figure::Amount => "amount",
+            Figure::IncomingCount => "incomingCount",
+            Figure::OutgoingCount => "outgoingCount",
+            Figure::IncomingAmount => "incomingAmount",
+            Figure::OutgoingAmount => "outgoingAmount",
+            Figure::Total => "total",
+            Figure::Average => "average",
+            Figure::Minimum => "minimum",
+            Figure::Maximum => "maximum",
+            Figure::Median => "median",
+        }
+    }
+
+    /// The figure named `name`, of any type.
+    pub fn parse(name: &str) -> Option<Figure> {
+        Figure::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// Whether the figure is a count of transactions (a whole number) rather than an amount.
+    pub fn is_count(self) -> bool {
+        matches!(self, Figure::IncomingCount | Figure::OutgoingCount)
+    }
+
+    /// The names of `figures`, for messages: `total, average, minimum`.
+    pub fn names(figures: &[Figure]) -> String {
+        figures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The figures a condition of `segment_type` may name.
+    pub fn of(segment_type: SegmentType) -> &'static [Figure] {
+        match segment_type {
+            SegmentType::HighBalance | SegmentType::LowBalance | SegmentType::InsuranceSpending => &[Figure::Amount],
+            SegmentType::IncomeSpendingSummary => {
+                &[Figure::IncomingCount, Figure::OutgoingCount, Figure::IncomingAmount, Figure::OutgoingAmount]
+            }
+            SegmentType::FinancialBreakdown => {
+                &[Figure::Total, Figure::Average, Figure::Minimum, Figure::Maximum, Figure::Median]
+            }
+        }
+    }
+}
+
+/// How a figure is compared with the threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Comparison {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+    Eq,
+}
+
+impl Comparison {
+    pub const ALL: [Comparison; 5] = [Comparison::Gt, Comparison::Gte, Comparison::Lt, Comparison::Lte, Comparison::Eq];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Comparison::Gt => "gt",
+            Comparison::Gte => "gte",
+            Comparison::Lt => "lt",
+            Comparison::Lte => "lte",
+            Comparison::Eq => "eq",
+        }
+    }
+
+    /// The operator named `name`.
+    pub fn parse(name: &str) -> Option<Comparison> {
+        Comparison::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
+    /// The operator names, for messages.
+    pub fn names() -> String {
+        Comparison::ALL.map(Comparison::as_str).join(", ")
+    }
+
+    /// Whether `figure operator threshold` holds, exactly.
+    pub fn holds(self, figure: Money, threshold: Money) -> bool {
+        self.admits(figure.cmp(&threshold))
+    }
+
+    /// Whether the operator holds for a figure that compares with the threshold as `ordering`
+    /// (`figure.cmp(&threshold)`): one place for amounts and counts alike.
+    pub fn admits(self, ordering: Ordering) -> bool {
+        match self {
+            Comparison::Gt => ordering == Ordering::Greater,
+            Comparison::Gte => ordering != Ordering::Less,
+            Comparison::Lt => ordering == Ordering::Less,
+            Comparison::Lte => ordering != Ordering::Greater,
+            Comparison::Eq => ordering == Ordering::Equal,
+        }
+    }
 }
 
 /// An account and its user. Ordered by accountId, which alone identifies the account within a
@@ -242,34 +394,6 @@ pub struct Rule {
 pub struct AccountRef {
     pub account_id: AccountId,
     pub user_id: UserId,
-}
-
-/// Where the last refresh of a dynamic segment stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RefreshState {
-    /// The job runs; its result is not applied yet.
-    Pending,
-    /// The job completed and the difference it makes is recorded (`added`, `removed`); it is
-    /// being applied.
-    Applying,
-    /// The result was applied: `added` and `removed` say who entered and who left.
-    Applied,
-    /// The job failed or expired; the membership is unchanged.
-    Failed,
-}
-
-/// The last refresh of a dynamic segment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Refresh {
-    pub job_id: JobId,
-    pub state: RefreshState,
-    pub requested_at: DateTime<Utc>,
-    pub refreshed_at: Option<DateTime<Utc>>,
-    pub added: Vec<AccountRef>,
-    pub removed: Vec<AccountRef>,
-    pub error: Option<String>,
 }
 
 /// A segment as stored. `version` rises by one with every change: writes are conditional on it.
@@ -283,7 +407,21 @@ pub struct Segment {
     pub status: Status,
     pub metadata: Metadata,
     pub rule: Option<Rule>,
-    pub refresh: Option<Refresh>,
+    /// The last refresh started (its record holds the details; this copy is what the segment
+    /// shows). Records written before refreshes had their own records carry an older `refresh`
+    /// field instead, which is not read.
+    #[serde(default)]
+    pub last_refresh: Option<RefreshSummary>,
+    /// When a segment with a rule is refreshed on its own.
+    #[serde(default)]
+    pub schedule: Option<Schedule>,
+    /// The next scheduled refresh; the stores index segments by it (only scheduled, live
+    /// segments carry it), so the scheduler never reads every segment.
+    #[serde(default)]
+    pub next_refresh_at: Option<DateTime<Utc>>,
+    /// Where the segment's events are POSTed, signed like job callbacks.
+    #[serde(default)]
+    pub callback_url: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
@@ -322,6 +460,46 @@ mod tests {
         assert_eq!(v.filter_text(), "12345678901234567890.125");
         assert_eq!(serde_json::to_string(&v).unwrap(), "12345678901234567890.125");
         assert!(serde_json::from_str::<MetaValue>("{}").is_err());
+    }
+
+    #[test]
+    fn a_rule_is_stored_with_its_condition_exactly_and_older_rules_read_without_one() {
+        let rule = Rule {
+            segment_type: SegmentType::FinancialBreakdown,
+            parameters: r#"{"labelGroups":["SALARY"],"durationInMonth":3}"#.to_owned(),
+            condition: Some(Condition {
+                figure: Figure::Average,
+                label_group: Some("SALARY".to_owned()),
+                operator: Comparison::Gte,
+                threshold: "2500.1".parse().unwrap(),
+            }),
+            account_type: Some(AccountType::Checking),
+        };
+        let stored = serde_json::to_string(&rule).unwrap();
+        assert!(
+            stored.contains(
+                r#""condition":{"figure":"average","labelGroup":"SALARY","operator":"gte","threshold":2500.10}"#
+            ),
+            "{stored}"
+        );
+        assert!(stored.contains(r#""accountType":"checking""#), "{stored}");
+        assert_eq!(serde_json::from_str::<Rule>(&stored).unwrap(), rule);
+        let older: Rule = serde_json::from_str(r#"{"segmentType":"insuranceSpending","parameters":"{}"}"#).unwrap();
+        assert_eq!((older.condition, older.account_type), (None, None));
+    }
+
+    #[test]
+    fn names_of_figures_and_operators_parse_back() {
+        for figure in Figure::ALL {
+            assert_eq!(Figure::parse(figure.as_str()), Some(figure));
+        }
+        for operator in Comparison::ALL {
+            assert_eq!(Comparison::parse(operator.as_str()), Some(operator));
+        }
+        assert_eq!((Figure::parse("Amount"), Comparison::parse(">")), (None, None));
+        assert_eq!(Comparison::names(), "gt, gte, lt, lte, eq");
+        let counts: Vec<Figure> = Figure::ALL.into_iter().filter(|f| f.is_count()).collect();
+        assert_eq!(counts, [Figure::IncomingCount, Figure::OutgoingCount]);
     }
 
     #[test]

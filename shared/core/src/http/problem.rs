@@ -49,6 +49,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "not_found",
     "segment_name_taken",
     "segment_conflict",
+    "refresh_not_recorded",
     "unknown_accounts",
     "segment_not_taggable",
     "segment_has_no_rule",
@@ -136,6 +137,9 @@ impl From<&AppError> for Problem {
                 Problem::new(S::CONFLICT, "segment_name_taken", "Segment name taken", detail).with_field("name")
             }
             AppError::SegmentConflict => Problem::new(S::CONFLICT, "segment_conflict", "Concurrent change", detail),
+            AppError::RefreshNotRecorded(_) => {
+                Problem::new(S::CONFLICT, "refresh_not_recorded", "Refresh difference not recorded yet", detail)
+            }
             AppError::UnknownAccounts(_) => {
                 Problem::new(S::UNPROCESSABLE_ENTITY, "unknown_accounts", "Unknown accounts", detail).with_field("add")
             }
@@ -231,6 +235,7 @@ mod tests {
             AppError::NotFound("segment"),
             AppError::SegmentNameTaken("n".into()),
             AppError::SegmentConflict,
+            AppError::RefreshNotRecorded("DIFFING"),
             AppError::UnknownAccounts(vec!["u/a".into()]),
             AppError::SegmentNotTaggable("INACTIVE".to_owned()),
             AppError::NoRule,

@@ -58,6 +58,10 @@ pub enum AppError {
     SegmentNameTaken(String),
     #[error("the segment was changed concurrently; read it again and retry")]
     SegmentConflict,
+    /// A refresh's difference is not recorded yet (its state): its feed has nothing to show, and
+    /// the members hold still while it is recorded.
+    #[error("the refresh's difference is not recorded yet (status {0}); retry after it is APPLYING or APPLIED")]
+    RefreshNotRecorded(&'static str),
     /// Accounts that do not belong to the caller's organization, as `userId/accountId`.
     #[error("accounts not found in this organization: {}", .0.join(", "))]
     UnknownAccounts(Vec<String>),

@@ -5,13 +5,14 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Map, Value};
 
+use crate::domain::refresh::{Schedule, ScheduleForm};
 use crate::domain::segment::{
-    MAX_DESCRIPTION_CHARS, MAX_MEMBERSHIP_CHANGE, MAX_METADATA_KEY_CHARS, MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS,
-    MetaValue, Rule, Status, StatusCode,
+    Comparison, Condition, Figure, MAX_DESCRIPTION_CHARS, MAX_MEMBERSHIP_CHANGE, MAX_METADATA_KEY_CHARS,
+    MAX_METADATA_VALUE_CHARS, MAX_NAME_CHARS, MetaValue, Rule, Status, StatusCode,
 };
-use crate::domain::{AccountId, SegmentType};
-use crate::rules::SegmentRequest;
-use crate::rules::body::{BodyError, FieldError, MalformedBody};
+use crate::domain::{AccountId, AccountType, SegmentType};
+use crate::rules::body::{BodyError, FieldError, Fields, MalformedBody};
+use crate::rules::{SegmentParams, SegmentRequest};
 
 /// A validated `POST …/segments` body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +21,11 @@ pub struct CreateSegment {
     pub status: Status,
     pub metadata: Vec<(String, MetaValue)>,
     pub rule: Option<Rule>,
+    /// `refresh`: the schedule of a segment with a rule.
+    pub schedule: Option<Schedule>,
+    /// `callbackURL`: where the segment's events are POSTed (checked against the URL policy by
+    /// the use case, which may resolve it).
+    pub callback_url: Option<String>,
 }
 
 /// A validated `PATCH …/segments/{segmentId}` body. `None`: leave unchanged.
@@ -31,6 +37,10 @@ pub struct PatchSegment {
     pub metadata: Option<Vec<(String, Option<MetaValue>)>>,
     /// `Some(None)`: remove the rule.
     pub rule: Option<Option<Rule>>,
+    /// `Some(None)`: remove the schedule.
+    pub schedule: Option<Option<Schedule>>,
+    /// `Some(None)`: remove the callback URL.
+    pub callback_url: Option<Option<String>>,
 }
 
 /// A validated `PUT …/segments/{segmentId}/accounts` body: bare accountIds, each list sorted and
@@ -122,20 +132,9 @@ fn metadata(v: Value, allow_null: bool) -> Result<Vec<(String, Option<MetaValue>
     Ok(out)
 }
 
-/// Whether a segment type's result lists accounts per user (`accounts: [{accountId, …}]`), so that
-/// it can define a membership. financialBreakdown lists label groups per user, no accounts.
-pub fn lists_accounts(t: SegmentType) -> bool {
-    match t {
-        SegmentType::HighBalance
-        | SegmentType::LowBalance
-        | SegmentType::IncomeSpendingSummary
-        | SegmentType::InsuranceSpending => true,
-        SegmentType::FinancialBreakdown => false,
-    }
-}
-
-/// A rule, validated exactly like a `POST /segments/{segmentType}` body, and limited to the types
-/// whose result lists accounts (the membership is made of accounts).
+/// A rule, its parameters validated exactly like a `POST /segments/{segmentType}` body, with the
+/// condition that says which accounts of the result become members (docs/segments.md, "Which
+/// accounts a rule selects").
 fn rule(v: Value, today: NaiveDate) -> Result<Option<Rule>, FieldError> {
     let mut m = match v {
         Value::Null => return Ok(None),
@@ -149,30 +148,150 @@ fn rule(v: Value, today: NaiveDate) -> Result<Option<Rule>, FieldError> {
         None | Some(Value::Null) => return Err(FieldError::new("rule.segmentType", "is required")),
         Some(_) => return Err(FieldError::new("rule.segmentType", "must be a string")),
     };
-    if !lists_accounts(segment_type) {
-        let allowed: Vec<&str> =
-            SegmentType::ALL.iter().copied().filter(|t| lists_accounts(*t)).map(SegmentType::as_str).collect();
-        return Err(FieldError::new(
-            "rule.segmentType",
-            format!(
-                "cannot be {segment_type}: its result lists label groups per user, not accounts, so it cannot \
-                 define a membership of accounts; use one of {}",
-                allowed.join(", ")
-            ),
-        ));
-    }
     let parameters = match m.remove("parameters") {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(p @ Value::Object(_)) => p,
         Some(_) => return Err(FieldError::new("rule.parameters", "must be an object")),
     };
+    let condition = m.remove("condition");
+    let account_type = m.remove("accountType");
     refuse_unknown(&m, "rule.")?;
     let text = parameters.to_string();
-    SegmentRequest::parse(segment_type, text.as_bytes(), today).map_err(|e| match e {
+    let request = SegmentRequest::parse(segment_type, text.as_bytes(), today).map_err(|e| match e {
         BodyError::Field(f) => FieldError::new(format!("rule.parameters.{}", f.field), f.message),
         BodyError::Malformed(m) => FieldError::new("rule.parameters", m.0),
     })?;
-    Ok(Some(Rule { segment_type, parameters: text }))
+    let condition = match condition {
+        None | Some(Value::Null) if segment_type == SegmentType::FinancialBreakdown => {
+            return Err(FieldError::new(
+                "rule.condition",
+                "is required for financialBreakdown: its result lists label groups per user, not accounts, so a \
+                 condition on one group says which users are selected",
+            ));
+        }
+        None | Some(Value::Null) => None,
+        Some(v) => Some(rule_condition(v, &request.params)?),
+    };
+    let account_type = match account_type {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(rule_account_type(v, segment_type)?),
+    };
+    Ok(Some(Rule { segment_type, parameters: text, condition, account_type }))
+}
+
+/// The fields a `rule.condition` may have.
+const CONDITION_FIELDS: [&str; 4] = ["figure", "labelGroup", "operator", "threshold"];
+
+/// `rule.condition`: `{figure, labelGroup?, operator, threshold}`, checked against the rule's
+/// validated parameters (the figures of its type, the aliases of its label groups).
+fn rule_condition(v: Value, params: &SegmentParams) -> Result<Condition, FieldError> {
+    let segment_type = params.segment_type();
+    let Value::Object(map) = v else {
+        return Err(FieldError::new("rule.condition", "must be an object {figure, labelGroup, operator, threshold}"));
+    };
+    // Unknown fields first: a misspelled `treshold` is named as such, not as a missing `threshold`.
+    let mut unknown: Vec<&String> = map.keys().filter(|k| !CONDITION_FIELDS.contains(&k.as_str())).collect();
+    unknown.sort();
+    if let Some(k) = unknown.first() {
+        return Err(FieldError::new(
+            format!("rule.condition.{k}"),
+            format!("is not a known field (allowed: {})", CONDITION_FIELDS.join(", ")),
+        ));
+    }
+    let mut f = Fields::nested("rule.condition".to_owned(), map);
+    let allowed = Figure::of(segment_type);
+    let figures = format!("one of {} for {segment_type}", Figure::names(allowed));
+    let one_of_figures = || format!("must be {figures}");
+    let figure = match f.take("figure") {
+        None => return Err(FieldError::new("rule.condition.figure", format!("is required: {figures}"))),
+        Some(Value::String(name)) => Figure::parse(&name)
+            .filter(|figure| allowed.contains(figure))
+            .ok_or_else(|| FieldError::new("rule.condition.figure", one_of_figures()))?,
+        Some(_) => return Err(FieldError::new("rule.condition.figure", one_of_figures())),
+    };
+    let label_group = match (params, f.take("labelGroup")) {
+        (SegmentParams::FinancialBreakdown(p), given) => {
+            let aliases: Vec<&str> = p.label_groups.iter().map(|g| g.alias.as_str()).collect();
+            let which = format!("the alias of one of rule.parameters.labelGroups ({})", aliases.join(", "));
+            match given {
+                None => return Err(FieldError::new("rule.condition.labelGroup", format!("is required: {which}"))),
+                Some(Value::String(alias)) if aliases.contains(&alias.as_str()) => Some(alias),
+                Some(_) => return Err(FieldError::new("rule.condition.labelGroup", format!("must be {which}"))),
+            }
+        }
+        (_, None) => None,
+        (_, Some(_)) => {
+            return Err(FieldError::new(
+                "rule.condition.labelGroup",
+                format!(
+                    "is only allowed for financialBreakdown; a {segment_type} condition compares each listed account"
+                ),
+            ));
+        }
+    };
+    let operators = format!("one of {}", Comparison::names());
+    let one_of_operators = || format!("must be {operators}");
+    let operator = match f.take("operator") {
+        None => {
+            return Err(FieldError::new("rule.condition.operator", format!("is required: {operators}")));
+        }
+        Some(Value::String(name)) => {
+            Comparison::parse(&name).ok_or_else(|| FieldError::new("rule.condition.operator", one_of_operators()))?
+        }
+        Some(_) => return Err(FieldError::new("rule.condition.operator", one_of_operators())),
+    };
+    let threshold = f.required_money("threshold")?;
+    if figure.is_count() && !threshold.decimal().fract().is_zero() {
+        return Err(FieldError::new(
+            "rule.condition.threshold",
+            format!("must be a whole number: {} is a count of transactions", figure.as_str()),
+        ));
+    }
+    f.finish()?;
+    Ok(Condition { figure, label_group, operator, threshold })
+}
+
+/// `rule.accountType`: of the users a financialBreakdown rule selects, only the accounts of this
+/// type become members. The other types select listed accounts and have no use for it.
+fn rule_account_type(v: Value, segment_type: SegmentType) -> Result<AccountType, FieldError> {
+    if segment_type != SegmentType::FinancialBreakdown {
+        return Err(FieldError::new(
+            "rule.accountType",
+            format!(
+                "is only allowed for financialBreakdown; a {segment_type} rule selects the accounts its result lists"
+            ),
+        ));
+    }
+    let one_of = || format!("must be one of {}", AccountType::names());
+    match v {
+        Value::String(s) => s.parse().map_err(|_| FieldError::new("rule.accountType", one_of())),
+        _ => Err(FieldError::new("rule.accountType", format!("{} (a string)", one_of()))),
+    }
+}
+
+/// `refresh`: `{"every": "day"|"week"|"month", "on": …, "at": "HH:MM"}` (docs/segments.md).
+fn schedule(v: Value) -> Result<Schedule, FieldError> {
+    let Value::Object(mut m) = v else { return Err(FieldError::new("refresh", "must be an object")) };
+    let text = |m: &mut Map<String, Value>, key: &'static str| match m.remove(key) {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(FieldError::new(format!("refresh.{key}"), "is required")),
+        Some(_) => Err(FieldError::new(format!("refresh.{key}"), "must be a string")),
+    };
+    let every = text(&mut m, "every")?;
+    let at = text(&mut m, "at")?;
+    let on = m.remove("on");
+    refuse_unknown(&m, "refresh.")?;
+    Schedule::try_from(ScheduleForm { every, on, at })
+        .map_err(|(field, why)| FieldError::new(format!("refresh.{field}"), why))
+}
+
+/// `callbackURL`: an absolute https URL of at most 2048 characters (the policy checks the rest).
+fn callback_url(v: Value) -> Result<String, FieldError> {
+    match v {
+        Value::String(s) if s.chars().count() <= 2048 => Ok(s),
+        Value::String(_) => Err(FieldError::new("callbackURL", "must be at most 2048 characters")),
+        _ => Err(FieldError::new("callbackURL", "must be a string")),
+    }
 }
 
 impl CreateSegment {
@@ -194,8 +313,19 @@ impl CreateSegment {
             None => None,
             Some(v) => rule(v, today)?,
         };
+        let schedule = match m.remove("refresh") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(schedule(v)?),
+        };
+        if schedule.is_some() && rule.is_none() {
+            return Err(FieldError::new("refresh", "needs a rule: only a dynamic segment is refreshed").into());
+        }
+        let callback_url = match m.remove("callbackURL") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(callback_url(v)?),
+        };
         refuse_unknown(&m, "")?;
-        Ok(CreateSegment { name, status, metadata, rule })
+        Ok(CreateSegment { name, status, metadata, rule, schedule, callback_url })
     }
 }
 
@@ -220,8 +350,18 @@ impl PatchSegment {
             None => None,
             Some(v) => Some(rule(v, today)?),
         };
+        let schedule = match m.remove("refresh") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => Some(Some(schedule(v)?)),
+        };
+        let callback_url = match m.remove("callbackURL") {
+            None => None,
+            Some(Value::Null) => Some(None),
+            Some(v) => Some(Some(callback_url(v)?)),
+        };
         refuse_unknown(&m, "")?;
-        Ok(PatchSegment { name, status, metadata, rule })
+        Ok(PatchSegment { name, status, metadata, rule, schedule, callback_url })
     }
 }
 
@@ -432,6 +572,7 @@ pub fn paging<'a>(params: impl IntoIterator<Item = (&'a str, &'a str)>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Money;
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2025, 6, 1).unwrap()
@@ -462,7 +603,7 @@ mod tests {
             (r#"{"name":"a","metadata":{"k":{"x":1}}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","metadata":{"k":null}}"#.to_owned(), "metadata.k"),
             (r#"{"name":"a","rule":{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":"x"}}}"#.to_owned(), "rule.parameters.threshold"),
-            (r#"{"name":"a","rule":{"segmentType":"financialBreakdown","parameters":{}}}"#.to_owned(), "rule.segmentType"),
+            (r#"{"name":"a","rule":{"segmentType":"financialBreakdown","parameters":{}}}"#.to_owned(), "rule.parameters.labelGroups"),
             (r#"{"name":"a","rule":{"segmentType":"insuranceSpending","parameters":{"durationInMonth":0}}}"#.to_owned(), "rule.parameters.durationInMonth"),
             (r#"{"name":"a","color":"red"}"#.to_owned(), "color"),
         ];
@@ -516,7 +657,7 @@ mod tests {
     }
 
     #[test]
-    fn rules_of_every_type_listing_accounts_are_accepted_and_financial_breakdown_is_refused() {
+    fn rules_of_every_type_without_a_condition_are_accepted_except_financial_breakdown() {
         let bodies = [
             (SegmentType::HighBalance, r#"{"accountType":"checking","threshold":5000}"#),
             (SegmentType::LowBalance, r#"{"threshold":100,"durationInMonth":3}"#),
@@ -528,19 +669,266 @@ mod tests {
             let rule = CreateSegment::parse(body.as_bytes(), today()).unwrap().rule.unwrap();
             let stored: Value = serde_json::from_str(&rule.parameters).unwrap();
             assert_eq!((rule.segment_type, stored), (t, serde_json::from_str::<Value>(parameters).unwrap()));
+            assert_eq!((rule.condition, rule.account_type), (None, None), "{t}");
         }
-        let refused = CreateSegment::parse(
-            br#"{"name":"n","rule":{"segmentType":"financialBreakdown","parameters":{"labelGroups":["RENT"],"durationInMonth":3}}}"#,
-            today(),
-        )
-        .unwrap_err();
-        match refused {
-            BodyError::Field(f) => {
-                assert_eq!(f.field, "rule.segmentType");
-                assert!(f.message.contains("not accounts"), "{}", f.message);
-            }
-            BodyError::Malformed(m) => panic!("malformed: {}", m.0),
+        // financialBreakdown lists no accounts: without a condition nothing says who is selected.
+        let refused = rule_error(
+            r#"{"segmentType":"financialBreakdown","parameters":{"labelGroups":["RENT"],"durationInMonth":3}}"#,
+        );
+        assert_eq!(refused.field, "rule.condition");
+        assert!(refused.message.starts_with("is required for financialBreakdown"), "{}", refused.message);
+        let null = rule_error(
+            r#"{"segmentType":"financialBreakdown","parameters":{"labelGroups":["RENT"],"durationInMonth":3},"condition":null}"#,
+        );
+        assert_eq!(null.field, "rule.condition");
+    }
+
+    /// The rule of `{"name":"n","rule":<rule>}`, which must be accepted.
+    fn parsed_rule(rule: &str) -> Rule {
+        let body = format!(r#"{{"name":"n","rule":{rule}}}"#);
+        CreateSegment::parse(body.as_bytes(), today()).unwrap_or_else(|e| panic!("{rule}: {e:?}")).rule.unwrap()
+    }
+
+    /// Why `{"name":"n","rule":<rule>}` is refused; the same rule in a PATCH is refused alike.
+    fn rule_error(rule: &str) -> crate::rules::body::FieldError {
+        let create = format!(r#"{{"name":"n","rule":{rule}}}"#);
+        let patch = format!(r#"{{"rule":{rule}}}"#);
+        let from_create = match CreateSegment::parse(create.as_bytes(), today()) {
+            Err(BodyError::Field(f)) => f,
+            other => panic!("{rule}: expected a field error, got {other:?}"),
+        };
+        match PatchSegment::parse(patch.as_bytes(), today()) {
+            Err(BodyError::Field(f)) => assert_eq!(f, from_create, "{rule}"),
+            other => panic!("{rule}: PATCH: expected a field error, got {other:?}"),
         }
+        from_create
+    }
+
+    #[test]
+    fn a_condition_is_read_exactly_for_every_type() {
+        let m = |s: &str| s.parse::<Money>().unwrap();
+        let cases = [
+            (
+                r#"{"segmentType":"highBalance","parameters":{"accountType":"checking","threshold":5000},
+                   "condition":{"figure":"amount","operator":"gte","threshold":10000.5}}"#,
+                Condition {
+                    figure: Figure::Amount,
+                    label_group: None,
+                    operator: Comparison::Gte,
+                    threshold: m("10000.50"),
+                },
+            ),
+            (
+                r#"{"segmentType":"lowBalance","parameters":{"threshold":100,"durationInMonth":3},
+                   "condition":{"figure":"amount","operator":"lt","threshold":-0.3}}"#,
+                Condition {
+                    figure: Figure::Amount,
+                    label_group: None,
+                    operator: Comparison::Lt,
+                    threshold: m("-0.30"),
+                },
+            ),
+            (
+                r#"{"segmentType":"incomeSpendingSummary","parameters":{"dateFrom":"2025-01-01","dateTo":"2025-03-31"},
+                   "condition":{"figure":"incomingCount","operator":"eq","threshold":3.0}}"#,
+                Condition {
+                    figure: Figure::IncomingCount,
+                    label_group: None,
+                    operator: Comparison::Eq,
+                    threshold: m("3"),
+                },
+            ),
+            (
+                r#"{"segmentType":"incomeSpendingSummary","parameters":{"dateFrom":"2025-01-01","dateTo":"2025-03-31"},
+                   "condition":{"figure":"outgoingAmount","operator":"lte","threshold":1e3,"labelGroup":null}}"#,
+                Condition {
+                    figure: Figure::OutgoingAmount,
+                    label_group: None,
+                    operator: Comparison::Lte,
+                    threshold: m("1000"),
+                },
+            ),
+            (
+                r#"{"segmentType":"insuranceSpending","parameters":{},
+                   "condition":{"figure":"amount","operator":"gt","threshold":1200}}"#,
+                Condition { figure: Figure::Amount, label_group: None, operator: Comparison::Gt, threshold: m("1200") },
+            ),
+            (
+                r#"{"segmentType":"financialBreakdown",
+                   "parameters":{"labelGroups":["RENT",{"alias":"Income","includeLabels":["SALARY"]}],"durationInMonth":3},
+                   "condition":{"figure":"median","labelGroup":"RENT","operator":"gt","threshold":0.1}}"#,
+                Condition {
+                    figure: Figure::Median,
+                    label_group: Some("RENT".into()),
+                    operator: Comparison::Gt,
+                    threshold: m("0.10"),
+                },
+            ),
+        ];
+        for (rule, condition) in cases {
+            let parsed = parsed_rule(rule);
+            assert_eq!(parsed.condition, Some(condition), "{rule}");
+            assert_eq!(parsed.account_type, None, "{rule}");
+        }
+    }
+
+    #[test]
+    fn a_financial_breakdown_rule_names_a_label_group_by_alias_and_may_narrow_the_accounts() {
+        let rule = parsed_rule(
+            r#"{"segmentType":"financialBreakdown",
+                "parameters":{"labelGroups":[{"alias":"Income","includeLabels":["SALARY"]}],"durationInMonth":3},
+                "condition":{"figure":"average","labelGroup":"Income","operator":"gte","threshold":2500.00},
+                "accountType":"checking"}"#,
+        );
+        assert_eq!(rule.segment_type, SegmentType::FinancialBreakdown);
+        assert_eq!(rule.account_type, Some(AccountType::Checking));
+        let condition = rule.condition.unwrap();
+        assert_eq!(condition.label_group.as_deref(), Some("Income"));
+        assert_eq!((condition.figure, condition.threshold), (Figure::Average, Money::from_cents(250_000)));
+        // The label the alias stands for is not an alias.
+        let by_label = rule_error(
+            r#"{"segmentType":"financialBreakdown",
+                "parameters":{"labelGroups":[{"alias":"Income","includeLabels":["SALARY"]}],"durationInMonth":3},
+                "condition":{"figure":"average","labelGroup":"SALARY","operator":"gte","threshold":2500}}"#,
+        );
+        assert_eq!(by_label.field, "rule.condition.labelGroup");
+        assert_eq!(by_label.message, "must be the alias of one of rule.parameters.labelGroups (Income)");
+    }
+
+    #[test]
+    fn every_refused_rule_names_its_field_and_what_is_allowed() {
+        const HB: &str = r#""segmentType":"highBalance","parameters":{"accountType":"checking","threshold":1}"#;
+        const ISS: &str =
+            r#""segmentType":"incomeSpendingSummary","parameters":{"dateFrom":"2025-01-01","dateTo":"2025-01-31"}"#;
+        const FB: &str =
+            r#""segmentType":"financialBreakdown","parameters":{"labelGroups":["SALARY","RENT"],"durationInMonth":3}"#;
+        let fb_ok = r#""figure":"average","labelGroup":"SALARY","operator":"gte","threshold":1"#;
+        let cases: Vec<(String, &str, &str)> = vec![
+            (format!(r#"{{{HB},"condition":"amount > 5"}}"#), "rule.condition", "must be an object"),
+            (format!(r#"{{{HB},"condition":{{"operator":"gt","threshold":1}}}}"#), "rule.condition.figure", "amount"),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"total","operator":"gt","threshold":1}}}}"#),
+                "rule.condition.figure",
+                "must be one of amount for highBalance",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":7,"operator":"gt","threshold":1}}}}"#),
+                "rule.condition.figure",
+                "must be one of amount",
+            ),
+            (
+                format!(r#"{{{ISS},"condition":{{"figure":"amount","operator":"gt","threshold":1}}}}"#),
+                "rule.condition.figure",
+                "incomingCount, outgoingCount, incomingAmount, outgoingAmount",
+            ),
+            (
+                format!(
+                    r#"{{{FB},"condition":{{"figure":"amount","labelGroup":"SALARY","operator":"gt","threshold":1}}}}"#
+                ),
+                "rule.condition.figure",
+                "total, average, minimum, maximum, median",
+            ),
+            (
+                format!(
+                    r#"{{{HB},"condition":{{"figure":"amount","labelGroup":"SALARY","operator":"gt","threshold":1}}}}"#
+                ),
+                "rule.condition.labelGroup",
+                "only allowed for financialBreakdown",
+            ),
+            (
+                format!(r#"{{{FB},"condition":{{"figure":"average","operator":"gte","threshold":1}}}}"#),
+                "rule.condition.labelGroup",
+                "is required: the alias of one of rule.parameters.labelGroups (SALARY, RENT)",
+            ),
+            (
+                format!(
+                    r#"{{{FB},"condition":{{"figure":"average","labelGroup":"BONUS","operator":"gte","threshold":1}}}}"#
+                ),
+                "rule.condition.labelGroup",
+                "(SALARY, RENT)",
+            ),
+            (
+                format!(
+                    r#"{{{FB},"condition":{{"figure":"average","labelGroup":["SALARY"],"operator":"gte","threshold":1}}}}"#
+                ),
+                "rule.condition.labelGroup",
+                "(SALARY, RENT)",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","threshold":1}}}}"#),
+                "rule.condition.operator",
+                "is required: one of gt, gte, lt, lte, eq",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":">=","threshold":1}}}}"#),
+                "rule.condition.operator",
+                "must be one of gt, gte, lt, lte, eq",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"GTE","threshold":1}}}}"#),
+                "rule.condition.operator",
+                "must be one of gt, gte, lt, lte, eq",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt"}}}}"#),
+                "rule.condition.threshold",
+                "is required",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt","threshold":"5000"}}}}"#),
+                "rule.condition.threshold",
+                "must be a decimal number, not a string",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt","threshold":0.001}}}}"#),
+                "rule.condition.threshold",
+                "must have at most 2 decimals",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt","threshold":1e20}}}}"#),
+                "rule.condition.threshold",
+                "is out of range",
+            ),
+            (
+                format!(r#"{{{ISS},"condition":{{"figure":"incomingCount","operator":"gt","threshold":2.5}}}}"#),
+                "rule.condition.threshold",
+                "must be a whole number: incomingCount is a count",
+            ),
+            (
+                format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt","treshold":1}}}}"#),
+                "rule.condition.treshold",
+                "is not a known field (allowed: figure, labelGroup, operator, threshold)",
+            ),
+            (
+                format!(r#"{{{FB},"condition":{{{fb_ok},"months":3}}}}"#),
+                "rule.condition.months",
+                "is not a known field",
+            ),
+            (
+                format!(r#"{{{HB},"accountType":"checking"}}"#),
+                "rule.accountType",
+                "is only allowed for financialBreakdown",
+            ),
+            (
+                format!(r#"{{{FB},"condition":{{{fb_ok}}},"accountType":"girokonto"}}"#),
+                "rule.accountType",
+                "must be one of checking, savings",
+            ),
+            (
+                format!(r#"{{{FB},"condition":{{{fb_ok}}},"accountType":1}}"#),
+                "rule.accountType",
+                "must be one of checking, savings",
+            ),
+            (format!(r#"{{{FB},"condition":{{{fb_ok}}},"accounts":"all"}}"#), "rule.accounts", "is not a known field"),
+        ];
+        for (rule, field, message) in cases {
+            let err = rule_error(&rule);
+            assert_eq!(err.field, field, "{rule}: {}", err.message);
+            assert!(err.message.contains(message), "{rule}: {:?} lacks {message:?}", err.message);
+        }
+        // The whole well-formed rule passes: each case above fails for the one thing it changes.
+        parsed_rule(&format!(r#"{{{FB},"condition":{{{fb_ok}}},"accountType":"savings"}}"#));
+        parsed_rule(&format!(r#"{{{HB},"condition":{{"figure":"amount","operator":"gt","threshold":1}}}}"#));
     }
 
     #[test]

@@ -1,21 +1,14 @@
 //! The use cases of the segments API, over the ports. Transport-free: the handler calls them with
 //! an authenticated [`Caller`] and the organization and ledger of the path.
 //!
-//! Dynamic segments: `POST …/refresh` starts a financial-segment job with the segment's rule and
-//! records it on the segment (`lastRefresh`, state `PENDING`). Nothing runs when the job
-//! finishes; instead every read of the segment (and every further `POST …/refresh`) settles a
-//! pending refresh whose job has completed, in two conditional steps on the segment's version:
-//! 1. `PENDING` → `APPLYING`, recording the difference between the result's accounts and the
-//!    current members (`added`, `removed`). Of concurrent readers exactly one records it.
-//! 2. apply that difference (idempotent puts and deletes), then `APPLYING` → `APPLIED` with
-//!    `refreshedAt`. A reader that finds `APPLYING` (a crash, or a slower peer) re-applies the
-//!    recorded difference, which changes nothing the second time, and finishes the step.
-//!
-//! A failed or expired job turns the refresh `FAILED` and leaves the membership as it was.
+//! Dynamic segments (a rule, optionally a schedule) are refreshed by the service: `refresh`.
+//! Every create, change and delete publishes an event: `events`.
 
 pub mod body;
+pub mod events;
+pub mod refresh;
+pub mod selection;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -24,15 +17,14 @@ use serde_json::value::RawValue;
 use tracing::instrument;
 
 use super::create_job::JobIntake;
-use super::read_result::{ResultReader, read_page};
+use super::read_result::ResultReader;
 use super::{AppError, Caller};
 use crate::domain::date::timestamp;
-use crate::domain::segment::{
-    AccountRef, LedgerId, Refresh, RefreshState, Scope, Segment, SegmentId, SegmentQuery, Status,
-};
-use crate::domain::{AccountId, MandatorId, UserId};
-use crate::jobs::{Job, JobStatus, MAX_PER_PAGE};
-use crate::ports::{AccountDirectory, SegmentStore, StoreError};
+use crate::domain::events::{EventKind, SegmentEvent};
+use crate::domain::refresh::Schedule;
+use crate::domain::segment::{AccountRef, LedgerId, Scope, Segment, SegmentId, SegmentQuery, Status};
+use crate::domain::{AccountId, MandatorId};
+use crate::ports::{EventPublisher, RefreshQueue, RefreshStore, SegmentStore, StoreError, UserStore};
 use crate::rules::body::FieldError;
 use body::{CreateSegment, ListQuery, MembershipChange, PatchSegment, SortOrder};
 
@@ -40,18 +32,25 @@ pub const READ_SCOPE: &str = "segments/definitions.read";
 pub const WRITE_SCOPE: &str = "segments/definitions.write";
 
 /// How often a use case re-reads a segment after losing a conditional write to a peer.
-const SETTLE_ATTEMPTS: usize = 4;
+pub(crate) const SETTLE_ATTEMPTS: usize = 4;
 
-/// What the segments API runs with: the job services (a refresh starts a job) plus the segment
-/// store and the account directory.
+/// What the segments API, the refresh scheduler and the refresh applier run with: the job
+/// services (a refresh starts a job and reads its result), the segment and refresh stores, the
+/// account data (its directory resolves members; a financialBreakdown rule selects a user's
+/// accounts from it), where events go and the queue of refresh steps.
 #[derive(Clone)]
 pub struct SegmentsServices {
-    /// A refresh starts a financial-segment job ...
+    /// A refresh starts a financial-segment job (and a segment's events are signed with the
+    /// mandator's callback secret, under the callback URL policy, of its callbacks) ...
     pub intake: JobIntake,
     /// ... and reads its result.
     pub reader: ResultReader,
     pub segments: Arc<dyn SegmentStore>,
-    pub directory: Arc<dyn AccountDirectory>,
+    pub refreshes: Arc<dyn RefreshStore>,
+    pub users: Arc<dyn UserStore>,
+    pub events: Arc<dyn EventPublisher>,
+    pub refresh_queue: Arc<dyn RefreshQueue>,
+    pub refresh_settings: refresh::RefreshSettings,
 }
 
 /// The organization and ledger a request addresses, checked against the caller.
@@ -89,19 +88,10 @@ pub struct StatusView {
 pub struct RuleView {
     pub segment_type: crate::domain::SegmentType,
     pub parameters: Box<RawValue>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefreshView {
-    pub job_id: crate::domain::JobId,
-    pub status: RefreshState,
-    pub requested_at: String,
-    pub refreshed_at: Option<String>,
-    pub added: Vec<AccountRef>,
-    pub removed: Vec<AccountRef>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub condition: Option<crate::domain::segment::Condition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_type: Option<crate::domain::AccountType>,
 }
 
 /// A segment as the API shows it.
@@ -116,7 +106,13 @@ pub struct SegmentView {
     pub metadata: crate::domain::segment::Metadata,
     pub rule: Option<RuleView>,
     pub member_count: u64,
-    pub last_refresh: Option<RefreshView>,
+    /// The schedule (`{"every", "on", "at"}`).
+    pub refresh: Option<Schedule>,
+    /// When the next scheduled refresh starts.
+    pub next_refresh_at: Option<String>,
+    pub last_refresh: Option<refresh::RefreshView>,
+    #[serde(rename = "callbackURL")]
+    pub callback_url: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub deleted_at: Option<String>,
@@ -141,7 +137,8 @@ pub struct AccountSegment {
     pub segment: SegmentView,
 }
 
-async fn view(s: &SegmentsServices, seg: &Segment) -> Result<SegmentView, AppError> {
+/// `seg` as the API shows it (the handler shows the segment a refresh started on with it).
+pub async fn view(s: &SegmentsServices, seg: &Segment) -> Result<SegmentView, AppError> {
     let member_count = s.segments.member_count(&seg.mandator, seg.id).await?;
     let rule = match &seg.rule {
         None => None,
@@ -149,6 +146,8 @@ async fn view(s: &SegmentsServices, seg: &Segment) -> Result<SegmentView, AppErr
             segment_type: r.segment_type,
             parameters: RawValue::from_string(r.parameters.clone())
                 .map_err(|e| StoreError::Corrupt(format!("rule of segment {}: {e}", seg.id)))?,
+            condition: r.condition.clone(),
+            account_type: r.account_type,
         }),
     };
     Ok(SegmentView {
@@ -160,15 +159,10 @@ async fn view(s: &SegmentsServices, seg: &Segment) -> Result<SegmentView, AppErr
         metadata: seg.metadata.clone(),
         rule,
         member_count,
-        last_refresh: seg.refresh.as_ref().map(|r| RefreshView {
-            job_id: r.job_id,
-            status: r.state,
-            requested_at: timestamp(r.requested_at),
-            refreshed_at: r.refreshed_at.map(timestamp),
-            added: r.added.clone(),
-            removed: r.removed.clone(),
-            error: r.error.clone(),
-        }),
+        refresh: seg.schedule,
+        next_refresh_at: seg.next_refresh_at.map(timestamp),
+        last_refresh: seg.last_refresh.as_ref().map(refresh::RefreshView::from),
+        callback_url: seg.callback_url.clone(),
         created_at: timestamp(seg.created_at),
         updated_at: timestamp(seg.updated_at),
         deleted_at: seg.deleted_at.map(timestamp),
@@ -211,6 +205,14 @@ async fn name_taken(s: &SegmentsServices, t: &Target, name: &str, except: Option
         .any(|seg| seg.name == name && Some(seg.id) != except))
 }
 
+/// Checks a segment's `callbackURL` like a job's, and makes sure the mandator's signing secret
+/// exists: the functions that later deliver the segment's events only read it.
+async fn callback_target(s: &SegmentsServices, mandator: &MandatorId, url: &str) -> Result<(), AppError> {
+    s.intake.callbacks.validate(url).await?;
+    s.intake.callbacks.secrets.secret(mandator).await?;
+    Ok(())
+}
+
 #[instrument(skip_all, fields(mandator_id = %t.mandator))]
 pub async fn create(
     s: &SegmentsServices,
@@ -219,6 +221,9 @@ pub async fn create(
     now: DateTime<Utc>,
 ) -> Result<SegmentView, AppError> {
     let c = CreateSegment::parse(body, now.date_naive())?;
+    if let Some(url) = &c.callback_url {
+        callback_target(s, &t.mandator, url).await?;
+    }
     // A friendly early answer; the conditional write below is what guarantees uniqueness.
     if name_taken(s, t, &c.name, None).await? {
         return Err(AppError::SegmentNameTaken(c.name));
@@ -231,7 +236,10 @@ pub async fn create(
         status: c.status,
         metadata: c.metadata.into_iter().collect(),
         rule: c.rule,
-        refresh: None,
+        last_refresh: None,
+        next_refresh_at: c.schedule.map(|sch| sch.next_after(now)),
+        schedule: c.schedule,
+        callback_url: c.callback_url,
         created_at: now,
         updated_at: now,
         deleted_at: None,
@@ -243,6 +251,7 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(segment_id = %seg.id, "segment created");
+    events::publish_after_write(s, &seg, SegmentEvent::segment(EventKind::Created, &seg, now)).await;
     view(s, &seg).await
 }
 
@@ -287,8 +296,8 @@ pub async fn count(s: &SegmentsServices, t: &Target, q: &ListQuery) -> Result<u6
 }
 
 #[instrument(skip_all, fields(mandator_id = %t.mandator))]
-pub async fn get(s: &SegmentsServices, t: &Target, id: &str, now: DateTime<Utc>) -> Result<SegmentView, AppError> {
-    let seg = settle_refresh(s, t, id, now).await?;
+pub async fn get(s: &SegmentsServices, t: &Target, id: &str) -> Result<SegmentView, AppError> {
+    let seg = live(s, t, id).await?;
     view(s, &seg).await
 }
 
@@ -323,10 +332,29 @@ pub async fn patch(
     if let Some(rule) = p.rule {
         next.rule = rule;
     }
+    if let Some(schedule) = p.schedule {
+        next.schedule = schedule;
+        next.next_refresh_at = schedule.map(|sch| sch.next_after(now));
+    }
+    if next.schedule.is_some() && next.rule.is_none() {
+        return Err(AppError::InvalidField(FieldError::new(
+            "refresh",
+            "needs a rule: only a dynamic segment is refreshed (remove the schedule with the rule)",
+        )));
+    }
+    if let Some(url) = p.callback_url {
+        if let Some(url) = &url {
+            callback_target(s, &t.mandator, url).await?;
+        }
+        next.callback_url = url;
+    }
     next.updated_at = now;
     next.version = seg.version + 1;
     match s.segments.replace_segment(&seg, &next).await {
-        Ok(()) => view(s, &next).await,
+        Ok(()) => {
+            events::publish_after_write(s, &next, SegmentEvent::segment(EventKind::Updated, &next, now)).await;
+            view(s, &next).await
+        }
         Err(StoreError::Conflict(_)) => {
             // The name lost a race, or the segment changed: tell which.
             let current = live(s, t, id).await?;
@@ -346,10 +374,14 @@ pub async fn delete(s: &SegmentsServices, t: &Target, id: &str, now: DateTime<Ut
     let seg = live(s, t, id).await?;
     let mut next = seg.clone();
     next.deleted_at = Some(now);
+    next.next_refresh_at = None;
     next.updated_at = now;
     next.version = seg.version + 1;
     match s.segments.replace_segment(&seg, &next).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            events::publish_after_write(s, &next, SegmentEvent::segment(EventKind::Deleted, &next, now)).await;
+            Ok(())
+        }
         // Deleted or changed meanwhile: a second delete answers like a read of a deleted segment.
         Err(StoreError::Conflict(_)) => live(s, t, id).await.and(Err(AppError::SegmentConflict)),
         Err(e) => Err(e.into()),
@@ -366,11 +398,16 @@ pub async fn change_members(s: &SegmentsServices, t: &Target, id: &str, body: &[
     if !seg.status.code.accepts_members() {
         return Err(AppError::SegmentNotTaggable(seg.status.code.as_str().to_owned()));
     }
+    // While a refresh records its difference the members must hold still, or the feed would
+    // not be the difference applied.
+    if seg.last_refresh.as_ref().is_some_and(|r| r.state == crate::domain::refresh::RefreshState::Diffing) {
+        return Err(AppError::RefreshNotRecorded("DIFFING"));
+    }
     // Only accounts of the mandator's data can be tagged; removing a non-member (of any id)
     // changes nothing, so `remove` needs no lookup.
     let mut add = Vec::with_capacity(change.add.len());
     if !change.add.is_empty() {
-        let mut users = s.directory.account_users(&t.mandator, &change.add).await?;
+        let mut users = s.users.account_users(&t.mandator, &change.add).await?;
         let mut unknown = Vec::new();
         for account_id in change.add {
             match users.remove(&account_id) {
@@ -428,161 +465,4 @@ pub async fn account_segments(
         });
     }
     Ok(Page { items, page, limit, total_count: found.len() as u64 })
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dynamic segments
-
-/// `POST …/refresh`: settles a refresh in flight (and returns it); when none is in flight, starts
-/// one. Returns the segment and whether a job was started.
-#[instrument(skip_all, fields(mandator_id = %t.mandator))]
-pub async fn refresh(
-    s: &SegmentsServices,
-    caller: &Caller,
-    t: &Target,
-    id: &str,
-    now: DateTime<Utc>,
-) -> Result<(SegmentView, bool), AppError> {
-    let in_flight = |seg: &Segment| {
-        seg.refresh.as_ref().is_some_and(|r| matches!(r.state, RefreshState::Pending | RefreshState::Applying))
-    };
-    // A refresh in flight is settled as far as its job allows, never started a second time.
-    if in_flight(&live(s, t, id).await?) {
-        let seg = settle_refresh(s, t, id, now).await?;
-        return Ok((view(s, &seg).await?, false));
-    }
-    let seg = settle_refresh(s, t, id, now).await?;
-    if in_flight(&seg) {
-        return Ok((view(s, &seg).await?, false));
-    }
-    let rule = seg.rule.clone().ok_or(AppError::NoRule)?;
-    if !seg.status.code.accepts_members() {
-        return Err(AppError::SegmentNotTaggable(seg.status.code.as_str().to_owned()));
-    }
-    // Computing the rule is creating a job of its type: the caller needs that type's scope too.
-    caller.require_scope(&rule.segment_type.scope())?;
-    let job =
-        super::create_job::create_job(&s.intake, caller, rule.segment_type, rule.parameters.as_bytes(), now).await?;
-    let mut next = seg.clone();
-    next.refresh = Some(Refresh {
-        job_id: job.job_id,
-        state: RefreshState::Pending,
-        requested_at: now,
-        refreshed_at: None,
-        added: Vec::new(),
-        removed: Vec::new(),
-        error: None,
-    });
-    next.updated_at = now;
-    next.version = seg.version + 1;
-    match s.segments.replace_segment(&seg, &next).await {
-        Ok(()) => {}
-        // The job stays orphaned; it expires with its results.
-        Err(StoreError::Conflict(_)) => return Err(AppError::SegmentConflict),
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(segment_id = %seg.id, job_id = %job.job_id, "refresh started");
-    Ok((view(s, &next).await?, true))
-}
-
-/// Reads the live segment and brings a pending refresh as far as its job allows (module docs).
-async fn settle_refresh(s: &SegmentsServices, t: &Target, id: &str, now: DateTime<Utc>) -> Result<Segment, AppError> {
-    for _ in 0..SETTLE_ATTEMPTS {
-        let seg = live(s, t, id).await?;
-        let Some(r) = seg.refresh.clone() else { return Ok(seg) };
-        let mut next = seg.clone();
-        next.version = seg.version + 1;
-        let mut done = r.clone();
-        match r.state {
-            RefreshState::Applied | RefreshState::Failed => return Ok(seg),
-            RefreshState::Pending => {
-                let job = s.reader.jobs.get(&t.mandator, r.job_id).await?;
-                match job {
-                    Some(job) if !job.is_expired(now) => match job.status {
-                        JobStatus::Queued | JobStatus::Running => return Ok(seg),
-                        JobStatus::Failed => {
-                            done.state = RefreshState::Failed;
-                            done.error = Some(job.error.clone().unwrap_or_else(|| "the job failed".into()));
-                        }
-                        JobStatus::Completed => {
-                            let wanted = result_accounts(s, &job).await?;
-                            let current: BTreeMap<AccountId, UserId> = s
-                                .segments
-                                .members(&t.mandator, seg.id)
-                                .await?
-                                .into_iter()
-                                .map(|a| (a.account_id, a.user_id))
-                                .collect();
-                            let only_in = |a: &BTreeMap<AccountId, UserId>, b: &BTreeMap<AccountId, UserId>| {
-                                a.iter()
-                                    .filter(|(id, _)| !b.contains_key(*id))
-                                    .map(|(id, user)| AccountRef { account_id: id.clone(), user_id: user.clone() })
-                                    .collect::<Vec<_>>()
-                            };
-                            done.state = RefreshState::Applying;
-                            done.added = only_in(&wanted, &current);
-                            done.removed = only_in(&current, &wanted);
-                        }
-                    },
-                    _ => {
-                        done.state = RefreshState::Failed;
-                        done.error = Some("the job expired before its result was applied".into());
-                    }
-                }
-            }
-            RefreshState::Applying => {
-                let removed: Vec<AccountId> = r.removed.iter().map(|a| a.account_id.clone()).collect();
-                s.segments.change_members(&t.mandator, seg.id, &r.added, &removed).await?;
-                done.state = RefreshState::Applied;
-                done.refreshed_at = Some(now);
-            }
-        }
-        next.refresh = Some(done);
-        match s.segments.replace_segment(&seg, &next).await {
-            // Applying: go round once more to apply what was just recorded.
-            Ok(()) if next.refresh.as_ref().is_some_and(|r| r.state == RefreshState::Applying) => continue,
-            Ok(()) => {
-                tracing::info!(segment_id = %seg.id, job_id = %r.job_id, "refresh settled");
-                return Ok(next);
-            }
-            // A peer moved it on: read again.
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(AppError::SegmentConflict)
-}
-
-/// Every account listed in a completed job's result, with its user. The result is read page by
-/// page through the result reader, one page of users in memory at a time. Every rule type lists
-/// accounts per user (`{userId, accounts: [{accountId, …}]}`, docs/semantics.md); an entry without
-/// `accounts` is not a result of such a type and is reported as corrupt rather than read as empty.
-async fn result_accounts(s: &SegmentsServices, job: &Job) -> Result<BTreeMap<AccountId, UserId>, AppError> {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Entry {
-        user_id: UserId,
-        accounts: Vec<Account>,
-    }
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Account {
-        account_id: AccountId,
-    }
-    let mut out = BTreeMap::new();
-    let mut page = 1;
-    loop {
-        let p = read_page(s.reader.results.as_ref(), job, page, MAX_PER_PAGE).await?;
-        for raw in &p.users {
-            let entry: Entry = serde_json::from_str(raw.get())
-                .map_err(|e| StoreError::Corrupt(format!("result of job {}: {e}", job.job_id)))?;
-            for a in entry.accounts {
-                out.insert(a.account_id, entry.user_id.clone());
-            }
-        }
-        if u64::from(page) >= p.total_pages {
-            return Ok(out);
-        }
-        page += 1;
-    }
 }
