@@ -115,6 +115,34 @@ string_id!(
     TransactionId
 );
 
+/// A segment's id: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SegmentId(uuid::Uuid);
+
+impl SegmentId {
+    pub fn new() -> Self {
+        SegmentId(uuid::Uuid::now_v7())
+    }
+
+    /// Any UUID text; an unknown id is simply not found.
+    pub fn parse(s: &str) -> Option<Self> {
+        uuid::Uuid::parse_str(s).ok().map(SegmentId)
+    }
+}
+
+impl Default for SegmentId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for SegmentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
 /// A job's id: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct JobId(uuid::Uuid);

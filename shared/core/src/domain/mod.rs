@@ -12,11 +12,12 @@ mod money;
 mod month;
 pub mod records;
 pub mod refresh;
+pub mod rule;
 pub mod segment;
 mod types;
 
 pub use callback::{CallbackSecret, PendingCallback, random_key};
-pub use ids::{AccountId, IdError, JobId, MandatorId, TransactionId, UserId};
+pub use ids::{AccountId, IdError, JobId, MandatorId, SegmentId, TransactionId, UserId};
 pub use model::{Account, AccountHistory, Transaction, UserData};
 pub use money::{Currency, Money, MoneyError};
 pub use month::Month;

@@ -14,7 +14,8 @@ use std::fmt;
 use chrono::{DateTime, Datelike, Duration, NaiveTime, Timelike, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
-use super::segment::{Rule, SegmentId};
+use super::SegmentId;
+use super::rule::Rule;
 use super::{AccountId, JobId, MandatorId};
 
 /// A refresh's id: a UUIDv7, so a segment's refreshes sort by start time.

@@ -20,15 +20,15 @@
 //! each member as `{accountId, userId}`. Account data written before the directory existed is
 //! found again after importing its files once more (imports are upserts).
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use std::fmt;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::domain::SegmentId;
 use crate::domain::refresh::{RefreshSummary, Schedule};
-use crate::domain::{AccountId, AccountType, MandatorId, Money, SegmentType, UserId};
+pub use crate::domain::rule::{Comparison, Condition, Figure, Rule};
+use crate::domain::{AccountId, MandatorId, UserId};
 
 /// Longest segment name, in characters.
 pub const MAX_NAME_CHARS: usize = 256;
@@ -43,34 +43,6 @@ pub const MAX_MEMBERSHIP_CHANGE: usize = 1000;
 /// Page size bounds of the list endpoints.
 pub const DEFAULT_LIMIT: u32 = 10;
 pub const MAX_LIMIT: u32 = 100;
-
-/// A segment's id: a UUIDv7, so ids sort by creation time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SegmentId(uuid::Uuid);
-
-impl SegmentId {
-    pub fn new() -> Self {
-        SegmentId(uuid::Uuid::now_v7())
-    }
-
-    /// Any UUID text; an unknown id is simply not found.
-    pub fn parse(s: &str) -> Option<Self> {
-        uuid::Uuid::parse_str(s).ok().map(SegmentId)
-    }
-}
-
-impl Default for SegmentId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for SegmentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
 
 /// A ledger of the organization. Same character rules as every other identifier, so it can sit in
 /// storage keys.
@@ -227,166 +199,6 @@ impl<'de> Deserialize<'de> for MetaValue {
 
 pub type Metadata = BTreeMap<String, MetaValue>;
 
-/// A dynamic segment's rule: a financial segment, and which accounts of its result become the
-/// membership (docs/segments.md, "Which accounts a rule selects").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Rule {
-    pub segment_type: SegmentType,
-    /// The request body of `POST /segments/{segmentType}`, as validated JSON text: a refresh
-    /// starts its job with exactly this body.
-    pub parameters: String,
-    /// A condition on the result's figures; without one every account the result lists is
-    /// selected. Required for financialBreakdown, whose result lists no accounts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub condition: Option<Condition>,
-    /// financialBreakdown only: of a selected user, only the accounts of this type (all when
-    /// absent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_type: Option<AccountType>,
-}
-
-/// `figure operator threshold`, e.g. `average gte 2500.00` of one label group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Condition {
-    pub figure: Figure,
-    /// financialBreakdown: the alias of the label group whose statistic is compared.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub label_group: Option<String>,
-    pub operator: Comparison,
-    pub threshold: Money,
-}
-
-/// The figures a condition may compare, by segment type (docs/segments.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Figure {
-    /// highBalance, lowBalance, insuranceSpending: the account's `amount`.
-    Amount,
-    /// incomeSpendingSummary: the account's figures.
-    IncomingCount,
-    OutgoingCount,
-    IncomingAmount,
-    OutgoingAmount,
-    /// financialBreakdown: a statistic of the label group's monthly totals.
-    Total,
-    Average,
-    Minimum,
-    Maximum,
-    Median,
-}
-
-impl Figure {
-    pub const ALL: [Figure; 10] = [
-        Figure::Amount,
-        Figure::IncomingCount,
-        Figure::OutgoingCount,
-        Figure::IncomingAmount,
-        Figure::OutgoingAmount,
-        Figure::Total,
-        Figure::Average,
-        Figure::Minimum,
-        Figure::Maximum,
-        Figure::Median,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Figure::Amount => "amount",
-            Figure::IncomingCount => "incomingCount",
-            Figure::OutgoingCount => "outgoingCount",
-            Figure::IncomingAmount => "incomingAmount",
-            Figure::OutgoingAmount => "outgoingAmount",
-            Figure::Total => "total",
-            Figure::Average => "average",
-            Figure::Minimum => "minimum",
-            Figure::Maximum => "maximum",
-            Figure::Median => "median",
-        }
-    }
-
-    /// The figure named `name`, of any type.
-    pub fn parse(name: &str) -> Option<Figure> {
-        Figure::ALL.into_iter().find(|f| f.as_str() == name)
-    }
-
-    /// Whether the figure is a count of transactions (a whole number) rather than an amount.
-    pub fn is_count(self) -> bool {
-        matches!(self, Figure::IncomingCount | Figure::OutgoingCount)
-    }
-
-    /// The names of `figures`, for messages: `total, average, minimum`.
-    pub fn names(figures: &[Figure]) -> String {
-        figures.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(", ")
-    }
-
-    /// The figures a condition of `segment_type` may name.
-    pub fn of(segment_type: SegmentType) -> &'static [Figure] {
-        match segment_type {
-            SegmentType::HighBalance | SegmentType::LowBalance | SegmentType::InsuranceSpending => &[Figure::Amount],
-            SegmentType::IncomeSpendingSummary => {
-                &[Figure::IncomingCount, Figure::OutgoingCount, Figure::IncomingAmount, Figure::OutgoingAmount]
-            }
-            SegmentType::FinancialBreakdown => {
-                &[Figure::Total, Figure::Average, Figure::Minimum, Figure::Maximum, Figure::Median]
-            }
-        }
-    }
-}
-
-/// How a figure is compared with the threshold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Comparison {
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-    Eq,
-}
-
-impl Comparison {
-    pub const ALL: [Comparison; 5] = [Comparison::Gt, Comparison::Gte, Comparison::Lt, Comparison::Lte, Comparison::Eq];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Comparison::Gt => "gt",
-            Comparison::Gte => "gte",
-            Comparison::Lt => "lt",
-            Comparison::Lte => "lte",
-            Comparison::Eq => "eq",
-        }
-    }
-
-    /// The operator named `name`.
-    pub fn parse(name: &str) -> Option<Comparison> {
-        Comparison::ALL.into_iter().find(|c| c.as_str() == name)
-    }
-
-    /// The operator names, for messages.
-    pub fn names() -> String {
-        Comparison::ALL.map(Comparison::as_str).join(", ")
-    }
-
-    /// Whether `figure operator threshold` holds, exactly.
-    pub fn holds(self, figure: Money, threshold: Money) -> bool {
-        self.admits(figure.cmp(&threshold))
-    }
-
-    /// Whether the operator holds for a figure that compares with the threshold as `ordering`
-    /// (`figure.cmp(&threshold)`): one place for amounts and counts alike.
-    pub fn admits(self, ordering: Ordering) -> bool {
-        match self {
-            Comparison::Gt => ordering == Ordering::Greater,
-            Comparison::Gte => ordering != Ordering::Less,
-            Comparison::Lt => ordering == Ordering::Less,
-            Comparison::Lte => ordering != Ordering::Greater,
-            Comparison::Eq => ordering == Ordering::Equal,
-        }
-    }
-}
-
 /// An account and its user. Ordered by accountId, which alone identifies the account within a
 /// mandator; the user is shown because the account data is the user's.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -444,6 +256,7 @@ impl Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{AccountType, SegmentType};
 
     #[test]
     fn ids_are_uuid_v7_and_sort_by_creation() {
